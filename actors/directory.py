@@ -1,0 +1,191 @@
+"""The Directory: which cubes exist, and which of them have a live actor.
+
+It owns the catalog (cube metadata) and keeps at most ``max_live_cubes`` cube actors alive.
+``activate`` finds or starts a cube's actor (concurrent activations of one cube share one
+start); when the cap is reached the least recently used cube is passivated: it flushes and
+releases its storage, its counters go to the catalog, and its process is ended. The next
+``activate`` starts it again from durable state, so callers never see the difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import statistics
+import time
+from collections import OrderedDict, deque
+
+import ray
+from ray.actor import ActorHandle
+
+from actors.cube import MemCubeActor, cube_actor_name
+from memos_ray.config import MemosConfig
+from memos_ray.errors import CubeExists, CubeNotFound, MemosError, Unavailable
+from memos_ray.models import CubeCreate, CubeList, CubeMeta, Strict, utcnow
+from memos_ray.storage import CatalogStore
+
+DIRECTORY_NAME = "memos_directory"
+
+
+class DirectoryStats(Strict):
+    cubes: int
+    live: int
+    max_live: int
+    activations: int
+    passivations: int
+    activation_p50_s: float | None
+    activation_max_s: float | None
+
+
+def _new_cube_id() -> str:
+    return f"cube-{secrets.token_hex(6)}"
+
+
+@ray.remote(max_restarts=-1, max_concurrency=1000)
+class Directory:
+    def __init__(self, config: MemosConfig) -> None:
+        self.config = config
+        self.catalog = CatalogStore(config.storage)
+        self.cubes: dict[str, CubeMeta] = self.catalog.load()
+        self.live: OrderedDict[str, ActorHandle] = OrderedDict()
+        self._starting: dict[str, asyncio.Task[ActorHandle]] = {}
+        self._room = asyncio.Lock()
+        self._activations = 0
+        self._passivations = 0
+        self._activation_s: deque[float] = deque(maxlen=1000)
+
+    async def ready(self) -> int:
+        return len(self.cubes)
+
+    # ------------------------------------------------------------ catalog
+
+    async def create_cube(self, req: CubeCreate) -> CubeMeta:
+        cube_id = req.id or _new_cube_id()
+        if cube_id in self.cubes:
+            raise CubeExists(f"cube {cube_id} already exists", {"cube_id": cube_id})
+        now = utcnow()
+        meta = CubeMeta(
+            id=cube_id,
+            name=req.name,
+            description=req.description,
+            owner=req.owner,
+            quotas=req.quotas,
+            created_at=now,
+            updated_at=now,
+        )
+        self.catalog.put(meta)  # durable before it is visible
+        self.cubes[cube_id] = meta
+        return meta
+
+    def _known(self, cube_id: str) -> CubeMeta:
+        meta = self.cubes.get(cube_id)
+        if meta is None:
+            raise CubeNotFound(f"cube {cube_id} not found", {"cube_id": cube_id})
+        return meta
+
+    async def get_cube(self, cube_id: str) -> CubeMeta:
+        self._known(cube_id)
+        handle = self.live.get(cube_id)
+        if handle is not None:
+            try:
+                self.cubes[cube_id] = await handle.meta.remote()
+            except (MemosError, ray.exceptions.RayActorError):
+                pass  # being passivated: the catalog copy is current enough
+        return self.cubes[cube_id]
+
+    async def list_cubes(self, offset: int = 0, limit: int = 100) -> CubeList:
+        ids = sorted(self.cubes, key=lambda c: (self.cubes[c].created_at, c))
+        page = ids[offset : offset + limit]
+        metas = await asyncio.gather(*(self.get_cube(c) for c in page))
+        return CubeList(cubes=list(metas), total=len(ids))
+
+    async def delete_cube(self, cube_id: str) -> None:
+        """Remove a cube and all its memories, everywhere."""
+        self._known(cube_id)
+        handle = await self.activate(cube_id)
+        self.live.pop(cube_id, None)
+        await handle.destroy.remote()
+        ray.kill(handle, no_restart=True)
+        self.catalog.delete(cube_id)
+        del self.cubes[cube_id]
+
+    # ------------------------------------------------------------ live actors
+
+    async def activate(self, cube_id: str) -> ActorHandle:
+        """The cube's live actor, started from durable state when it was passivated."""
+        handle = self.live.get(cube_id)
+        if handle is not None:
+            self.live.move_to_end(cube_id)
+            return handle
+        self._known(cube_id)
+        task = self._starting.get(cube_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._start(cube_id))
+            self._starting[cube_id] = task
+        return await asyncio.shield(task)
+
+    async def _start(self, cube_id: str) -> ActorHandle:
+        start = time.perf_counter()
+        try:
+            await self._make_room()
+            handle = MemCubeActor.options(  # type: ignore[attr-defined]
+                name=cube_actor_name(cube_id),
+                namespace=self.config.namespace,
+                num_cpus=self.config.directory.cube_num_cpus,
+            ).remote(self.cubes[cube_id], self.config)
+            try:
+                meta = await asyncio.wait_for(
+                    handle.ready.remote(), timeout=self.config.directory.activation_timeout_s
+                )
+            except (TimeoutError, ray.exceptions.RayError) as exc:
+                ray.kill(handle, no_restart=True)
+                raise Unavailable(f"cube {cube_id} could not be activated: {exc}", {"cube_id": cube_id}) from exc
+            self.cubes[cube_id] = meta
+            self.live[cube_id] = handle
+            self._activations += 1
+            self._activation_s.append(time.perf_counter() - start)
+            return handle
+        finally:
+            self._starting.pop(cube_id, None)
+
+    async def _make_room(self) -> None:
+        async with self._room:
+            while len(self.live) + len(self._starting) > self.config.directory.max_live_cubes and self.live:
+                victim, _ = next(iter(self.live.items()))
+                await self.passivate(victim)
+
+    async def passivate(self, cube_id: str) -> bool:
+        """Flush and stop a cube's actor; its state stays durable. False if it was not live."""
+        handle = self.live.pop(cube_id, None)
+        if handle is None:
+            return False
+        try:
+            meta = await handle.passivate.remote()
+            self.cubes[cube_id] = meta
+            self.catalog.put(meta)
+        except (MemosError, ray.exceptions.RayActorError):
+            pass  # already gone: its writes were durable when acknowledged
+        ray.kill(handle, no_restart=True)
+        self._passivations += 1
+        return True
+
+    async def live_cubes(self) -> list[str]:
+        return list(self.live)
+
+    async def stats(self) -> DirectoryStats:
+        times = list(self._activation_s)
+        return DirectoryStats(
+            cubes=len(self.cubes),
+            live=len(self.live),
+            max_live=self.config.directory.max_live_cubes,
+            activations=self._activations,
+            passivations=self._passivations,
+            activation_p50_s=statistics.median(times) if times else None,
+            activation_max_s=max(times) if times else None,
+        )
+
+    async def shutdown(self) -> None:
+        """Passivate every live cube and close the catalog (clean stop)."""
+        for cube_id in list(self.live):
+            await self.passivate(cube_id)
+        self.catalog.close()

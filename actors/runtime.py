@@ -1,0 +1,58 @@
+"""Finding or starting the cluster-wide actors: one Directory and one Embedder per namespace.
+
+Both are detached named actors, so every Serve replica (and the CLI, tests, benchmarks)
+reaches the same ones, and they outlive a replica restart. ``get_if_exists`` makes
+concurrent starts safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ray
+from ray.actor import ActorHandle
+
+from actors.directory import DIRECTORY_NAME, Directory
+from actors.embedder import EMBEDDER_NAME, Embedder
+from memos_ray.config import MemosConfig
+
+
+@dataclass(frozen=True)
+class Runtime:
+    directory: ActorHandle
+    embedder: ActorHandle
+
+
+def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
+    directory = Directory.options(  # type: ignore[attr-defined]
+        name=DIRECTORY_NAME,
+        namespace=config.namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0.01,
+    ).remote(config)
+    embedder = Embedder.options(  # type: ignore[attr-defined]
+        name=EMBEDDER_NAME,
+        namespace=config.namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=config.embedder.num_cpus,
+    ).remote(config.embedder)
+    if wait:
+        ray.get([directory.ready.remote(), embedder.ready.remote()])
+    return Runtime(directory=directory, embedder=embedder)
+
+
+def shutdown_runtime(config: MemosConfig) -> None:
+    """Passivate every cube (flushing storage) and end the shared actors."""
+    for name in (DIRECTORY_NAME, EMBEDDER_NAME):
+        try:
+            handle = ray.get_actor(name, namespace=config.namespace)
+        except ValueError:
+            continue
+        if name == DIRECTORY_NAME:
+            try:
+                ray.get(handle.shutdown.remote(), timeout=60)
+            except ray.exceptions.RayError:
+                pass
+        ray.kill(handle, no_restart=True)

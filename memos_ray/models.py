@@ -1,0 +1,315 @@
+"""The data model: what a MemCube holds and what crosses HTTP, actor calls and disk.
+
+Everything here is a pydantic model with ``extra="forbid"``. Tensors and vectors never live
+in these models (they travel beside them as numpy arrays or in the object store).
+
+Later memory types extend this model rather than rework it: a derived artefact (a KV
+cache, a LoRA adapter) records the :class:`MemoryRef` list it was built from, so an edit
+or a delete of any of those versions marks it stale; :class:`Grant` and ``owner`` carry
+access control; every :class:`MemoryItem` version keeps its :class:`Provenance`.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+# Ids are used as actor names and file names: a strict alphabet, no dots or slashes.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_ID_RE = re.compile(ID_PATTERN)
+
+MAX_TEXT_CHARS = 16_000
+MAX_TAGS = 32
+MAX_BATCH = 1_000
+
+
+def _check_id(value: str) -> str:
+    if not _ID_RE.fullmatch(value):
+        raise ValueError(
+            f"invalid id {value!r}: 1-64 characters of letters, digits, '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+Tag = Annotated[str, Field(min_length=1, max_length=64)]
+MetaValue = str | int | float | bool | None
+
+
+def new_memory_id() -> str:
+    """Time-ordered, collision-resistant id: 12 hex digits of milliseconds + 10 random."""
+    return f"m{int(time.time() * 1000):012x}{secrets.token_hex(5)}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Naive datetimes are taken as UTC, so every stored time is comparable."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MemoryKind(StrEnum):
+    fact = "fact"
+    dialogue = "dialogue"
+    document = "document"
+    preference = "preference"
+    event = "event"
+    note = "note"
+
+
+class LifecycleState(StrEnum):
+    active = "active"
+    archived = "archived"
+    expired = "expired"
+    deleted = "deleted"
+
+
+class SourceType(StrEnum):
+    api = "api"
+    message = "message"
+    import_ = "import"
+    document = "document"
+    derived = "derived"
+
+
+class Role(StrEnum):
+    read = "read"
+    write = "write"
+    admin = "admin"
+
+
+class MemoryRef(Strict):
+    """One version of one memory: what a derived artefact records as its source."""
+
+    memory_id: str
+    version: int
+
+
+class Provenance(Strict):
+    """Where a memory came from. Kept on every version."""
+
+    author: str = Field("local", description="principal that wrote this version")
+    source_type: SourceType = SourceType.api
+    source_id: str | None = Field(None, max_length=256, description="message id, file name, dia_id...")
+    conversation_id: str | None = Field(None, max_length=256)
+    speaker: str | None = Field(None, max_length=128)
+    role: str | None = Field(None, max_length=32)
+    derived_from: list[MemoryRef] = Field(default_factory=list)
+
+
+class Usage(Strict):
+    hits: int = 0
+    last_used_at: datetime | None = None
+
+
+class MemoryItem(Strict):
+    """One version of a plaintext memory, as stored and as returned."""
+
+    id: str
+    cube_id: str
+    version: int = Field(ge=1)
+    seq: int = Field(0, ge=0, description="the cube's change sequence number when this version was written")
+    text: str
+    kind: MemoryKind = MemoryKind.fact
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, MetaValue] = Field(default_factory=dict)
+    provenance: Provenance = Field(default_factory=Provenance)
+    said_at: datetime | None = Field(None, description="when it was said or happened")
+    created_at: datetime = Field(description="when the first version was stored")
+    updated_at: datetime = Field(description="when this version was stored")
+    state: LifecycleState = LifecycleState.active
+    usage: Usage = Field(default_factory=Usage)
+
+    @property
+    def ref(self) -> MemoryRef:
+        return MemoryRef(memory_id=self.id, version=self.version)
+
+
+class Grant(Strict):
+    principal: str
+    role: Role
+
+
+class CubeQuotas(Strict):
+    max_memories: int | None = Field(None, ge=1)
+    max_bytes: int | None = Field(None, ge=1)
+
+
+class CubeMeta(Strict):
+    id: str
+    name: str = ""
+    description: str = ""
+    owner: str = "local"
+    grants: list[Grant] = Field(default_factory=list)
+    quotas: CubeQuotas = Field(default_factory=CubeQuotas)
+    created_at: datetime
+    updated_at: datetime
+    seq: int = Field(0, description="cube version counter: +1 per change")
+    memory_count: int = Field(0, description="memories not deleted")
+    text_bytes: int = 0
+
+
+# ---------------------------------------------------------------- requests
+
+
+class CubeCreate(Strict):
+    id: Id | None = Field(None, description="generated when absent")
+    name: str = Field("", max_length=256)
+    description: str = Field("", max_length=4096)
+    owner: str = Field("local", max_length=128)
+    quotas: CubeQuotas = Field(default_factory=CubeQuotas)
+
+
+class SourceIn(Strict):
+    source_type: SourceType = SourceType.api
+    source_id: str | None = Field(None, max_length=256)
+    conversation_id: str | None = Field(None, max_length=256)
+    speaker: str | None = Field(None, max_length=128)
+    role: str | None = Field(None, max_length=32)
+
+
+class MemoryCreate(Strict):
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    kind: MemoryKind = MemoryKind.fact
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    metadata: dict[str, MetaValue] = Field(default_factory=dict, max_length=64)
+    said_at: datetime | None = None
+    source: SourceIn = Field(default_factory=SourceIn)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("text is blank")
+        return v
+
+    @field_validator("said_at")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return as_utc(v)
+
+
+class MemoryBatchCreate(Strict):
+    items: list[MemoryCreate] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class MemoryUpdate(Strict):
+    """A partial update: absent fields keep their value. Makes a new version."""
+
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
+    kind: MemoryKind | None = None
+    tags: list[Tag] | None = Field(None, max_length=MAX_TAGS)
+    metadata: dict[str, MetaValue] | None = Field(None, max_length=64)
+    said_at: datetime | None = None
+    state: Literal[LifecycleState.active, LifecycleState.archived] | None = None
+    expected_version: int | None = Field(None, ge=1, description="409 when the current version differs")
+
+    @field_validator("said_at")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return as_utc(v)
+
+
+class ChatMessage(Strict):
+    role: Literal["user", "assistant", "system", "tool"] = "user"
+    content: str = Field(min_length=1, max_length=1_000_000)
+    speaker: str | None = Field(None, max_length=128)
+    timestamp: datetime | None = None
+    id: str | None = Field(None, max_length=256)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return as_utc(v)
+
+
+class MessagesCreate(Strict):
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_BATCH)
+    kind: MemoryKind = MemoryKind.dialogue
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    conversation_id: str | None = Field(None, max_length=256)
+    max_chunk_chars: int = Field(1_000, ge=100, le=MAX_TEXT_CHARS)
+
+
+class SearchFilter(Strict):
+    tags_any: list[Tag] = Field(default_factory=list)
+    tags_all: list[Tag] = Field(default_factory=list)
+    kinds: list[MemoryKind] = Field(default_factory=list)
+    states: list[LifecycleState] = Field(default_factory=lambda: [LifecycleState.active])
+    said_after: datetime | None = None
+    said_before: datetime | None = None
+    speakers: list[str] = Field(default_factory=list)
+
+    @field_validator("said_after", "said_before")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return as_utc(v)
+
+
+class TimePreference(Strict):
+    """Favour memories said near ``anchor`` (default: now): score *= (1-w) + w * 2^(-|dt|/half_life)."""
+
+    anchor: datetime | None = None
+    half_life_days: float = Field(30.0, gt=0)
+    weight: float = Field(0.3, ge=0, le=1)
+
+    @field_validator("anchor")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return as_utc(v)
+
+
+class SearchQuery(Strict):
+    """What one cube's search runs (the embedding travels beside it)."""
+
+    query: str = Field(min_length=1, max_length=4_096)
+    top_k: int = Field(10, ge=1, le=200)
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    filter: SearchFilter = Field(default_factory=SearchFilter)
+    prefer_time: TimePreference | None = None
+
+
+class SearchRequest(SearchQuery):
+    cube_ids: list[Id] = Field(min_length=1, max_length=64, description="the cubes to search")
+
+
+class SearchHit(Strict):
+    memory: MemoryItem
+    score: float
+    dense_score: float | None = None
+    bm25_score: float | None = None
+
+
+class SearchResponse(Strict):
+    hits: list[SearchHit]
+    took_ms: float
+
+
+class MemoryList(Strict):
+    items: list[MemoryItem]
+    total: int
+    offset: int
+    limit: int
+
+
+class AddResult(Strict):
+    items: list[MemoryRef]
+
+
+class CubeList(Strict):
+    cubes: list[CubeMeta]
+    total: int

@@ -1,0 +1,38 @@
+"""The MemReader: turns chat messages into memory items.
+
+Each message becomes one memory (or several, when it is longer than ``max_chunk_chars``:
+split on sentence ends, each chunk recording its place). The speaker (or the role when no
+speaker is named) and the message time are kept on every item.
+"""
+
+from __future__ import annotations
+
+from memos_ray.models import MemoryCreate, MessagesCreate, SourceIn, SourceType
+from memos_ray.text import split_text
+
+
+def read_messages(req: MessagesCreate) -> list[MemoryCreate]:
+    items: list[MemoryCreate] = []
+    for msg in req.messages:
+        chunks = split_text(msg.content, req.max_chunk_chars)
+        for index, chunk in enumerate(chunks):
+            metadata: dict[str, str | int | float | bool | None] = {}
+            if len(chunks) > 1:
+                metadata = {"chunk_index": index, "chunk_count": len(chunks)}
+            items.append(
+                MemoryCreate(
+                    text=chunk,
+                    kind=req.kind,
+                    tags=req.tags,
+                    metadata=metadata,
+                    said_at=msg.timestamp,
+                    source=SourceIn(
+                        source_type=SourceType.message,
+                        source_id=msg.id,
+                        conversation_id=req.conversation_id,
+                        speaker=msg.speaker or msg.role,
+                        role=msg.role,
+                    ),
+                )
+            )
+    return items

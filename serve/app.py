@@ -1,0 +1,266 @@
+"""The HTTP interface: a Ray Serve deployment with a FastAPI ingress (``/v1``, OpenAPI at ``/docs``).
+
+The ingress validates input, runs the MemReader, asks the Embedder for vectors and the
+Directory for the cube's actor, and calls the cube. It holds no memory state itself, so
+replicas scale freely.
+
+    serve run serve.app:build_app          # or a Serve config, see clusters/serve_config.yaml
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import ray
+from fastapi import FastAPI, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from ray import serve
+from ray.serve import Application
+
+from actors.runtime import ensure_runtime
+from memos_ray import __version__
+from memos_ray.config import MemosConfig
+from memos_ray.errors import Unavailable
+from memos_ray.models import (
+    AddResult,
+    CubeCreate,
+    CubeList,
+    CubeMeta,
+    Id,
+    LifecycleState,
+    MemoryBatchCreate,
+    MemoryCreate,
+    MemoryItem,
+    MemoryKind,
+    MemoryList,
+    MemoryUpdate,
+    MessagesCreate,
+    SearchHit,
+    SearchQuery,
+    SearchRequest,
+    SearchResponse,
+)
+from memos_ray.reader import read_messages
+from memos_ray.text import index_text
+from serve.errors import error_body, install, unwrap
+
+app = FastAPI(
+    title="memos-ray",
+    version=__version__,
+    description="A memory operating system for LLM agents: MemCube actors on Ray, served by Ray Serve.",
+)
+install(app)
+
+AUTHOR = "local"  # the principal, until API keys arrive (governance)
+
+
+@app.middleware("http")
+async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """413 before reading a body over the limit (declared or streamed)."""
+    limit: int = getattr(app.state, "max_body_bytes", 4 * 1024 * 1024)
+    declared = request.headers.get("content-length")
+    too_large = JSONResponse(
+        status_code=413, content=error_body("payload_too_large", f"request body exceeds {limit} bytes", {"limit": limit})
+    )
+    if declared is not None:
+        if not declared.isdigit():
+            return JSONResponse(status_code=400, content=error_body("bad_request", "invalid Content-Length"))
+        if int(declared) > limit:
+            return too_large
+    elif request.method in ("POST", "PUT", "PATCH"):
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return too_large
+        request._body = body  # starlette reuses a body that was already read
+    return await call_next(request)
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: str
+    version: str
+
+
+class Status(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str
+    directory: dict[str, Any]
+    embedder: dict[str, Any]
+
+
+READ_METHODS = frozenset({"get", "list", "history", "search", "meta"})
+
+
+@serve.deployment(name="memos_ingress")
+@serve.ingress(app)
+class MemosIngress:
+    def __init__(self, config: MemosConfig) -> None:
+        self.config = config
+        app.state.max_body_bytes = config.serve.max_body_bytes
+        runtime = ensure_runtime(config, wait=False)
+        self.directory = runtime.directory
+        self.embedder = runtime.embedder
+
+    # ------------------------------------------------------------ plumbing
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        return await self.embedder.embed.remote(texts)
+
+    async def _cube(self, cube_id: str, method: str, *args: Any) -> Any:
+        """Call a cube's actor, reactivating it if it was passivated under us."""
+        for attempt in range(3):
+            handle = await self.directory.activate.remote(cube_id)
+            try:
+                return await getattr(handle, method).remote(*args)
+            except Exception as exc:  # noqa: BLE001 - classify below
+                cause = unwrap(exc)
+                retry = isinstance(cause, Unavailable) and cause.details.get("retry")
+                retry = retry or (isinstance(cause, ray.exceptions.RayActorError) and method in READ_METHODS)
+                if not retry or attempt == 2:
+                    raise cause from None
+        raise Unavailable(f"cube {cube_id} unavailable")
+
+    # ------------------------------------------------------------ health
+
+    @app.get("/v1/health", tags=["system"])
+    async def health(self) -> Health:
+        return Health(status="ok", version=__version__)
+
+    @app.get("/v1/status", tags=["system"])
+    async def get_status(self) -> Status:
+        directory, embedder = await asyncio.gather(self.directory.stats.remote(), self.embedder.stats.remote())
+        return Status(version=__version__, directory=directory.model_dump(), embedder=embedder.model_dump())
+
+    # ------------------------------------------------------------ cubes
+
+    @app.post("/v1/cubes", status_code=status.HTTP_201_CREATED, tags=["cubes"])
+    async def create_cube(self, req: CubeCreate) -> CubeMeta:
+        return await self.directory.create_cube.remote(req)
+
+    @app.get("/v1/cubes", tags=["cubes"])
+    async def list_cubes(self, offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> CubeList:
+        return await self.directory.list_cubes.remote(offset, limit)
+
+    @app.get("/v1/cubes/{cube_id}", tags=["cubes"])
+    async def get_cube(self, cube_id: Id) -> CubeMeta:
+        return await self.directory.get_cube.remote(cube_id)
+
+    @app.delete("/v1/cubes/{cube_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["cubes"])
+    async def delete_cube(self, cube_id: Id) -> Response:
+        await self.directory.delete_cube.remote(cube_id)
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------ memories
+
+    async def _add(self, cube_id: str, items: list[MemoryCreate]) -> list[MemoryItem]:
+        await self.directory.get_cube.remote(cube_id)  # 404 before spending an embedding
+        vecs = await self._embed([index_text(m.text, m.source.speaker) for m in items])
+        return await self._cube(cube_id, "add", items, vecs, AUTHOR)
+
+    @app.post("/v1/cubes/{cube_id}/memories", status_code=status.HTTP_201_CREATED, tags=["memories"])
+    async def add_memory(self, cube_id: Id, req: MemoryCreate) -> MemoryItem:
+        return (await self._add(cube_id, [req]))[0]
+
+    @app.post("/v1/cubes/{cube_id}/memories/batch", status_code=status.HTTP_201_CREATED, tags=["memories"])
+    async def add_memories(self, cube_id: Id, req: MemoryBatchCreate) -> AddResult:
+        items = await self._add(cube_id, req.items)
+        return AddResult(items=[i.ref for i in items])
+
+    @app.post("/v1/cubes/{cube_id}/messages", status_code=status.HTTP_201_CREATED, tags=["memories"])
+    async def add_messages(self, cube_id: Id, req: MessagesCreate) -> AddResult:
+        items = await self._add(cube_id, read_messages(req))
+        return AddResult(items=[i.ref for i in items])
+
+    @app.get("/v1/cubes/{cube_id}/memories", tags=["memories"])
+    async def list_memories(
+        self,
+        cube_id: Id,
+        offset: int = Query(0, ge=0),
+        limit: int = Query(50, ge=1, le=1000),
+        state: list[LifecycleState] = Query([LifecycleState.active]),
+        kind: list[MemoryKind] = Query([]),
+        tag: str | None = Query(None, max_length=64),
+    ) -> MemoryList:
+        return await self._cube(cube_id, "list", offset, limit, state, kind, tag)
+
+    @app.get("/v1/cubes/{cube_id}/memories/{memory_id}", tags=["memories"])
+    async def get_memory(self, cube_id: Id, memory_id: Id, version: int | None = Query(None, ge=1)) -> MemoryItem:
+        return await self._cube(cube_id, "get", memory_id, version)
+
+    @app.patch("/v1/cubes/{cube_id}/memories/{memory_id}", tags=["memories"])
+    async def update_memory(self, cube_id: Id, memory_id: Id, req: MemoryUpdate) -> MemoryItem:
+        vec = None
+        if req.text is not None:
+            cur: MemoryItem = await self._cube(cube_id, "get", memory_id, None)
+            vec = (await self._embed([index_text(req.text, cur.provenance.speaker)]))[0]
+        return await self._cube(cube_id, "update", memory_id, req, vec, AUTHOR)
+
+    @app.delete("/v1/cubes/{cube_id}/memories/{memory_id}", tags=["memories"])
+    async def delete_memory(
+        self, cube_id: Id, memory_id: Id, expected_version: int | None = Query(None, ge=1)
+    ) -> MemoryItem:
+        return await self._cube(cube_id, "delete", memory_id, expected_version, AUTHOR)
+
+    @app.post(
+        "/v1/cubes/{cube_id}/memories/{memory_id}/purge",
+        status_code=status.HTTP_204_NO_CONTENT,
+        tags=["memories"],
+    )
+    async def purge_memory(self, cube_id: Id, memory_id: Id) -> Response:
+        await self._cube(cube_id, "purge", memory_id)
+        return Response(status_code=204)
+
+    @app.get("/v1/cubes/{cube_id}/memories/{memory_id}/history", tags=["memories"])
+    async def memory_history(self, cube_id: Id, memory_id: Id) -> list[MemoryItem]:
+        return await self._cube(cube_id, "history", memory_id)
+
+    # ------------------------------------------------------------ search
+
+    async def _search(self, cube_ids: list[str], q: SearchQuery) -> SearchResponse:
+        start = time.perf_counter()
+        qvec = None
+        if q.mode != "bm25":
+            qvec = (await self._embed([q.query]))[0]
+        results = await asyncio.gather(*(self._cube(c, "search", q, qvec) for c in cube_ids))
+        hits: list[SearchHit] = [h for part in results for h in part]
+        hits.sort(key=lambda h: h.score, reverse=True)
+        return SearchResponse(hits=hits[: q.top_k], took_ms=(time.perf_counter() - start) * 1000)
+
+    @app.post("/v1/cubes/{cube_id}/search", tags=["search"])
+    async def search_cube(self, cube_id: Id, req: SearchQuery) -> SearchResponse:
+        return await self._search([cube_id], req)
+
+    @app.post("/v1/search", tags=["search"])
+    async def search_cubes(self, req: SearchRequest) -> SearchResponse:
+        query = SearchQuery.model_validate(req.model_dump(exclude={"cube_ids"}))
+        return await self._search(list(dict.fromkeys(req.cube_ids)), query)
+
+
+class AppArgs(BaseModel):
+    """Arguments of ``build_app``: a full config, or none for the environment's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    config: MemosConfig | None = None
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    parsed = AppArgs.model_validate(args or {})
+    config = parsed.config or MemosConfig.from_env()
+    return MemosIngress.options(  # type: ignore[attr-defined]
+        num_replicas=config.serve.num_replicas,
+        ray_actor_options={"num_cpus": config.serve.replica_num_cpus},
+    ).bind(config)
+
+
+def start(config: MemosConfig, blocking: bool = False) -> str:
+    """Start Serve on ``config.serve`` and deploy the app; returns the base URL."""
+    serve.start(http_options={"host": config.serve.host, "port": config.serve.port})
+    serve.run(build_app({"config": config.model_dump(mode="json")}), name="memos", route_prefix="/", blocking=blocking)
+    return f"http://{config.serve.host}:{config.serve.port}"
