@@ -169,6 +169,12 @@ class Directory:
         self._passivations += 1
         return True
 
+    async def drop_dead(self, cube_id: str, handle: ActorHandle) -> None:
+        """A caller saw ``handle`` die: forget it, so the next ``activate`` starts a fresh actor."""
+        if self.live.get(cube_id) is not None and self.live[cube_id]._actor_id == handle._actor_id:
+            del self.live[cube_id]
+            ray.kill(handle, no_restart=True)
+
     async def live_cubes(self) -> list[str]:
         return list(self.live)
 

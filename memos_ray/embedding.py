@@ -29,7 +29,7 @@ class SentenceEncoder:
         torch.set_num_threads(config.num_threads)
         self.config = config
         self.model = SentenceTransformer(config.model_path or default_model_path(), device="cpu")
-        dim = self.model.get_sentence_embedding_dimension()
+        dim = self.model.get_embedding_dimension()
         if dim != config.dim:
             raise ValueError(f"model gives {dim}-dim embeddings, config says {config.dim}")
 

@@ -119,11 +119,15 @@ class MemosIngress:
             handle = await self.directory.activate.remote(cube_id)
             try:
                 return await getattr(handle, method).remote(*args)
-            except Exception as exc:  # noqa: BLE001 - classify below
+            except Exception as exc:  # noqa: BLE001 - classified below
                 cause = unwrap(exc)
-                retry = isinstance(cause, Unavailable) and cause.details.get("retry")
-                retry = retry or (isinstance(cause, ray.exceptions.RayActorError) and method in READ_METHODS)
-                if not retry or attempt == 2:
+                died = isinstance(cause, ray.exceptions.RayActorError)
+                if died:
+                    await self.directory.drop_dead.remote(cube_id, handle)
+                # A passivated actor refused the call before doing anything: always safe to retry.
+                # A dead one may have applied a write before dying: only reads are retried.
+                passivated = isinstance(cause, Unavailable) and bool(cause.details.get("retry"))
+                if attempt == 2 or not (passivated or (died and method in READ_METHODS)):
                     raise cause from None
         raise Unavailable(f"cube {cube_id} unavailable")
 

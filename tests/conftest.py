@@ -1,0 +1,89 @@
+"""Shared fixtures, after Ray's own: one Ray (and one Serve app) for the whole session.
+
+Unit tests of ``memos_ray`` need none of it. Starting Ray costs seconds on 2 cores, so the
+Ray fixtures are session-scoped and everything Ray-based shares them; tests that need a
+differently configured Directory create their own actor inside the shared Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private test cluster on loopback
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from memos_ray.config import DirectoryConfig, MemosConfig, StorageConfig  # noqa: E402
+
+
+def wait_for_condition(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture()
+def storage(tmp_path: Path) -> StorageConfig:
+    return StorageConfig(data_dir=tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def encoder():  # type: ignore[no-untyped-def]
+    from memos_ray.embedding import SentenceEncoder
+
+    return SentenceEncoder(MemosConfig().embedder)
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, namespace="memos_tests", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def config(tmp_path_factory: pytest.TempPathFactory) -> MemosConfig:
+    data = tmp_path_factory.mktemp("memos-data")
+    return MemosConfig(
+        namespace="memos_tests",
+        storage=StorageConfig(data_dir=data),
+        directory=DirectoryConfig(max_live_cubes=8),
+        serve={"port": _free_port()},  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="session")
+def runtime(ray_session: None, config: MemosConfig):  # type: ignore[no-untyped-def]
+    from actors.runtime import ensure_runtime, shutdown_runtime
+
+    rt = ensure_runtime(config)
+    yield rt
+    shutdown_runtime(config)
+
+
+@pytest.fixture(scope="session")
+def base_url(runtime, config: MemosConfig) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    from ray import serve
+
+    from serve.app import start
+
+    url = start(config)
+    yield url
+    serve.shutdown()

@@ -1,0 +1,121 @@
+"""Cube, Directory and Embedder actors on one shared local Ray."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+
+from actors.directory import Directory
+from memos_ray.config import DirectoryConfig, MemosConfig, StorageConfig
+from memos_ray.models import CubeCreate, LifecycleState, MemoryCreate, MemoryUpdate
+from tests.conftest import wait_for_condition
+
+ALL_STATES = list(LifecycleState)
+
+
+def _add(runtime, handle, texts: list[str]):  # type: ignore[no-untyped-def]
+    vecs = ray.get(runtime.embedder.embed.remote(texts))
+    return ray.get(handle.add.remote([MemoryCreate(text=t) for t in texts], vecs, "tester"))
+
+
+def _snapshot(handle) -> dict[str, list[tuple[int, str, str]]]:  # type: ignore[no-untyped-def]
+    """Every memory with every version: (version, text, state)."""
+    listed = ray.get(handle.list.remote(0, 10_000, ALL_STATES, [], None))
+    return {
+        m.id: [(v.version, v.text, v.state.value) for v in ray.get(handle.history.remote(m.id))] for m in listed.items
+    }
+
+
+def _try_snapshot(handle):  # type: ignore[no-untyped-def]
+    try:
+        return _snapshot(handle)
+    except ray.exceptions.RayActorError:
+        return None
+
+
+def test_embedder_batches_concurrent_requests(runtime) -> None:  # type: ignore[no-untyped-def]
+    texts = [f"sentence number {i} about memory" for i in range(40)]
+    alone = ray.get(runtime.embedder.embed.remote(texts[:1]))
+    before = ray.get(runtime.embedder.stats.remote())
+    parts = ray.get([runtime.embedder.embed.remote([t]) for t in texts])
+    after = ray.get(runtime.embedder.stats.remote())
+    assert np.allclose(parts[0], alone, atol=1e-5)
+    assert all(p.shape == (1, 384) for p in parts)
+    batches = after.batches - before.batches
+    assert batches < len(texts), "concurrent requests should share forward passes"
+    assert np.allclose(np.linalg.norm(np.concatenate(parts), axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("restart", [True, False], ids=["ray-restarts-it", "killed-for-good"])
+def test_acknowledged_writes_survive_killing_the_cube_actor(runtime, restart: bool) -> None:  # type: ignore[no-untyped-def]
+    cube_id = f"crash-{int(restart)}"
+    d = runtime.directory
+    ray.get(d.create_cube.remote(CubeCreate(id=cube_id)))
+    handle = ray.get(d.activate.remote(cube_id))
+    acked = []
+    for start in range(0, 60, 15):
+        acked += _add(runtime, handle, [f"memory {i} of the crash test" for i in range(start, start + 15)])
+    text = "memory 0, edited"
+    vec = ray.get(runtime.embedder.embed.remote([text]))[0]
+    ray.get(handle.update.remote(acked[0].id, MemoryUpdate(text=text), vec, "tester"))
+    ray.get(handle.delete.remote(acked[1].id, None, "tester"))
+    expected = _snapshot(handle)
+
+    ray.kill(handle, no_restart=not restart)  # SIGKILL right after the acknowledgements: no flush, no close
+
+    if restart:  # Ray brings the same actor back; it reloads from storage
+        wait_for_condition(lambda: _try_snapshot(handle) is not None, timeout=60)
+        got = _snapshot(handle)
+    else:  # the Directory is told, and starts a fresh actor
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(handle.meta.remote())
+        ray.get(d.drop_dead.remote(cube_id, handle))
+        got = _snapshot(ray.get(d.activate.remote(cube_id)))
+    assert len(got) == 60
+    assert got == expected
+    assert got[acked[0].id][-1] == (2, text, "active")
+    assert got[acked[1].id][-1][2] == "deleted"
+
+
+def test_ten_cubes_under_a_live_cap_of_three(runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = MemosConfig(
+        namespace="memos_tests_cap3",
+        storage=StorageConfig(data_dir=tmp_path / "cap3"),
+        directory=DirectoryConfig(max_live_cubes=3),
+    )
+    d = Directory.remote(config)
+    ids = [f"cube{i}" for i in range(10)]
+    expected = {}
+    for n, cube_id in enumerate(ids):
+        ray.get(d.create_cube.remote(CubeCreate(id=cube_id)))
+        handle = ray.get(d.activate.remote(cube_id))
+        items = _add(runtime, handle, [f"cube {n} fact {k}" for k in range(5)])
+        text = f"cube {n} fact 0, second version"
+        vec = ray.get(runtime.embedder.embed.remote([text]))[0]
+        ray.get(handle.update.remote(items[0].id, MemoryUpdate(text=text, expected_version=1), vec, "tester"))
+        expected[cube_id] = _snapshot(handle)
+        assert len(ray.get(d.live_cubes.remote())) <= 3
+
+    # every cube again, in another order: most are passivated by now and come back whole
+    for cube_id in reversed(ids):
+        handle = ray.get(d.activate.remote(cube_id))
+        assert _snapshot(handle) == expected[cube_id]
+        assert len(ray.get(d.live_cubes.remote())) <= 3
+    stats = ray.get(d.stats.remote())
+    assert stats.cubes == 10 and stats.live == 3
+    assert stats.passivations >= 14
+    metas = ray.get(d.list_cubes.remote()).cubes
+    assert {m.id: m.memory_count for m in metas} == {c: 5 for c in ids}
+
+    # concurrent activations of one passivated cube share one actor
+    async def many():  # type: ignore[no-untyped-def]
+        return await asyncio.gather(*(d.activate.remote("cube0") for _ in range(5)))
+
+    handles = asyncio.run(many())
+    assert len({h._actor_id for h in handles}) == 1
+    ray.get(d.shutdown.remote())
+    ray.kill(d)

@@ -1,0 +1,122 @@
+"""MemCube on real milvus-lite and the real MiniLM encoder, without Ray."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from memos_ray.config import SearchConfig, StorageConfig
+from memos_ray.cube import MemCube
+from memos_ray.embedding import SentenceEncoder
+from memos_ray.errors import Conflict, InvalidInput, MemoryNotFound, QuotaExceeded, VersionConflict
+from memos_ray.models import (
+    CubeMeta,
+    CubeQuotas,
+    LifecycleState,
+    MemoryCreate,
+    MemoryUpdate,
+    SearchQuery,
+    utcnow,
+)
+from memos_ray.text import index_text
+
+FACTS = [
+    "Caroline went to an LGBTQ support group on Tuesday.",
+    "Melanie paints landscapes at sunrise.",
+    "The team's deploy window is Thursday afternoon.",
+    "Bob is allergic to peanuts.",
+]
+
+
+def meta(quotas: CubeQuotas | None = None) -> CubeMeta:
+    now = utcnow()
+    return CubeMeta(id="c1", created_at=now, updated_at=now, quotas=quotas or CubeQuotas())
+
+
+def open_cube(storage: StorageConfig, quotas: CubeQuotas | None = None) -> MemCube:
+    return MemCube(meta(quotas), storage, SearchConfig(), 384)
+
+
+def add(cube: MemCube, encoder: SentenceEncoder, texts: list[str]):  # type: ignore[no-untyped-def]
+    items = [MemoryCreate(text=t, tags=["t"]) for t in texts]
+    return cube.add(items, encoder.encode([index_text(t, None) for t in texts]), "tester")
+
+
+def test_add_search_update_delete_purge_and_reload(storage: StorageConfig, encoder: SentenceEncoder) -> None:
+    cube = open_cube(storage)
+    items = add(cube, encoder, FACTS)
+    assert [i.version for i in items] == [1, 1, 1, 1] and [i.seq for i in items] == [1, 2, 3, 4]
+    assert all(i.provenance.author == "tester" for i in items)
+
+    q = SearchQuery(query="who has a food allergy?", top_k=2)
+    hits = cube.search(q, encoder.encode([q.query])[0])
+    assert hits[0].memory.id == items[3].id
+    assert hits[0].memory.usage.hits == 1
+
+    new_text = "Bob is allergic to shellfish."
+    v2 = cube.update(items[3].id, MemoryUpdate(text=new_text, expected_version=1), encoder.encode([new_text])[0], "ed")
+    assert (v2.version, v2.text, v2.provenance.author) == (2, new_text, "ed")
+    with pytest.raises(VersionConflict):
+        cube.update(items[3].id, MemoryUpdate(tags=["x"], expected_version=1), None, "ed")
+    with pytest.raises(InvalidInput):
+        cube.update(items[3].id, MemoryUpdate(text="needs a vector"), None, "ed")
+
+    gone = cube.delete(items[1].id, None, "ed")
+    assert gone.state == LifecycleState.deleted and gone.version == 2
+    with pytest.raises(Conflict):
+        cube.update(items[1].id, MemoryUpdate(tags=["x"]), None, "ed")
+    painting = SearchQuery(query="painting landscapes")
+    assert items[1].id not in {h.memory.id for h in cube.search(painting, encoder.encode([painting.query])[0])}
+
+    cube.purge(items[2].id)
+    with pytest.raises(MemoryNotFound):
+        cube.get(items[2].id)
+    seq_before = cube.seq
+    cube.close()
+
+    # a fresh process would see the same: reopen from storage
+    again = open_cube(storage)
+    assert again.seq == seq_before
+    assert [v.text for v in again.versions(items[3].id)] == [FACTS[3], new_text]
+    assert again.get(items[3].id, version=1).text == FACTS[3]
+    assert again.get(items[1].id).state == LifecycleState.deleted
+    assert again.list(0, 10).total == 2
+    assert again.list(0, 10, states=list(LifecycleState)).total == 3
+    assert again.get(items[0].id).usage.hits >= 1  # usage persisted lazily on close
+    hits = again.search(q, encoder.encode([q.query])[0])
+    assert hits[0].memory.text == new_text
+    with pytest.raises(MemoryNotFound):
+        again.get(items[2].id)
+    again.close()
+
+
+def test_failed_write_changes_nothing(storage: StorageConfig, encoder: SentenceEncoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    cube = open_cube(storage)
+    add(cube, encoder, FACTS[:2])
+    before = (cube.seq, len(cube.latest), cube.live_meta())
+
+    def boom(*_: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cube.store, "write", boom)
+    with pytest.raises(OSError):
+        add(cube, encoder, FACTS[2:])
+    assert (cube.seq, len(cube.latest), cube.live_meta()) == before
+    monkeypatch.undo()
+    cube.close()
+
+
+def test_quota(storage: StorageConfig, encoder: SentenceEncoder) -> None:
+    cube = open_cube(storage, CubeQuotas(max_memories=3))
+    add(cube, encoder, FACTS[:2])
+    with pytest.raises(QuotaExceeded):
+        add(cube, encoder, FACTS[2:])
+    assert len(cube.latest) == 2
+    cube.close()
+
+
+def test_vectors_must_match(storage: StorageConfig) -> None:
+    cube = open_cube(storage)
+    with pytest.raises(InvalidInput):
+        cube.add([MemoryCreate(text="x")], np.zeros((1, 5), dtype=np.float32), "t")
+    cube.close()

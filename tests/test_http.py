@@ -1,0 +1,179 @@
+"""The HTTP API through the real Serve app (proxy -> FastAPI ingress -> actors)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+
+@pytest.fixture(scope="module")
+def http(base_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def cube(http: httpx.Client) -> str:
+    r = http.post("/v1/cubes", json={"id": "http-main", "name": "HTTP tests"})
+    assert r.status_code == 201, r.text
+    return "http-main"
+
+
+def add(http: httpx.Client, cube: str, text: str, **kw: Any) -> dict[str, Any]:
+    r = http.post(f"/v1/cubes/{cube}/memories", json={"text": text, **kw})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def state_of(http: httpx.Client, cube: str) -> tuple[int, int]:
+    meta = http.get(f"/v1/cubes/{cube}").json()
+    return meta["seq"], meta["memory_count"]
+
+
+def test_health_and_openapi(http: httpx.Client) -> None:
+    assert http.get("/v1/health").json()["status"] == "ok"
+    spec = http.get("/openapi.json").json()
+    assert "/v1/cubes/{cube_id}/search" in spec["paths"]
+    assert http.get("/docs").status_code == 200
+
+
+def test_memory_lifecycle(http: httpx.Client, cube: str) -> None:
+    m = add(http, cube, "Ann's favourite colour is green.", tags=["profile"], kind="preference")
+    assert (m["version"], m["kind"], m["tags"]) == (1, "preference", ["profile"])
+    assert http.get(f"/v1/cubes/{cube}/memories/{m['id']}").json()["text"] == m["text"]
+
+    r = http.patch(f"/v1/cubes/{cube}/memories/{m['id']}", json={"text": "Ann's favourite colour is blue.", "expected_version": 1})
+    assert r.status_code == 200 and r.json()["version"] == 2
+    r = http.patch(f"/v1/cubes/{cube}/memories/{m['id']}", json={"tags": ["x"], "expected_version": 1})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "version_conflict"
+
+    hist = http.get(f"/v1/cubes/{cube}/memories/{m['id']}/history").json()
+    assert [h["version"] for h in hist] == [1, 2] and "green" in hist[0]["text"]
+    assert http.get(f"/v1/cubes/{cube}/memories/{m['id']}", params={"version": 1}).json()["text"] == hist[0]["text"]
+
+    hits = http.post(f"/v1/cubes/{cube}/search", json={"query": "what colour does Ann like?", "top_k": 3}).json()["hits"]
+    assert hits[0]["memory"]["id"] == m["id"] and "blue" in hits[0]["memory"]["text"]
+
+    r = http.delete(f"/v1/cubes/{cube}/memories/{m['id']}")
+    assert r.status_code == 200 and r.json()["state"] == "deleted" and r.json()["version"] == 3
+    hits = http.post(f"/v1/cubes/{cube}/search", json={"query": "what colour does Ann like?"}).json()["hits"]
+    assert m["id"] not in [h["memory"]["id"] for h in hits]
+    listed = http.get(f"/v1/cubes/{cube}/memories", params={"state": ["deleted"]}).json()
+    assert m["id"] in [i["id"] for i in listed["items"]]
+
+    assert http.post(f"/v1/cubes/{cube}/memories/{m['id']}/purge").status_code == 204
+    assert http.get(f"/v1/cubes/{cube}/memories/{m['id']}").status_code == 404
+
+
+def test_batch_list_paging_and_filters(http: httpx.Client) -> None:
+    assert http.post("/v1/cubes", json={"id": "http-batch"}).status_code == 201
+    items = [
+        {"text": f"note {i} about {'cats' if i % 2 else 'dogs'}", "tags": ["odd" if i % 2 else "even"],
+         "said_at": f"2024-01-{i + 1:02d}T12:00:00Z"}
+        for i in range(12)
+    ]
+    r = http.post("/v1/cubes/http-batch/memories/batch", json={"items": items})
+    assert r.status_code == 201 and len(r.json()["items"]) == 12
+    page1 = http.get("/v1/cubes/http-batch/memories", params={"limit": 5}).json()
+    page3 = http.get("/v1/cubes/http-batch/memories", params={"limit": 5, "offset": 10}).json()
+    assert page1["total"] == 12 and len(page1["items"]) == 5 and len(page3["items"]) == 2
+    assert len(http.get("/v1/cubes/http-batch/memories", params={"tag": "odd"}).json()["items"]) == 6
+
+    def search(**body: Any) -> list[str]:
+        r = http.post("/v1/cubes/http-batch/search", json={"query": "cats", "top_k": 20, **body})
+        assert r.status_code == 200, r.text
+        return [h["memory"]["text"] for h in r.json()["hits"]]
+
+    assert all("cats" in t for t in search(filter={"tags_any": ["odd"]}))
+    window = search(filter={"said_after": "2024-01-03T00:00:00Z", "said_before": "2024-01-06T00:00:00Z"})
+    assert sorted(window) == ["note 2 about dogs", "note 3 about cats", "note 4 about dogs"]
+    recent = search(mode="bm25", prefer_time={"anchor": "2024-01-12T12:00:00Z", "half_life_days": 1, "weight": 0.9})
+    assert recent[0] == "note 11 about cats"
+
+
+def test_multi_cube_search_and_messages(http: httpx.Client) -> None:
+    for cid in ("team-a", "team-b"):
+        assert http.post("/v1/cubes", json={"id": cid}).status_code == 201
+    long = "We shipped the release. " * 80
+    r = http.post(
+        "/v1/cubes/team-a/messages",
+        json={
+            "conversation_id": "standup",
+            "max_chunk_chars": 400,
+            "messages": [
+                {"role": "user", "speaker": "Dana", "content": "The database migration is scheduled for Friday.",
+                 "timestamp": "2024-03-01T09:00:00Z", "id": "m1"},
+                {"role": "user", "speaker": "Eli", "content": long},
+            ],
+        },
+    )
+    assert r.status_code == 201 and len(r.json()["items"]) > 2
+    add(http, "team-b", "The migration was moved to Monday.", source={"speaker": "Fay"})
+    r = http.post("/v1/search", json={"query": "when is the database migration?", "cube_ids": ["team-a", "team-b"], "top_k": 2})
+    hits = r.json()["hits"]
+    assert {h["memory"]["cube_id"] for h in hits} == {"team-a", "team-b"}
+    dana = next(h["memory"] for h in hits if h["memory"]["cube_id"] == "team-a")
+    assert dana["provenance"]["speaker"] == "Dana" and dana["said_at"].startswith("2024-03-01T09:00")
+    assert dana["provenance"]["source_type"] == "message" and dana["provenance"]["conversation_id"] == "standup"
+    r = http.post("/v1/search", json={"query": "x", "cube_ids": ["team-a", "no-such-cube"]})
+    assert r.status_code == 404
+
+
+BAD_REQUESTS = [
+    ("post", "/v1/cubes/{cube}/memories", {"content": b'{"text": "unterminated', "headers": {"content-type": "application/json"}}, 400),
+    ("post", "/v1/cubes/{cube}/memories", {"json": {}}, 422),
+    ("post", "/v1/cubes/{cube}/memories", {"json": {"text": 42}}, 422),
+    ("post", "/v1/cubes/{cube}/memories", {"json": {"text": "ok", "kind": "poem"}}, 422),
+    ("post", "/v1/cubes/{cube}/memories", {"json": {"text": "ok", "said_at": "yesterday"}}, 422),
+    ("post", "/v1/cubes/{cube}/memories", {"json": {"text": "x" * 16_001}}, 422),
+    ("post", "/v1/cubes/{cube}/memories", {"json": {"text": "ok", "owner": "mallory"}}, 422),
+    ("post", "/v1/cubes/{cube}/memories", {"content": b"x" * (5 * 1024 * 1024), "headers": {"content-type": "application/json"}}, 413),
+    ("post", "/v1/cubes/{cube}/memories/batch", {"json": {"items": [{"text": "fine"}, {"text": ""}]}}, 422),
+    ("post", "/v1/cubes/{cube}/memories/batch", {"json": {"items": [{"text": "y"}] * 1001}}, 422),
+    ("post", "/v1/cubes/no-such-cube/memories", {"json": {"text": "ok"}}, 404),
+    ("get", "/v1/cubes/{cube}/memories/m000000000000deadbeef00", {}, 404),
+    ("patch", "/v1/cubes/{cube}/memories/m000000000000deadbeef00", {"json": {"tags": ["a"]}}, 404),
+    ("delete", "/v1/cubes/{cube}/memories/m000000000000deadbeef00", {}, 404),
+    ("get", "/v1/cubes/a.b/memories", {}, 422),
+    ("get", "/v1/cubes/..%2F..%2Fetc/memories", {}, 404),
+    ("get", "/v1/cubes/{cube}/memories/..%2Fsecret", {}, 404),
+    ("get", "/v1/cubes/{cube}/memories", {"params": {"limit": 0}}, 422),
+    ("post", "/v1/cubes/{cube}/search", {"json": {"query": ""}}, 422),
+    ("post", "/v1/cubes/{cube}/search", {"json": {"query": "x", "top_k": 1000}}, 422),
+    ("post", "/v1/cubes", {"json": {"id": "../../etc"}}, 422),
+    ("post", "/v1/cubes", {"json": {"id": "http-main"}}, 409),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kw", "status"), BAD_REQUESTS)
+def test_bad_input_gets_4xx_and_changes_nothing(
+    http: httpx.Client, cube: str, method: str, path: str, kw: dict[str, Any], status: int
+) -> None:
+    keep = add(http, cube, "a memory that must survive bad requests")
+    before = state_of(http, cube)
+    r = http.request(method.upper(), path.format(cube=cube), **kw)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"]["code"] and body["error"]["message"]
+    assert state_of(http, cube) == before
+    assert http.get(f"/v1/cubes/{cube}/memories/{keep['id']}").json()["version"] == 1
+
+
+def test_cube_crud(http: httpx.Client) -> None:
+    r = http.post("/v1/cubes", json={"name": "generated id"})
+    assert r.status_code == 201
+    cid = r.json()["id"]
+    add(http, cid, "temporary")
+    assert cid in [c["id"] for c in http.get("/v1/cubes").json()["cubes"]]
+    assert http.get(f"/v1/cubes/{cid}").json()["memory_count"] == 1
+    assert http.delete(f"/v1/cubes/{cid}").status_code == 204
+    assert http.get(f"/v1/cubes/{cid}").status_code == 404
+    assert http.delete(f"/v1/cubes/{cid}").status_code == 404
+
+
+def test_status(http: httpx.Client) -> None:
+    body = http.get("/v1/status").json()
+    assert body["directory"]["live"] >= 1 and body["embedder"]["sentences"] > 0
