@@ -278,7 +278,9 @@ def _like(method: Callable[..., Any], build: Callable[..., Any]) -> None:
     functools.update_wrapper(method, build, assigned=("__module__", "__name__", "__qualname__", "__doc__"))
     sig = inspect.signature(build)
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
-    method.__signature__ = sig.replace(parameters=[self_param, *sig.parameters.values()])  # type: ignore[attr-defined]
+    returns = str(sig.return_annotation).removeprefix("_Call[").removesuffix("]")  # "_Call[X]" -> "X"
+    sig = sig.replace(parameters=[self_param, *sig.parameters.values()], return_annotation=returns)
+    method.__signature__ = sig  # type: ignore[attr-defined]
 
 
 def _sync(build: Callable[P, _Call[T]]) -> Callable[Concatenate[MemosClient, P], T]:
