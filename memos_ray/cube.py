@@ -113,6 +113,7 @@ class MemCube:
                 version=1,
                 seq=self.seq + i + 1,
                 text=m.text,
+                context=m.context,
                 kind=m.kind,
                 tags=list(dict.fromkeys(m.tags)),
                 metadata=m.metadata,

@@ -56,7 +56,7 @@ class HybridIndex:
         self._tags: dict[str, set[int]] = {}
         self._slot_tags: list[tuple[str, ...]] = []
         # BM25: term -> {slot: term frequency}; per-slot term counts to undo on update.
-        self._postings: dict[str, dict[int, int]] = {}
+        self._postings: dict[str, dict[int, float]] = {}
         self._slot_terms: list[Counter[str]] = []
         self._doclen = np.zeros(capacity, dtype=np.float32)
         self._total_len = 0.0
@@ -108,7 +108,10 @@ class HybridIndex:
         self._slot_tags[slot] = tuple(item.tags)
         for tag in item.tags:
             self._tags.setdefault(tag, set()).add(slot)
-        terms = Counter(tokenize(index_text(item.text, item.provenance.speaker)))
+        terms: Counter[str] = Counter(tokenize(index_text(item.text, item.provenance.speaker)))
+        if item.context and self.config.context_weight > 0:
+            for term, tf in Counter(tokenize(item.context)).items():
+                terms[term] += tf * self.config.context_weight  # type: ignore[assignment]
         self._slot_terms[slot] = terms
         for term, tf in terms.items():
             self._postings.setdefault(term, {})[slot] = tf

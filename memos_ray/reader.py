@@ -2,17 +2,19 @@
 
 Each message becomes one memory (or several, when it is longer than ``max_chunk_chars``:
 split on sentence ends, each chunk recording its place). The speaker (or the role when no
-speaker is named) and the message time are kept on every item.
+speaker is named) and the message time are kept on every item, and the preceding message
+becomes its ``context``: a reply is often found by the words of what it replies to.
 """
 
 from __future__ import annotations
 
-from memos_ray.models import MemoryCreate, MessagesCreate, SourceIn, SourceType
-from memos_ray.text import split_text
+from memos_ray.models import MAX_CONTEXT_CHARS, MemoryCreate, MessagesCreate, SourceIn, SourceType
+from memos_ray.text import index_text, split_text
 
 
 def read_messages(req: MessagesCreate) -> list[MemoryCreate]:
     items: list[MemoryCreate] = []
+    previous = req.context
     for msg in req.messages:
         chunks = split_text(msg.content, req.max_chunk_chars)
         for index, chunk in enumerate(chunks):
@@ -22,6 +24,7 @@ def read_messages(req: MessagesCreate) -> list[MemoryCreate]:
             items.append(
                 MemoryCreate(
                     text=chunk,
+                    context=previous,
                     kind=req.kind,
                     tags=req.tags,
                     metadata=metadata,
@@ -35,4 +38,6 @@ def read_messages(req: MessagesCreate) -> list[MemoryCreate]:
                     ),
                 )
             )
+        # The next message is read in the light of this one (an answer after its question).
+        previous = index_text(msg.content, msg.speaker or msg.role)[:MAX_CONTEXT_CHARS]
     return items
