@@ -50,14 +50,14 @@ class MemCube:
         self._load()
 
     def _load(self) -> None:
-        rows = sorted(self.store.load(), key=lambda r: (r[0].created_at, r[0].id, r[0].version))
-        for item, vec in rows:
+        items, vecs = self.store.load()
+        for item in sorted(items, key=lambda i: (i.created_at, i.id, i.version)):
             self.history.setdefault(item.id, []).append(item)
             self.latest[item.id] = item
-            self._vecs[item.id] = vec
             self.seq = max(self.seq, item.seq)
+        self._vecs = vecs
         for memory_id, item in self.latest.items():
-            self.index.upsert(item, self._vecs[memory_id])
+            self.index.upsert(item, vecs[memory_id])
 
     # ------------------------------------------------------------ counters
 
@@ -234,7 +234,7 @@ class MemCube:
             item = self.latest[s.memory_id]
             usage = item.usage.model_copy(update={"hits": item.usage.hits + 1, "last_used_at": now})
             item = item.model_copy(update={"usage": usage})
-            self.latest[s.memory_id] = item
+            self.latest[s.memory_id] = self.history[s.memory_id][-1] = item
             self._dirty_usage.add(s.memory_id)
             hits.append(SearchHit(memory=item, score=s.score, dense_score=s.dense, bm25_score=s.bm25))
         return hits
@@ -250,7 +250,10 @@ class MemCube:
         return len(dirty)
 
     def close(self) -> None:
+        """Persist usage, checkpoint (fast reactivation) and release storage."""
         self.persist_usage()
+        items = [v for versions in self.history.values() for v in versions]
+        self.store.save_checkpoint(self.seq, items, self._vecs)
         self.store.close()
 
     def destroy(self) -> None:

@@ -6,6 +6,7 @@ BM25-indexed, so the add path, the update path and a rebuild index the same word
 
 from __future__ import annotations
 
+import functools
 import re
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -28,6 +29,7 @@ def index_text(text: str, speaker: str | None) -> str:
     return f"{speaker}: {text}" if speaker else text
 
 
+@functools.lru_cache(maxsize=200_000)  # a vocabulary is small; loading a 10k cube stems ~600k tokens
 def _stem(token: str) -> str:
     """A light suffix stripper: plurals and the commonest verb endings, never below 3 letters."""
     if token.endswith("'s"):

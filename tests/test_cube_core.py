@@ -120,3 +120,35 @@ def test_vectors_must_match(storage: StorageConfig) -> None:
     with pytest.raises(InvalidInput):
         cube.add([MemoryCreate(text="x")], np.zeros((1, 5), dtype=np.float32), "t")
     cube.close()
+
+
+def test_checkpoint_plus_tail_after_a_crash(storage: StorageConfig, encoder: SentenceEncoder) -> None:
+    cube = open_cube(storage)
+    first = add(cube, encoder, FACTS[:3])
+    cube.close()  # passivation: checkpoint at seq 3
+    assert (storage.data_dir / "cubes" / "c1" / "checkpoint" / "items.json").exists()
+
+    crashed = open_cube(storage)
+    later = add(crashed, encoder, FACTS[3:])
+    text = "Melanie paints portraits now."
+    crashed.update(first[1].id, MemoryUpdate(text=text), encoder.encode([text])[0], "ed")
+    # no close(): the rows after the checkpoint exist only in milvus' log
+
+    recovered = open_cube(storage)
+    assert set(recovered.latest) == {i.id for i in first + later}
+    assert recovered.get(first[1].id).text == text
+    assert [v.version for v in recovered.versions(first[1].id)] == [1, 2]
+    assert recovered.seq == 5
+
+    recovered.purge(first[0].id)  # drops the checkpoint: it would resurrect the purged rows
+    after_purge = open_cube(storage)
+    with pytest.raises(MemoryNotFound):
+        after_purge.get(first[0].id)
+    after_purge.close()
+
+    (storage.data_dir / "cubes" / "c1" / "checkpoint" / "items.json").write_text("{not json")
+    damaged = open_cube(storage)  # a damaged checkpoint only means a full scan
+    assert set(damaged.latest) == {i.id for i in first[1:] + later}
+    q = SearchQuery(query="portrait painting")
+    assert damaged.search(q, encoder.encode([q.query])[0])[0].memory.id == first[1].id
+    damaged.close()
