@@ -31,7 +31,6 @@ from memos_ray.models import (
     SearchQuery,
 )
 
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -84,7 +83,7 @@ class MemCubeActor:
     def list(
         self, offset: int, limit: int, states: list[LifecycleState], kinds: list[MemoryKind], tag: str | None
     ) -> MemoryList:
-        return self.cube.list(offset, limit, states, kinds, tag)
+        return self.cube.page(offset, limit, states, kinds, tag)
 
     @_open
     def update(self, memory_id: str, patch: MemoryUpdate, vec: np.ndarray | None, author: str) -> MemoryItem:

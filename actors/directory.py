@@ -49,6 +49,7 @@ class Directory:
         self.cubes: dict[str, CubeMeta] = self.catalog.load()
         self.live: OrderedDict[str, ActorHandle] = OrderedDict()
         self._starting: dict[str, asyncio.Task[ActorHandle]] = {}
+        self._retiring: dict[str, asyncio.Task[None]] = {}
         self._room = asyncio.Lock()
         self._activations = 0
         self._passivations = 0
@@ -127,16 +128,13 @@ class Directory:
     async def _start(self, cube_id: str) -> ActorHandle:
         start = time.perf_counter()
         try:
+            retiring = self._retiring.get(cube_id)
+            if retiring is not None:  # its old actor still holds the name: let it finish passivating
+                await retiring
             await self._make_room()
-            handle = MemCubeActor.options(  # type: ignore[attr-defined]
-                name=cube_actor_name(cube_id),
-                namespace=self.config.namespace,
-                num_cpus=self.config.directory.cube_num_cpus,
-            ).remote(self.cubes[cube_id], self.config)
+            handle = await self._create_actor(cube_id)
             try:
-                meta = await asyncio.wait_for(
-                    handle.ready.remote(), timeout=self.config.directory.activation_timeout_s
-                )
+                meta = await asyncio.wait_for(handle.ready.remote(), timeout=self.config.directory.activation_timeout_s)
             except (TimeoutError, ray.exceptions.RayError) as exc:
                 ray.kill(handle, no_restart=True)
                 raise Unavailable(f"cube {cube_id} could not be activated: {exc}", {"cube_id": cube_id}) from exc
@@ -148,17 +146,37 @@ class Directory:
         finally:
             self._starting.pop(cube_id, None)
 
+    async def _create_actor(self, cube_id: str) -> ActorHandle:
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                return MemCubeActor.options(  # type: ignore[attr-defined]
+                    name=cube_actor_name(cube_id),
+                    namespace=self.config.namespace,
+                    num_cpus=self.config.directory.cube_num_cpus,
+                ).remote(self.cubes[cube_id], self.config)
+            except ValueError:  # the name of a just-killed actor is not released yet
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
     async def _make_room(self) -> None:
+        """Pick LRU victims under the lock; passivate them outside it, so activations overlap."""
+        victims: list[asyncio.Task[None]] = []
         async with self._room:
             while len(self.live) + len(self._starting) > self.config.directory.max_live_cubes and self.live:
-                victim, _ = next(iter(self.live.items()))
-                await self.passivate(victim)
+                victim, handle = self.live.popitem(last=False)
+                victims.append(self._retire(victim, handle))
+        if victims:
+            await asyncio.gather(*victims)
 
-    async def passivate(self, cube_id: str) -> bool:
-        """Flush and stop a cube's actor; its state stays durable. False if it was not live."""
-        handle = self.live.pop(cube_id, None)
-        if handle is None:
-            return False
+    def _retire(self, cube_id: str, handle: ActorHandle) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._passivate_actor(cube_id, handle))
+        self._retiring[cube_id] = task
+        task.add_done_callback(lambda _: self._retiring.pop(cube_id, None))
+        return task
+
+    async def _passivate_actor(self, cube_id: str, handle: ActorHandle) -> None:
         try:
             meta = await handle.passivate.remote()
             self.cubes[cube_id] = meta
@@ -167,6 +185,13 @@ class Directory:
             pass  # already gone: its writes were durable when acknowledged
         ray.kill(handle, no_restart=True)
         self._passivations += 1
+
+    async def passivate(self, cube_id: str) -> bool:
+        """Flush and stop a cube's actor; its state stays durable. False if it was not live."""
+        handle = self.live.pop(cube_id, None)
+        if handle is None:
+            return False
+        await self._retire(cube_id, handle)
         return True
 
     async def drop_dead(self, cube_id: str, handle: ActorHandle) -> None:

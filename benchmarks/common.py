@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster on loopback
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from memos_ray.config import DirectoryConfig, MemosConfig, ServeConfig, StorageConfig  # noqa: E402
+from memos_ray.config import DirectoryConfig, MemosConfig, ServeConfig, StorageConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -78,7 +78,9 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
 
 def check(response: httpx.Response, status: int = 200) -> Any:
     if response.status_code != status:
-        raise RuntimeError(f"{response.request.method} {response.request.url}: {response.status_code} {response.text[:300]}")
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url}: {response.status_code} {response.text[:300]}"
+        )
     return response.json() if response.content else None
 
 
@@ -87,7 +89,7 @@ def corpus(n: int) -> list[str]:
     from benchmarks import locomo
 
     turns = [m.content for c in locomo.load() for m in c.messages]
-    return [f"{turns[i % len(turns)]} {turns[(i * 7 + 3) % len(turns)]}"[:600] for i in range(n)]
+    return [f"{turns[i % len(turns)]} {turns[(i * 7 + 3) % len(turns)]}"[:300] for i in range(n)]
 
 
 def questions() -> list[str]:

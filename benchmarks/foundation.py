@@ -55,7 +55,13 @@ def bench_ingest(s: Stack, n: int) -> dict[str, Any]:
     _create(s, "ingest")
     _ingest(s, "ingest", texts[:BATCH])  # warm the path (activation, first batch)
     api = n / _ingest(s, "ingest", texts)
-    row = {"sentences": n, "bare_embedder_per_s": bare, "api_batched_add_per_s": api, "ratio": api / bare, "target": ">= 0.8"}
+    row = {
+        "sentences": n,
+        "bare_embedder_per_s": bare,
+        "api_batched_add_per_s": api,
+        "ratio": api / bare,
+        "target": ">= 0.8",
+    }
     print_table("Batched add throughput vs the bare embedder", [row])
     return row
 
@@ -150,7 +156,7 @@ def bench_zipf(s: Stack, cubes: int, requests: int, clients: int, alpha: float) 
         "cubes": cubes,
         "live_cap": s.config.directory.max_live_cubes,
         "requests": requests,
-        "distinct_cubes": int(len(set(picks.tolist()))),
+        "distinct_cubes": len(set(picks.tolist())),
         "activations": after.activations - before.activations,
         "zipf_p50_ms": pct(all_t, 50) * 1000,
         "zipf_p95_ms": pct(all_t, 95) * 1000,
@@ -188,7 +194,11 @@ def bench_locomo(s: Stack) -> dict[str, Any]:
             results += list(pool.map(ask, conv.questions))
     table = locomo.score(results)
     rows = [
-        {"group": g, "n": int(v["n"]), **{k: v[k] for k in ("R@1", "R@5", "R@10", "R@20", "H@1", "H@5", "H@10", "H@20")}}
+        {
+            "group": g,
+            "n": int(v["n"]),
+            **{k: v[k] for k in ("R@1", "R@5", "R@10", "R@20", "H@1", "H@5", "H@10", "H@20")},
+        }
         for g, v in sorted(table.items(), key=lambda kv: (kv[0] != "overall", kv[0]))
     ]
     print_table("LoCoMo dev retrieval through the API (target R@10 >= 0.62; reference hybrid .591)", rows)

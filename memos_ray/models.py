@@ -16,7 +16,7 @@ import secrets
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -124,7 +124,9 @@ class MemoryItem(Strict):
     version: int = Field(ge=1)
     seq: int = Field(0, ge=0, description="the cube's change sequence number when this version was written")
     text: str
-    context: str | None = Field(None, description="what it was said after (the preceding message); searched, not part of the memory")
+    context: str | None = Field(
+        None, description="what it was said after (the preceding message); searched, not part of the memory"
+    )
     kind: MemoryKind = MemoryKind.fact
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, MetaValue] = Field(default_factory=dict)
@@ -188,7 +190,9 @@ MAX_CONTEXT_CHARS = 2_000
 
 class MemoryCreate(Strict):
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    context: str | None = Field(None, max_length=MAX_CONTEXT_CHARS, description="the preceding message, for keyword search")
+    context: str | None = Field(
+        None, max_length=MAX_CONTEXT_CHARS, description="the preceding message, for keyword search"
+    )
     kind: MemoryKind = MemoryKind.fact
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     metadata: dict[str, MetaValue] = Field(default_factory=dict, max_length=64)
@@ -249,7 +253,9 @@ class MessagesCreate(Strict):
     conversation_id: str | None = Field(None, max_length=256)
     max_chunk_chars: int = Field(1_000, ge=100, le=MAX_TEXT_CHARS)
     context: str | None = Field(
-        None, max_length=MAX_CONTEXT_CHARS, description="the message before the first one, when a conversation arrives in parts"
+        None,
+        max_length=MAX_CONTEXT_CHARS,
+        description="the message before the first one, when a conversation arrives in parts",
     )
 
 
@@ -321,3 +327,14 @@ class AddResult(Strict):
 class CubeList(Strict):
     cubes: list[CubeMeta]
     total: int
+
+
+class Health(Strict):
+    status: str
+    version: str
+
+
+class Status(Strict):
+    version: str
+    directory: dict[str, Any]
+    embedder: dict[str, Any]

@@ -75,7 +75,9 @@ class MilvusTable:
             schema.add_field("doc", DataType.JSON)
             index = client.prepare_index_params()
             index.add_index("vec", index_type="FLAT", metric_type="COSINE")
-            client.create_collection(name, schema=schema, index_params=index)
+            client.create_collection(name, schema=schema)
+            # sync=False: pymilvus otherwise polls the index state every 0.5 s; a FLAT index is ready at once.
+            client.create_index(name, index, sync=False)
         client.load_collection(name)
 
     def upsert(self, rows: list[dict[str, Any]]) -> None:
@@ -185,8 +187,11 @@ class CubeStore:
         tmp.mkdir()
         ids = list(vecs)
         matrix = np.stack([vecs[i] for i in ids]) if ids else np.zeros((0, self.memories.dim), dtype=np.float32)
-        save_file({"vectors": matrix.astype(np.float32)}, str(tmp / "vectors.safetensors"),
-                  metadata={"seq": str(seq), "ids": json.dumps(ids)})
+        save_file(
+            {"vectors": matrix.astype(np.float32)},
+            str(tmp / "vectors.safetensors"),
+            metadata={"seq": str(seq), "ids": json.dumps(ids)},
+        )
         (tmp / "items.json").write_text(Checkpoint(seq=seq, items=items).model_dump_json())
         self.drop_checkpoint()
         tmp.rename(final)
@@ -270,7 +275,9 @@ class CatalogStore:
         self.table = MilvusTable(self.client, "memos_catalog", _PLACEHOLDER_DIM)
 
     def put(self, meta: CubeMeta) -> None:
-        self.table.upsert([{"pk": meta.id, "seq": meta.seq, "vec": _PLACEHOLDER_VEC, "doc": meta.model_dump(mode="json")}])
+        self.table.upsert(
+            [{"pk": meta.id, "seq": meta.seq, "vec": _PLACEHOLDER_VEC, "doc": meta.model_dump(mode="json")}]
+        )
 
     def delete(self, cube_id: str) -> None:
         self.table.delete([cube_id])

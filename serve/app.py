@@ -31,6 +31,7 @@ from memos_ray.models import (
     CubeCreate,
     CubeList,
     CubeMeta,
+    Health,
     Id,
     LifecycleState,
     MemoryBatchCreate,
@@ -44,6 +45,7 @@ from memos_ray.models import (
     SearchQuery,
     SearchRequest,
     SearchResponse,
+    Status,
 )
 from memos_ray.reader import read_messages
 from memos_ray.text import index_text
@@ -65,7 +67,8 @@ async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[
     limit: int = getattr(app.state, "max_body_bytes", 4 * 1024 * 1024)
     declared = request.headers.get("content-length")
     too_large = JSONResponse(
-        status_code=413, content=error_body("payload_too_large", f"request body exceeds {limit} bytes", {"limit": limit})
+        status_code=413,
+        content=error_body("payload_too_large", f"request body exceeds {limit} bytes", {"limit": limit}),
     )
     if declared is not None:
         if not declared.isdigit():
@@ -80,19 +83,6 @@ async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[
                 return too_large
         request._body = body  # starlette reuses a body that was already read
     return await call_next(request)
-
-
-class Health(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    status: str
-    version: str
-
-
-class Status(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    version: str
-    directory: dict[str, Any]
-    embedder: dict[str, Any]
 
 
 READ_METHODS = frozenset({"get", "list", "history", "search", "meta"})
@@ -119,7 +109,7 @@ class MemosIngress:
             handle = await self.directory.activate.remote(cube_id)
             try:
                 return await getattr(handle, method).remote(*args)
-            except Exception as exc:  # noqa: BLE001 - classified below
+            except Exception as exc:
                 cause = unwrap(exc)
                 died = isinstance(cause, ray.exceptions.RayActorError)
                 if died:
@@ -264,7 +254,8 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 
 
 def start(config: MemosConfig, blocking: bool = False) -> str:
-    """Start Serve on ``config.serve`` and deploy the app; returns the base URL."""
+    """Start the shared actors and Serve on ``config.serve``, deploy the app; returns the base URL."""
+    ensure_runtime(config)  # from the driver: the model loads before the first replica waits on it
     serve.start(http_options={"host": config.serve.host, "port": config.serve.port})
     serve.run(build_app({"config": config.model_dump(mode="json")}), name="memos", route_prefix="/", blocking=blocking)
     return f"http://{config.serve.host}:{config.serve.port}"

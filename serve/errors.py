@@ -58,9 +58,7 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {k: v for k, v in err.items() if k in ("type", "loc", "msg")} for err in exc.errors()
-        ]
+        errors = [{k: v for k, v in err.items() if k in ("type", "loc", "msg")} for err in exc.errors()]
         if any(err.get("type") == "json_invalid" for err in errors):
             return _json(400, "malformed_json", "request body is not valid JSON", {"errors": errors})
         return _json(422, "invalid_input", _validation_message(errors), {"errors": errors})

@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private test cluster on loopback
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from memos_ray.config import DirectoryConfig, MemosConfig, StorageConfig  # noqa: E402
+from memos_ray.config import DirectoryConfig, MemosConfig, StorageConfig
 
 
 def wait_for_condition(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1) -> None:

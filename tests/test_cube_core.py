@@ -80,8 +80,8 @@ def test_add_search_update_delete_purge_and_reload(storage: StorageConfig, encod
     assert [v.text for v in again.versions(items[3].id)] == [FACTS[3], new_text]
     assert again.get(items[3].id, version=1).text == FACTS[3]
     assert again.get(items[1].id).state == LifecycleState.deleted
-    assert again.list(0, 10).total == 2
-    assert again.list(0, 10, states=list(LifecycleState)).total == 3
+    assert again.page(0, 10).total == 2
+    assert again.page(0, 10, states=list(LifecycleState)).total == 3
     assert again.get(items[0].id).usage.hits >= 1  # usage persisted lazily on close
     hits = again.search(q, encoder.encode([q.query])[0])
     assert hits[0].memory.text == new_text
@@ -152,3 +152,18 @@ def test_checkpoint_plus_tail_after_a_crash(storage: StorageConfig, encoder: Sen
     q = SearchQuery(query="portrait painting")
     assert damaged.search(q, encoder.encode([q.query])[0])[0].memory.id == first[1].id
     damaged.close()
+
+
+def test_explicit_nulls_in_an_update_change_nothing(storage: StorageConfig, encoder: SentenceEncoder) -> None:
+    cube = open_cube(storage)
+    (item,) = add(cube, encoder, FACTS[:1])
+    patch = MemoryUpdate.model_validate({"text": None, "kind": None, "tags": None, "metadata": None, "state": None})
+    v2 = cube.update(item.id, patch, None, "ed")
+    assert (v2.text, v2.kind, v2.tags, v2.metadata, v2.state) == (
+        item.text,
+        item.kind,
+        item.tags,
+        item.metadata,
+        item.state,
+    )
+    cube.close()

@@ -45,7 +45,9 @@ def test_memory_lifecycle(http: httpx.Client, cube: str) -> None:
     assert (m["version"], m["kind"], m["tags"]) == (1, "preference", ["profile"])
     assert http.get(f"/v1/cubes/{cube}/memories/{m['id']}").json()["text"] == m["text"]
 
-    r = http.patch(f"/v1/cubes/{cube}/memories/{m['id']}", json={"text": "Ann's favourite colour is blue.", "expected_version": 1})
+    r = http.patch(
+        f"/v1/cubes/{cube}/memories/{m['id']}", json={"text": "Ann's favourite colour is blue.", "expected_version": 1}
+    )
     assert r.status_code == 200 and r.json()["version"] == 2
     r = http.patch(f"/v1/cubes/{cube}/memories/{m['id']}", json={"tags": ["x"], "expected_version": 1})
     assert r.status_code == 409 and r.json()["error"]["code"] == "version_conflict"
@@ -54,7 +56,9 @@ def test_memory_lifecycle(http: httpx.Client, cube: str) -> None:
     assert [h["version"] for h in hist] == [1, 2] and "green" in hist[0]["text"]
     assert http.get(f"/v1/cubes/{cube}/memories/{m['id']}", params={"version": 1}).json()["text"] == hist[0]["text"]
 
-    hits = http.post(f"/v1/cubes/{cube}/search", json={"query": "what colour does Ann like?", "top_k": 3}).json()["hits"]
+    hits = http.post(f"/v1/cubes/{cube}/search", json={"query": "what colour does Ann like?", "top_k": 3}).json()[
+        "hits"
+    ]
     assert hits[0]["memory"]["id"] == m["id"] and "blue" in hits[0]["memory"]["text"]
 
     r = http.delete(f"/v1/cubes/{cube}/memories/{m['id']}")
@@ -71,8 +75,11 @@ def test_memory_lifecycle(http: httpx.Client, cube: str) -> None:
 def test_batch_list_paging_and_filters(http: httpx.Client) -> None:
     assert http.post("/v1/cubes", json={"id": "http-batch"}).status_code == 201
     items = [
-        {"text": f"note {i} about {'cats' if i % 2 else 'dogs'}", "tags": ["odd" if i % 2 else "even"],
-         "said_at": f"2024-01-{i + 1:02d}T12:00:00Z"}
+        {
+            "text": f"note {i} about {'cats' if i % 2 else 'dogs'}",
+            "tags": ["odd" if i % 2 else "even"],
+            "said_at": f"2024-01-{i + 1:02d}T12:00:00Z",
+        }
         for i in range(12)
     ]
     r = http.post("/v1/cubes/http-batch/memories/batch", json={"items": items})
@@ -104,15 +111,22 @@ def test_multi_cube_search_and_messages(http: httpx.Client) -> None:
             "conversation_id": "standup",
             "max_chunk_chars": 400,
             "messages": [
-                {"role": "user", "speaker": "Dana", "content": "The database migration is scheduled for Friday.",
-                 "timestamp": "2024-03-01T09:00:00Z", "id": "m1"},
+                {
+                    "role": "user",
+                    "speaker": "Dana",
+                    "content": "The database migration is scheduled for Friday.",
+                    "timestamp": "2024-03-01T09:00:00Z",
+                    "id": "m1",
+                },
                 {"role": "user", "speaker": "Eli", "content": long},
             ],
         },
     )
     assert r.status_code == 201 and len(r.json()["items"]) > 2
     add(http, "team-b", "The migration was moved to Monday.", source={"speaker": "Fay"})
-    r = http.post("/v1/search", json={"query": "when is the database migration?", "cube_ids": ["team-a", "team-b"], "top_k": 2})
+    r = http.post(
+        "/v1/search", json={"query": "when is the database migration?", "cube_ids": ["team-a", "team-b"], "top_k": 2}
+    )
     hits = r.json()["hits"]
     assert {h["memory"]["cube_id"] for h in hits} == {"team-a", "team-b"}
     dana = next(h["memory"] for h in hits if h["memory"]["cube_id"] == "team-a")
@@ -123,14 +137,24 @@ def test_multi_cube_search_and_messages(http: httpx.Client) -> None:
 
 
 BAD_REQUESTS = [
-    ("post", "/v1/cubes/{cube}/memories", {"content": b'{"text": "unterminated', "headers": {"content-type": "application/json"}}, 400),
+    (
+        "post",
+        "/v1/cubes/{cube}/memories",
+        {"content": b'{"text": "unterminated', "headers": {"content-type": "application/json"}},
+        400,
+    ),
     ("post", "/v1/cubes/{cube}/memories", {"json": {}}, 422),
     ("post", "/v1/cubes/{cube}/memories", {"json": {"text": 42}}, 422),
     ("post", "/v1/cubes/{cube}/memories", {"json": {"text": "ok", "kind": "poem"}}, 422),
     ("post", "/v1/cubes/{cube}/memories", {"json": {"text": "ok", "said_at": "yesterday"}}, 422),
     ("post", "/v1/cubes/{cube}/memories", {"json": {"text": "x" * 16_001}}, 422),
     ("post", "/v1/cubes/{cube}/memories", {"json": {"text": "ok", "owner": "mallory"}}, 422),
-    ("post", "/v1/cubes/{cube}/memories", {"content": b"x" * (5 * 1024 * 1024), "headers": {"content-type": "application/json"}}, 413),
+    (
+        "post",
+        "/v1/cubes/{cube}/memories",
+        {"content": b"x" * (5 * 1024 * 1024), "headers": {"content-type": "application/json"}},
+        413,
+    ),
     ("post", "/v1/cubes/{cube}/memories/batch", {"json": {"items": [{"text": "fine"}, {"text": ""}]}}, 422),
     ("post", "/v1/cubes/{cube}/memories/batch", {"json": {"items": [{"text": "y"}] * 1001}}, 422),
     ("post", "/v1/cubes/no-such-cube/memories", {"json": {"text": "ok"}}, 404),

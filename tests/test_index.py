@@ -6,7 +6,15 @@ import numpy as np
 
 from memos_ray.config import SearchConfig
 from memos_ray.index import HybridIndex
-from memos_ray.models import LifecycleState, MemoryItem, MemoryKind, Provenance, SearchFilter, SearchQuery, TimePreference
+from memos_ray.models import (
+    LifecycleState,
+    MemoryItem,
+    MemoryKind,
+    Provenance,
+    SearchFilter,
+    SearchQuery,
+    TimePreference,
+)
 
 DIM = 8
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

@@ -1,5 +1,5 @@
-from memos_ray.reader import read_messages
 from memos_ray.models import MessagesCreate
+from memos_ray.reader import read_messages
 from memos_ray.text import index_text, split_text, tokenize
 
 
@@ -36,7 +36,13 @@ def test_reader_keeps_speaker_time_and_chunks() -> None:
             "conversation_id": "conv-1",
             "max_chunk_chars": 200,
             "messages": [
-                {"role": "user", "speaker": "Ann", "content": "Hello. " * 100, "timestamp": "2023-05-08T13:56:00Z", "id": "D1:1"},
+                {
+                    "role": "user",
+                    "speaker": "Ann",
+                    "content": "Hello. " * 100,
+                    "timestamp": "2023-05-08T13:56:00Z",
+                    "id": "D1:1",
+                },
                 {"role": "assistant", "content": "Hi Ann."},
             ],
         }

@@ -1,0 +1,33 @@
+# The README names these targets. Each one installs what it needs first (scripts/bootstrap.sh).
+PY := .venv/bin/python
+
+.PHONY: setup up test test-fast bench bench-locomo lint format typecheck
+
+setup:
+	@./scripts/bootstrap.sh
+
+up: setup        ## start Ray + the Serve app on the embedded defaults (http://127.0.0.1:8000)
+	.venv/bin/memos-ray up
+
+test: setup      ## the whole suite: unit, actor and HTTP tests on the real components
+	$(PY) -m pytest -q
+
+test-fast: setup ## unit tests only (no Ray)
+	$(PY) -m pytest -q tests/test_models.py tests/test_text.py tests/test_index.py tests/test_cube_core.py tests/test_client_cli.py
+
+bench: setup     ## foundation benchmarks: prints tables, writes benchmarks/results/foundation.json
+	$(PY) -m benchmarks.foundation
+
+bench-locomo: setup
+	$(PY) -m benchmarks.foundation --only locomo
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: setup
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+typecheck: setup
+	.venv/bin/mypy
