@@ -67,11 +67,6 @@ class MemCubeActor:
         return self.cube.live_meta()
 
     @_open
-    def set_meta(self, meta: CubeMeta) -> CubeMeta:
-        self.cube.meta = meta
-        return self.cube.live_meta()
-
-    @_open
     def add(self, items: list[MemoryCreate], vecs: np.ndarray, author: str) -> list[MemoryItem]:
         return self.cube.add(items, vecs, author)
 

@@ -10,6 +10,7 @@ releases its storage, its counters go to the catalog, and its process is ended. 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import statistics
 import time
@@ -22,9 +23,10 @@ from actors.cube import MemCubeActor, cube_actor_name
 from memos_ray.config import MemosConfig
 from memos_ray.errors import CubeExists, CubeNotFound, MemosError, Unavailable
 from memos_ray.models import CubeCreate, CubeList, CubeMeta, Strict, utcnow
-from memos_ray.storage import CatalogStore
+from memos_ray.storage import CatalogStore, CubeStore
 
 DIRECTORY_NAME = "memos_directory"
+log = logging.getLogger(__name__)
 
 
 class DirectoryStats(Strict):
@@ -50,6 +52,9 @@ class Directory:
         self.live: OrderedDict[str, ActorHandle] = OrderedDict()
         self._starting: dict[str, asyncio.Task[ActorHandle]] = {}
         self._retiring: dict[str, asyncio.Task[None]] = {}
+        self._retired: OrderedDict[str, None] = OrderedDict()  # actor ids passivated cleanly
+        self._deleting: set[str] = set()
+        self._admitted = 0  # slots taken by actors still starting
         self._room = asyncio.Lock()
         self._activations = 0
         self._passivations = 0
@@ -80,7 +85,7 @@ class Directory:
 
     def _known(self, cube_id: str) -> CubeMeta:
         meta = self.cubes.get(cube_id)
-        if meta is None:
+        if meta is None or cube_id in self._deleting:
             raise CubeNotFound(f"cube {cube_id} not found", {"cube_id": cube_id})
         return meta
 
@@ -101,14 +106,27 @@ class Directory:
         return CubeList(cubes=list(metas), total=len(ids))
 
     async def delete_cube(self, cube_id: str) -> None:
-        """Remove a cube and all its memories, everywhere."""
+        """Remove a cube and all its memories, everywhere. From the first moment it is not found."""
         self._known(cube_id)
-        handle = await self.activate(cube_id)
-        self.live.pop(cube_id, None)
-        await handle.destroy.remote()
-        ray.kill(handle, no_restart=True)
-        self.catalog.delete(cube_id)
-        del self.cubes[cube_id]
+        self._deleting.add(cube_id)
+        try:
+            starting = self._starting.get(cube_id)
+            if starting is not None:
+                await asyncio.gather(starting, return_exceptions=True)
+            handle = self.live.pop(cube_id, None)
+            if handle is not None:
+                await self._retire(cube_id, handle)
+            retiring = self._retiring.get(cube_id)
+            if retiring is not None:
+                await retiring
+            await asyncio.to_thread(self._destroy_storage, cube_id)
+            self.catalog.delete(cube_id)
+            self.cubes.pop(cube_id, None)
+        finally:
+            self._deleting.discard(cube_id)
+
+    def _destroy_storage(self, cube_id: str) -> None:
+        CubeStore(self.config.storage, cube_id, self.config.embedder.dim).destroy()
 
     # ------------------------------------------------------------ live actors
 
@@ -127,11 +145,14 @@ class Directory:
 
     async def _start(self, cube_id: str) -> ActorHandle:
         start = time.perf_counter()
+        admitted = False
         try:
             retiring = self._retiring.get(cube_id)
             if retiring is not None:  # its old actor still holds the name: let it finish passivating
                 await retiring
             await self._make_room()
+            admitted = True
+            self._known(cube_id)  # deleted while we waited?
             handle = await self._create_actor(cube_id)
             try:
                 meta = await asyncio.wait_for(handle.ready.remote(), timeout=self.config.directory.activation_timeout_s)
@@ -144,6 +165,8 @@ class Directory:
             self._activation_s.append(time.perf_counter() - start)
             return handle
         finally:
+            if admitted:
+                self._admitted -= 1
             self._starting.pop(cube_id, None)
 
     async def _create_actor(self, cube_id: str) -> ActorHandle:
@@ -161,12 +184,22 @@ class Directory:
                 await asyncio.sleep(0.05)
 
     async def _make_room(self) -> None:
-        """Pick LRU victims under the lock; passivate them outside it, so activations overlap."""
+        """Take one of the ``max_live_cubes`` slots, passivating least recently used cubes for it.
+
+        Victims are chosen under the lock and passivated outside it, so activations overlap.
+        When every slot belongs to an actor that is still starting, wait for one to go live.
+        """
+        cap = self.config.directory.max_live_cubes
         victims: list[asyncio.Task[None]] = []
-        async with self._room:
-            while len(self.live) + len(self._starting) > self.config.directory.max_live_cubes and self.live:
-                victim, handle = self.live.popitem(last=False)
-                victims.append(self._retire(victim, handle))
+        while True:
+            async with self._room:
+                while len(self.live) + self._admitted >= cap and self.live:
+                    victim, handle = self.live.popitem(last=False)
+                    victims.append(self._retire(victim, handle))
+                if len(self.live) + self._admitted < cap:
+                    self._admitted += 1
+                    break
+            await asyncio.sleep(0.02)
         if victims:
             await asyncio.gather(*victims)
 
@@ -179,12 +212,19 @@ class Directory:
     async def _passivate_actor(self, cube_id: str, handle: ActorHandle) -> None:
         try:
             meta = await handle.passivate.remote()
-            self.cubes[cube_id] = meta
-            self.catalog.put(meta)
-        except (MemosError, ray.exceptions.RayActorError):
-            pass  # already gone: its writes were durable when acknowledged
-        ray.kill(handle, no_restart=True)
-        self._passivations += 1
+            if cube_id not in self._deleting:
+                self.cubes[cube_id] = meta
+                self.catalog.put(meta)
+        except Exception as exc:  # its rows were durable when acknowledged: stop it anyway
+            log.warning("passivating cube %s failed: %s", cube_id, exc)
+        finally:
+            # Calls queued behind passivate() were refused or die with the actor without running:
+            # remembering the actor lets callers retry even writes (see drop_dead).
+            self._retired[handle._actor_id.hex()] = None
+            while len(self._retired) > 10_000:
+                self._retired.popitem(last=False)
+            ray.kill(handle, no_restart=True)
+            self._passivations += 1
 
     async def passivate(self, cube_id: str) -> bool:
         """Flush and stop a cube's actor; its state stays durable. False if it was not live."""
@@ -194,11 +234,17 @@ class Directory:
         await self._retire(cube_id, handle)
         return True
 
-    async def drop_dead(self, cube_id: str, handle: ActorHandle) -> None:
-        """A caller saw ``handle`` die: forget it, so the next ``activate`` starts a fresh actor."""
-        if self.live.get(cube_id) is not None and self.live[cube_id]._actor_id == handle._actor_id:
+    async def drop_dead(self, cube_id: str, handle: ActorHandle) -> bool:
+        """A caller saw ``handle`` die. Returns True when it was passivated cleanly (so nothing
+        the caller sent ran, and a write may be retried); otherwise forgets it, so the next
+        ``activate`` starts a fresh actor."""
+        if handle._actor_id.hex() in self._retired:
+            return True
+        current = self.live.get(cube_id)
+        if current is not None and current._actor_id == handle._actor_id:
             del self.live[cube_id]
             ray.kill(handle, no_restart=True)
+        return False
 
     async def live_cubes(self) -> list[str]:
         return list(self.live)

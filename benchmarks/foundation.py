@@ -22,6 +22,7 @@ from benchmarks import locomo
 from benchmarks.common import Stack, check, corpus, pct, print_table, questions, stack, summary_ms, write_json
 from memos_ray.config import EmbedderConfig
 from memos_ray.embedding import SentenceEncoder
+from memos_ray.reader import context_of
 
 BATCH = 64
 
@@ -174,17 +175,13 @@ def bench_locomo(s: Stack) -> dict[str, Any]:
     for conv in convs:
         cube_id = f"locomo-{conv.sample_id}"
         _create(s, cube_id)
-        previous = None
         for i in range(0, len(conv.messages), 100):
-            part = conv.messages[i : i + 100]
             body = {
-                "messages": [m.model_dump(mode="json") for m in part],
+                "messages": [m.model_dump(mode="json") for m in conv.messages[i : i + 100]],
                 "conversation_id": conv.sample_id,
-                "context": previous,
+                "context": context_of(conv.messages[i - 1]) if i else None,
             }
             check(s.http.post(f"/v1/cubes/{cube_id}/messages", json=body), 201)
-            last = part[-1]
-            previous = f"{last.speaker}: {last.content}"[:2000]
 
         def ask(q: locomo.Question, cube_id: str = cube_id) -> tuple[locomo.Question, list[str]]:
             body = check(s.http.post(f"/v1/cubes/{cube_id}/search", json={"query": q.text, "top_k": max(locomo.KS)}))

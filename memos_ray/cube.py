@@ -32,8 +32,8 @@ from memos_ray.models import (
 from memos_ray.storage import CubeStore
 
 
-def _text_bytes(item: MemoryItem) -> int:
-    return len(item.text.encode())
+def _text_bytes(text: str) -> int:
+    return len(text.encode())
 
 
 class MemCube:
@@ -67,26 +67,25 @@ class MemCube:
             update={
                 "seq": self.seq,
                 "memory_count": len(alive),
-                "text_bytes": sum(_text_bytes(m) for m in alive),
+                "text_bytes": sum(_text_bytes(m.text) for m in alive),
             }
         )
 
-    def _check_quota(self, new: Sequence[MemoryCreate]) -> None:
+    def _check_quota(self, new_memories: int, new_bytes: int) -> None:
         quotas = self.meta.quotas
         if quotas.max_memories is None and quotas.max_bytes is None:
             return
         meta = self.live_meta()
-        if quotas.max_memories is not None and meta.memory_count + len(new) > quotas.max_memories:
+        if quotas.max_memories is not None and new_memories and meta.memory_count + new_memories > quotas.max_memories:
             raise QuotaExceeded(
                 f"cube {self.meta.id} holds {meta.memory_count} memories; "
-                f"adding {len(new)} exceeds its quota of {quotas.max_memories}",
+                f"adding {new_memories} exceeds its quota of {quotas.max_memories}",
                 {"quota": "max_memories", "limit": quotas.max_memories},
             )
-        added = sum(len(m.text.encode()) for m in new)
-        if quotas.max_bytes is not None and meta.text_bytes + added > quotas.max_bytes:
+        if quotas.max_bytes is not None and new_bytes > 0 and meta.text_bytes + new_bytes > quotas.max_bytes:
             raise QuotaExceeded(
                 f"cube {self.meta.id} holds {meta.text_bytes} bytes of text; "
-                f"adding {added} exceeds its quota of {quotas.max_bytes}",
+                f"adding {new_bytes} exceeds its quota of {quotas.max_bytes}",
                 {"quota": "max_bytes", "limit": quotas.max_bytes},
             )
 
@@ -106,7 +105,7 @@ class MemCube:
     def add(self, new: Sequence[MemoryCreate], vecs: np.ndarray, author: str) -> list[MemoryItem]:
         if len(new) != len(vecs) or (len(vecs) and vecs.shape[1] != self.dim):
             raise InvalidInput(f"expected {len(new)} vectors of dimension {self.dim}")
-        self._check_quota(new)
+        self._check_quota(len(new), sum(_text_bytes(m.text) for m in new))
         now = utcnow()
         items = [
             MemoryItem(
@@ -130,6 +129,13 @@ class MemCube:
             self._commit(items, vecs)
         return items
 
+    def _expect(self, cur: MemoryItem, expected_version: int | None) -> None:
+        if expected_version is not None and expected_version != cur.version:
+            raise VersionConflict(
+                f"memory {cur.id} is at version {cur.version}, not {expected_version}",
+                {"memory_id": cur.id, "current_version": cur.version},
+            )
+
     def _current(self, memory_id: str) -> MemoryItem:
         item = self.latest.get(memory_id)
         if item is None:
@@ -150,11 +156,7 @@ class MemCube:
 
     def update(self, memory_id: str, patch: MemoryUpdate, vec: np.ndarray | None, author: str) -> MemoryItem:
         cur = self._current(memory_id)
-        if patch.expected_version is not None and patch.expected_version != cur.version:
-            raise VersionConflict(
-                f"memory {memory_id} is at version {cur.version}, not {patch.expected_version}",
-                {"memory_id": memory_id, "current_version": cur.version},
-            )
+        self._expect(cur, patch.expected_version)
         if cur.state == LifecycleState.deleted:
             raise Conflict(f"memory {memory_id} is deleted; it cannot be updated", {"memory_id": memory_id})
         # An explicit null means "no change", except for said_at, which may be cleared.
@@ -166,6 +168,7 @@ class MemCube:
         if "text" in changes and changes["text"] != cur.text:
             if vec is None:
                 raise InvalidInput("a new text needs its embedding")
+            self._check_quota(0, _text_bytes(changes["text"]) - _text_bytes(cur.text))
         else:
             vec = self._vecs[memory_id]
         if "kind" in changes:
@@ -181,11 +184,7 @@ class MemCube:
     def delete(self, memory_id: str, expected_version: int | None, author: str) -> MemoryItem:
         """Soft delete: a new version in state ``deleted``; ``purge`` removes the rows."""
         cur = self._current(memory_id)
-        if expected_version is not None and expected_version != cur.version:
-            raise VersionConflict(
-                f"memory {memory_id} is at version {cur.version}, not {expected_version}",
-                {"memory_id": memory_id, "current_version": cur.version},
-            )
+        self._expect(cur, expected_version)
         if cur.state == LifecycleState.deleted:
             return cur
         item = self._next_version(cur, author, state=LifecycleState.deleted)
@@ -251,7 +250,8 @@ class MemCube:
     # ------------------------------------------------------------ lifecycle
 
     def persist_usage(self) -> int:
-        """Usage counters are written lazily (on flush and passivation), not on every search."""
+        """Usage counters are written at passivation, not on every search: a crash loses the counts
+        gathered since the cube was last activated (they are statistics, not memories)."""
         dirty = [self.latest[i] for i in self._dirty_usage if i in self.latest]
         if dirty:
             self.store.write(dirty, np.stack([self._vecs[i.id] for i in dirty]))

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 # Ids are used as actor names and file names: a strict alphabet, no dots or slashes.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -37,9 +37,17 @@ def _check_id(value: str) -> str:
     return value
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("text is blank")
+    return value
+
+
 Id = Annotated[str, AfterValidator(_check_id)]
 Tag = Annotated[str, Field(min_length=1, max_length=64)]
-MetaValue = str | int | float | bool | None
+MetaKey = Annotated[str, Field(min_length=1, max_length=64)]
+MetaValue = Annotated[str, Field(max_length=1_024)] | int | float | bool | None
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)]
 
 
 def new_memory_id() -> str:
@@ -56,6 +64,10 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+"""A datetime stored in UTC; a naive one is taken as UTC."""
 
 
 class Strict(BaseModel):
@@ -189,27 +201,15 @@ MAX_CONTEXT_CHARS = 2_000
 
 
 class MemoryCreate(Strict):
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    text: Text
     context: str | None = Field(
         None, max_length=MAX_CONTEXT_CHARS, description="the preceding message, for keyword search"
     )
     kind: MemoryKind = MemoryKind.fact
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
-    metadata: dict[str, MetaValue] = Field(default_factory=dict, max_length=64)
-    said_at: datetime | None = None
+    metadata: dict[MetaKey, MetaValue] = Field(default_factory=dict, max_length=64)
+    said_at: UtcDatetime | None = None
     source: SourceIn = Field(default_factory=SourceIn)
-
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("text is blank")
-        return v
-
-    @field_validator("said_at")
-    @classmethod
-    def _utc(cls, v: datetime | None) -> datetime | None:
-        return as_utc(v)
 
 
 class MemoryBatchCreate(Strict):
@@ -219,31 +219,21 @@ class MemoryBatchCreate(Strict):
 class MemoryUpdate(Strict):
     """A partial update: absent fields keep their value. Makes a new version."""
 
-    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
+    text: Text | None = None
     kind: MemoryKind | None = None
     tags: list[Tag] | None = Field(None, max_length=MAX_TAGS)
-    metadata: dict[str, MetaValue] | None = Field(None, max_length=64)
-    said_at: datetime | None = None
+    metadata: dict[MetaKey, MetaValue] | None = Field(None, max_length=64)
+    said_at: UtcDatetime | None = None
     state: Literal[LifecycleState.active, LifecycleState.archived] | None = None
     expected_version: int | None = Field(None, ge=1, description="409 when the current version differs")
-
-    @field_validator("said_at")
-    @classmethod
-    def _utc(cls, v: datetime | None) -> datetime | None:
-        return as_utc(v)
 
 
 class ChatMessage(Strict):
     role: Literal["user", "assistant", "system", "tool"] = "user"
-    content: str = Field(min_length=1, max_length=1_000_000)
+    content: Annotated[str, Field(min_length=1, max_length=1_000_000), AfterValidator(_not_blank)]
     speaker: str | None = Field(None, max_length=128)
-    timestamp: datetime | None = None
+    timestamp: UtcDatetime | None = None
     id: str | None = Field(None, max_length=256)
-
-    @field_validator("timestamp")
-    @classmethod
-    def _utc(cls, v: datetime | None) -> datetime | None:
-        return as_utc(v)
 
 
 class MessagesCreate(Strict):
@@ -264,27 +254,17 @@ class SearchFilter(Strict):
     tags_all: list[Tag] = Field(default_factory=list)
     kinds: list[MemoryKind] = Field(default_factory=list)
     states: list[LifecycleState] = Field(default_factory=lambda: [LifecycleState.active])
-    said_after: datetime | None = None
-    said_before: datetime | None = None
+    said_after: UtcDatetime | None = None
+    said_before: UtcDatetime | None = None
     speakers: list[str] = Field(default_factory=list)
-
-    @field_validator("said_after", "said_before")
-    @classmethod
-    def _utc(cls, v: datetime | None) -> datetime | None:
-        return as_utc(v)
 
 
 class TimePreference(Strict):
     """Favour memories said near ``anchor`` (default: now): score *= (1-w) + w * 2^(-|dt|/half_life)."""
 
-    anchor: datetime | None = None
+    anchor: UtcDatetime | None = None
     half_life_days: float = Field(30.0, gt=0)
     weight: float = Field(0.3, ge=0, le=1)
-
-    @field_validator("anchor")
-    @classmethod
-    def _utc(cls, v: datetime | None) -> datetime | None:
-        return as_utc(v)
 
 
 class SearchQuery(Strict):

@@ -8,8 +8,13 @@ becomes its ``context``: a reply is often found by the words of what it replies 
 
 from __future__ import annotations
 
-from memos_ray.models import MAX_CONTEXT_CHARS, MemoryCreate, MessagesCreate, SourceIn, SourceType
+from memos_ray.models import MAX_CONTEXT_CHARS, ChatMessage, MemoryCreate, MessagesCreate, SourceIn, SourceType
 from memos_ray.text import index_text, split_text
+
+
+def context_of(msg: ChatMessage) -> str:
+    """What a message gives the one after it as context (also for a client sending a conversation in parts)."""
+    return index_text(msg.content, msg.speaker or msg.role)[:MAX_CONTEXT_CHARS]
 
 
 def read_messages(req: MessagesCreate) -> list[MemoryCreate]:
@@ -39,5 +44,5 @@ def read_messages(req: MessagesCreate) -> list[MemoryCreate]:
                 )
             )
         # The next message is read in the light of this one (an answer after its question).
-        previous = index_text(msg.content, msg.speaker or msg.role)[:MAX_CONTEXT_CHARS]
+        previous = context_of(msg)
     return items

@@ -75,7 +75,9 @@ class MilvusTable:
             schema.add_field("doc", DataType.JSON)
             index = client.prepare_index_params()
             index.add_index("vec", index_type="FLAT", metric_type="COSINE")
-            client.create_collection(name, schema=schema)
+            # Strong: a reactivated cube must read every acknowledged row (a Milvus server defaults
+            # to Bounded staleness, which could hide the last seconds of writes).
+            client.create_collection(name, schema=schema, consistency_level="Strong")
             # sync=False: pymilvus otherwise polls the index state every 0.5 s; a FLAT index is ready at once.
             client.create_index(name, index, sync=False)
         client.load_collection(name)
@@ -92,7 +94,9 @@ class MilvusTable:
     def scan(self, with_vectors: bool = True, after_seq: int | None = None) -> Iterator[dict[str, Any]]:
         fields = ["pk", "seq", "doc", "vec"] if with_vectors else ["pk", "seq", "doc"]
         expr = 'pk != ""' if after_seq is None else f"seq > {int(after_seq)}"
-        it = self.client.query_iterator(self.name, batch_size=_PAGE, filter=expr, output_fields=fields)
+        it = self.client.query_iterator(
+            self.name, batch_size=_PAGE, filter=expr, output_fields=fields, consistency_level="Strong"
+        )
         try:
             while batch := it.next():
                 yield from batch

@@ -85,6 +85,7 @@ async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[
     return await call_next(request)
 
 
+MAX_FAN_OUT = 8  # cubes one search activates at once: a wide search must not flush every warm cube
 READ_METHODS = frozenset({"get", "list", "history", "search", "meta"})
 
 
@@ -112,12 +113,11 @@ class MemosIngress:
             except Exception as exc:
                 cause = unwrap(exc)
                 died = isinstance(cause, ray.exceptions.RayActorError)
-                if died:
-                    await self.directory.drop_dead.remote(cube_id, handle)
-                # A passivated actor refused the call before doing anything: always safe to retry.
-                # A dead one may have applied a write before dying: only reads are retried.
+                retired = died and await self.directory.drop_dead.remote(cube_id, handle)
+                # A passivated actor refused the call, or died after passivating without running it:
+                # always safe to retry. One that crashed may have applied a write: only reads retry.
                 passivated = isinstance(cause, Unavailable) and bool(cause.details.get("retry"))
-                if attempt == 2 or not (passivated or (died and method in READ_METHODS)):
+                if attempt == 2 or not (passivated or retired or (died and method in READ_METHODS)):
                     raise cause from None
         raise Unavailable(f"cube {cube_id} unavailable")
 
@@ -222,7 +222,13 @@ class MemosIngress:
         qvec = None
         if q.mode != "bm25":
             qvec = (await self._embed([q.query]))[0]
-        results = await asyncio.gather(*(self._cube(c, "search", q, qvec) for c in cube_ids))
+        fan_out = asyncio.Semaphore(MAX_FAN_OUT)
+
+        async def one(cube_id: str) -> list[SearchHit]:
+            async with fan_out:
+                return await self._cube(cube_id, "search", q, qvec)
+
+        results = await asyncio.gather(*(one(c) for c in cube_ids))
         hits: list[SearchHit] = [h for part in results for h in part]
         hits.sort(key=lambda h: h.score, reverse=True)
         return SearchResponse(hits=hits[: q.top_k], took_ms=(time.perf_counter() - start) * 1000)

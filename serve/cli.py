@@ -32,6 +32,7 @@ from rich.table import Table
 
 from memos_ray.config import MemosConfig
 from memos_ray.models import MAX_BATCH, ChatMessage, MemoryKind
+from memos_ray.reader import context_of
 from serve.client import DEFAULT_URL, MemosAPIError, MemosClient
 
 app = typer.Typer(
@@ -85,6 +86,10 @@ def _client(ctx: typer.Context) -> Iterator[MemosClient]:
     except httpx.HTTPError as exc:
         typer.echo(f"error: {target.url}: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from None
+    except ValidationError as exc:  # the SDK validates arguments before sending them
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()[:5])
+        typer.echo(f"error: invalid input: {problems}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _clip(text: str, width: int = 80) -> str:
@@ -324,7 +329,10 @@ def import_(
         try:
             for start in range(0, len(messages), batch_size):
                 batch = messages[start : start + batch_size]
-                res = client.add_messages(cube, batch, conversation_id=conversation_id, tags=tag or None)
+                context = context_of(messages[start - 1]) if start else None
+                res = client.add_messages(
+                    cube, batch, conversation_id=conversation_id, tags=tag or None, context=context
+                )
                 created += len(res.items)
                 sent += len(batch)
                 progress.advance(bar, len(batch))

@@ -188,9 +188,16 @@ class _Calls:
         kind: MemoryKind | str | None = None,
         tags: Sequence[str] | None = None,
         max_chunk_chars: int | None = None,
+        context: str | None = None,
     ) -> _Call[AddResult]:
-        """Add chat messages through the MemReader (one memory per message, or per chunk of a long one)."""
-        fields = _given(conversation_id=conversation_id, kind=kind, tags=tags, max_chunk_chars=max_chunk_chars)
+        """Add chat messages through the MemReader (one memory per message, or per chunk of a long one).
+
+        ``context``: the message before the first one, when a conversation is sent in parts
+        (``memos_ray.reader.context_of(previous_message)``).
+        """
+        fields = _given(
+            conversation_id=conversation_id, kind=kind, tags=tags, max_chunk_chars=max_chunk_chars, context=context
+        )
         body = _body(MessagesCreate, {**fields, "messages": list(messages)})
         return _Call("POST", f"/v1/cubes/{_seg(cube_id)}/messages", AddResult.model_validate, json=body)
 

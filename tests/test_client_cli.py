@@ -398,6 +398,15 @@ def test_cubes_commands(cli_server: Server) -> None:
     assert result.stderr.strip() == "error 404 cube_not_found: cube nobody not found"
 
 
+def test_invalid_arguments_exit_2_without_a_request(cli_server: Server) -> None:
+    before = len(cli_server.requests)
+    for args in (("cubes", "create", "../etc"), ("add", "alice", "   ")):
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith("error: invalid input:") and "Traceback" not in result.output
+    assert len(cli_server.requests) == before
+
+
 def test_status_and_unreachable_server(cli_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     cli_server.routes[("GET", "/v1/health")] = (200, {"status": "ok", "version": "0.1.0"})
     stats = {"version": "0.1.0", "directory": {"cubes": 4, "live": 2}, "embedder": {"requests": 7}}

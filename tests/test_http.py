@@ -186,6 +186,31 @@ def test_bad_input_gets_4xx_and_changes_nothing(
     assert http.get(f"/v1/cubes/{cube}/memories/{keep['id']}").json()["version"] == 1
 
 
+def test_streamed_body_over_the_limit_gets_413(http: httpx.Client, cube: str) -> None:
+    before = state_of(http, cube)
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"text": "'
+        for _ in range(80):
+            yield b"x" * 65_536
+        yield b'"}'
+
+    r = http.post(f"/v1/cubes/{cube}/memories", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+    assert state_of(http, cube) == before
+
+
+def test_whitespace_only_content_is_rejected(http: httpx.Client, cube: str) -> None:
+    before = state_of(http, cube)
+    r = http.post(f"/v1/cubes/{cube}/messages", json={"messages": [{"content": "   "}]})
+    assert r.status_code == 422, r.text
+    m = add(http, cube, "keep me")
+    r = http.patch(f"/v1/cubes/{cube}/memories/{m['id']}", json={"text": "  \n "})
+    assert r.status_code == 422, r.text
+    assert http.get(f"/v1/cubes/{cube}/memories/{m['id']}").json()["version"] == 1
+    assert state_of(http, cube)[1] == before[1] + 1
+
+
 def test_cube_crud(http: httpx.Client) -> None:
     r = http.post("/v1/cubes", json={"name": "generated id"})
     assert r.status_code == 201
@@ -201,3 +226,49 @@ def test_cube_crud(http: httpx.Client) -> None:
 def test_status(http: httpx.Client) -> None:
     body = http.get("/v1/status").json()
     assert body["directory"]["live"] >= 1 and body["embedder"]["sentences"] > 0
+
+
+def test_sdk_and_cli_against_the_real_server(base_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import json
+
+    from typer.testing import CliRunner
+
+    from serve.cli import app as cli
+    from serve.client import AsyncMemosClient, MemosAPIError, MemosClient
+
+    with MemosClient(base_url) as memos:
+        memos.create_cube("sdk-team", name="Team memory")
+        item = memos.add("sdk-team", "The deploy window is Thursday afternoon.", tags=["ops"])
+        v2 = memos.update("sdk-team", item.id, text="The deploy window moved to Friday.", expected_version=1)
+        assert v2.version == 2
+        with pytest.raises(MemosAPIError) as err:
+            memos.update("sdk-team", item.id, tags=["x"], expected_version=1)
+        assert (err.value.status_code, err.value.code) == (409, "version_conflict")
+        assert memos.history("sdk-team", item.id)[0].text.endswith("Thursday afternoon.")
+
+    async def async_search():  # type: ignore[no-untyped-def]
+        async with AsyncMemosClient(base_url) as memos:
+            return await memos.search(["sdk-team"], "when do we deploy?", top_k=3)
+
+    hits = asyncio.run(async_search()).hits
+    assert hits[0].memory.id == item.id and "Friday" in hits[0].memory.text
+
+    conversation = tmp_path / "conv.jsonl"
+    lines = [
+        {"role": "user", "speaker": "Gus", "content": f"Line {i}: the boat is called Marlin {i}."} for i in range(7)
+    ]
+    conversation.write_text("\n".join(json.dumps(line) for line in lines))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--url", base_url, "cubes", "create", "cli-cube"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["--url", base_url, "import", "cli-cube", str(conversation), "--batch-size", "3"])
+    assert result.exit_code == 0, result.output
+    assert "7 memories created" in result.output
+    with MemosClient(base_url) as memos:
+        listed = memos.list("cli-cube", limit=100).items
+        by_text = {m.text: m for m in listed}
+        # the context of the first message of the second batch crossed the request boundary
+        assert by_text["Line 3: the boat is called Marlin 3."].context == "Gus: Line 2: the boat is called Marlin 2."
+    result = runner.invoke(cli, ["--url", base_url, "search", "cli-cube", "what is the boat called?"])
+    assert result.exit_code == 0 and "Marlin" in result.output

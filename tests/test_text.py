@@ -54,3 +54,18 @@ def test_reader_keeps_speaker_time_and_chunks() -> None:
     assert all(i.said_at is not None and i.said_at.year == 2023 for i in ann)
     assert all(i.source.source_id == "D1:1" and i.source.conversation_id == "conv-1" for i in ann)
     assert items[-1].source.speaker == "assistant" and items[-1].kind == "dialogue"
+
+
+def test_reader_gives_each_message_the_previous_one_as_context() -> None:
+    req = MessagesCreate.model_validate(
+        {
+            "context": "Ann: earlier part",
+            "messages": [
+                {"speaker": "Bob", "content": "Where did you go hiking?"},
+                {"speaker": "Ann", "content": "Mount Tamalpais, last Sunday."},
+            ],
+        }
+    )
+    first, second = read_messages(req)
+    assert first.context == "Ann: earlier part"
+    assert second.context == "Bob: Where did you go hiking?"
