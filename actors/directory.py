@@ -55,6 +55,8 @@ class Directory:
         self._retired: OrderedDict[str, None] = OrderedDict()  # actor ids passivated cleanly
         self._deleting: set[str] = set()
         self._admitted = 0  # slots taken by actors still starting
+        self._heat: dict[str, tuple[float, float]] = {}  # cube -> (decayed use count, when)
+        self._live_since: dict[str, float] = {}
         self._room = asyncio.Lock()
         self._activations = 0
         self._passivations = 0
@@ -132,6 +134,7 @@ class Directory:
 
     async def activate(self, cube_id: str) -> ActorHandle:
         """The cube's live actor, started from durable state when it was passivated."""
+        self._touch(cube_id)
         handle = self.live.get(cube_id)
         if handle is not None:
             self.live.move_to_end(cube_id)
@@ -161,6 +164,7 @@ class Directory:
                 raise Unavailable(f"cube {cube_id} could not be activated: {exc}", {"cube_id": cube_id}) from exc
             self.cubes[cube_id] = meta
             self.live[cube_id] = handle
+            self._live_since[cube_id] = time.monotonic()
             self._activations += 1
             self._activation_s.append(time.perf_counter() - start)
             return handle
@@ -194,14 +198,37 @@ class Directory:
         while True:
             async with self._room:
                 while len(self.live) + self._admitted >= cap and self.live:
-                    victim, handle = self.live.popitem(last=False)
-                    victims.append(self._retire(victim, handle))
+                    victim = self._victim()
+                    victims.append(self._retire(victim, self.live.pop(victim)))
                 if len(self.live) + self._admitted < cap:
                     self._admitted += 1
                     break
             await asyncio.sleep(0.02)
         if victims:
             await asyncio.gather(*victims)
+
+    def _touch(self, cube_id: str) -> None:
+        now = time.monotonic()
+        self._heat[cube_id] = (self._heat_at(cube_id, now) + 1.0, now)
+        if len(self._heat) > 50 * self.config.directory.max_live_cubes:  # forget the coldest
+            for cold in sorted(self._heat, key=lambda c: self._heat_at(c, now))[: len(self._heat) // 2]:
+                if cold not in self.live:
+                    del self._heat[cold]
+
+    def _heat_at(self, cube_id: str, now: float) -> float:
+        heat, when = self._heat.get(cube_id, (0.0, now))
+        return heat * 0.5 ** ((now - when) / self.config.directory.heat_half_life_s)
+
+    def _victim(self) -> str:
+        """Least recently used (lru), or least decayed use (lfu: one-off visitors go before the
+        hot set). Cubes activated within the grace period go last: their caller has yet to use them."""
+        cfg = self.config.directory
+        now = time.monotonic()
+        order = list(self.live)  # least recently used first
+        settled = [c for c in order if now - self._live_since.get(c, 0.0) >= cfg.eviction_grace_s] or order
+        if cfg.eviction == "lru":
+            return settled[0]
+        return min(settled, key=lambda c: self._heat_at(c, now))  # min keeps the first (LRU) on ties
 
     def _retire(self, cube_id: str, handle: ActorHandle) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(self._passivate_actor(cube_id, handle))

@@ -133,3 +133,23 @@ def test_ten_cubes_under_a_live_cap_of_three(runtime, tmp_path: Path) -> None:  
         assert snap == expected[cube_id]
     ray.get(d.shutdown.remote())
     ray.kill(d)
+
+
+@pytest.mark.parametrize("policy", ["lfu", "lru"])
+def test_eviction_policy(runtime, tmp_path: Path, policy: str) -> None:  # type: ignore[no-untyped-def]
+    config = MemosConfig(
+        namespace=f"memos_tests_{policy}",
+        storage=StorageConfig(data_dir=tmp_path / policy),
+        directory=DirectoryConfig(max_live_cubes=2, eviction=policy, eviction_grace_s=0),
+    )
+    d = Directory.remote(config)
+    for cube_id in ("hot", "once", "new"):
+        ray.get(d.create_cube.remote(CubeCreate(id=cube_id)))
+    for _ in range(5):
+        ray.get(d.activate.remote("hot"))
+    ray.get(d.activate.remote("once"))  # the most recently used, but used once
+    ray.get(d.activate.remote("new"))
+    live = set(ray.get(d.live_cubes.remote()))
+    assert live == ({"hot", "new"} if policy == "lfu" else {"once", "new"})
+    ray.get(d.shutdown.remote())
+    ray.kill(d)
