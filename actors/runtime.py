@@ -14,6 +14,7 @@ from ray.actor import ActorHandle
 
 from actors.directory import DIRECTORY_NAME, Directory
 from actors.embedder import EMBEDDER_NAME, Embedder
+from actors.scheduler import SCHEDULER_NAME, Scheduler
 from memos_ray.config import MemosConfig
 
 
@@ -43,9 +44,23 @@ def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
     return Runtime(directory=directory, embedder=embedder)
 
 
+def ensure_scheduler(config: MemosConfig, wait: bool = True) -> ActorHandle:
+    """The Scheduler and its model workers (started on first use: loading the LLM costs seconds)."""
+    scheduler = Scheduler.options(  # type: ignore[attr-defined]
+        name=SCHEDULER_NAME,
+        namespace=config.namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0.01,
+    ).remote(config)
+    if wait:
+        ray.get(scheduler.ready.remote())
+    return scheduler
+
+
 def shutdown_runtime(config: MemosConfig) -> None:
     """Passivate every cube (flushing storage) and end the shared actors."""
-    for name in (DIRECTORY_NAME, EMBEDDER_NAME):
+    for name in (DIRECTORY_NAME, EMBEDDER_NAME, SCHEDULER_NAME):
         try:
             handle = ray.get_actor(name, namespace=config.namespace)
         except ValueError:

@@ -54,6 +54,15 @@ class LLMConfig(_Config):
     num_threads: int = Field(2, ge=1)
 
 
+class WorkersConfig(_Config):
+    count: int = Field(1, ge=1, description="model workers the Scheduler starts")
+    num_cpus: float = Field(0.5, ge=0)
+    kv_budget_mb: int = Field(512, ge=1, description="KV caches a worker keeps in memory (LRU; all stay on disk)")
+    resources: list[dict[str, float]] = Field(
+        default_factory=list, description="custom resources per worker index, to pin workers to nodes"
+    )
+
+
 class DirectoryConfig(_Config):
     max_live_cubes: int = Field(24, ge=1, description="cube actors kept alive; ~250 MiB each, 24 fit 2 cores / 24 GiB")
     cube_num_cpus: float = Field(0.01, ge=0, description="non-zero so node affinity and custom resources apply")
@@ -92,6 +101,7 @@ class MemosConfig(_Config):
     directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     ingest_mode: Literal["sync"] = "sync"
 

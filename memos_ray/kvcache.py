@@ -22,8 +22,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from memos_ray.llm import ModelIdentity
 from memos_ray.models import ChatMessage, MemoryItem, MemoryRef, Strict, utcnow
 
@@ -63,8 +61,10 @@ def split_prompt(tokenizer: Any, system: str, messages: Sequence[ChatMessage]) -
     return list(encode(prefix)), list(encode(full[len(prefix) :]))
 
 
-def cache_key(model: ModelIdentity, adapter: str | None, prefix_ids: Sequence[int]) -> tuple[str, str]:
-    digest = hashlib.sha256(np.asarray(prefix_ids, dtype=np.int64).tobytes()).hexdigest()
+def cache_key(model: ModelIdentity, adapter: str | None, prefix_text: str) -> tuple[str, str]:
+    """(key, content hash). The rendered prefix text determines its tokens for a given model, so the
+    scheduler can key a cache without a tokenizer."""
+    digest = hashlib.sha256(prefix_text.encode()).hexdigest()
     return f"{model.key}|{adapter or '-'}|{digest[:32]}", digest
 
 
@@ -78,8 +78,11 @@ def prefill(model: Any, ids: Sequence[int]) -> dict[str, Any]:
         model(input_ids=torch.tensor([list(ids)]), past_key_values=cache, use_cache=True)
     tensors: dict[str, Any] = {}
     for i, layer in enumerate(cache.layers):
-        tensors[f"k.{i}"] = layer.keys.contiguous()
-        tensors[f"v.{i}"] = layer.values.contiguous()
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if keys is None or values is None:
+            raise ValueError(f"layer {i} has no attention KV cache (not a plain decoder?)")
+        tensors[f"k.{i}"] = keys.contiguous()
+        tensors[f"v.{i}"] = values.contiguous()
     return tensors
 
 
@@ -102,10 +105,11 @@ def new_entry(
     model: ModelIdentity,
     adapter: str | None,
     sources: Sequence[MemoryRef],
+    prefix_text: str,
     prefix_ids: Sequence[int],
     tensors: dict[str, Any],
 ) -> KVCacheEntry:
-    key, digest = cache_key(model, adapter, prefix_ids)
+    key, digest = cache_key(model, adapter, prefix_text)
     return KVCacheEntry(
         key=key,
         model=model,

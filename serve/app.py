@@ -10,6 +10,7 @@ replicas scale freely.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,17 +18,21 @@ from typing import Any
 import numpy as np
 import ray
 from fastapi import FastAPI, Query, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve import Application
 
-from actors.runtime import ensure_runtime
-from memos_ray import __version__
+from actors.runtime import ensure_runtime, ensure_scheduler
+from actors.scheduler import SCHEDULER_NAME, Placement
+from actors.worker import worker_name
+from memos_ray import __version__, kvcache
+from memos_ray.chat import ChatOutcome, ChatPlan, ChatRequest, ChatResponse
 from memos_ray.config import MemosConfig
 from memos_ray.errors import Unavailable
 from memos_ray.models import (
     AddResult,
+    ChatMessage,
     CubeCreate,
     CubeList,
     CubeMeta,
@@ -89,6 +94,22 @@ MAX_FAN_OUT = 8  # cubes one search activates at once: a wide search must not fl
 READ_METHODS = frozenset({"get", "list", "history", "search", "meta"})
 
 
+PINNED_TAG = "pinned"
+
+
+def _response(outcome: ChatOutcome, info: Any, used: list[MemoryItem]) -> ChatResponse:
+    return ChatResponse(
+        text=outcome.text,
+        memories_used=[m.ref for m in used],
+        kv=info,
+        ttft_ms=outcome.ttft_ms,
+        total_ms=outcome.total_ms,
+        tokens_generated=len(outcome.token_ids),
+        prefill_tokens=outcome.prefill_tokens,
+        prompt_tokens=outcome.prompt_tokens,
+    )
+
+
 @serve.deployment(name="memos_ingress")
 @serve.ingress(app)
 class MemosIngress:
@@ -98,6 +119,8 @@ class MemosIngress:
         runtime = ensure_runtime(config, wait=False)
         self.directory = runtime.directory
         self.embedder = runtime.embedder
+        self._scheduler_handle: Any = None
+        self._workers: dict[int, Any] = {}
 
     # ------------------------------------------------------------ plumbing
 
@@ -194,13 +217,17 @@ class MemosIngress:
         if req.text is not None:
             cur: MemoryItem = await self._cube(cube_id, "get", memory_id, None)
             vec = (await self._embed([index_text(req.text, cur.provenance.speaker)]))[0]
-        return await self._cube(cube_id, "update", memory_id, req, vec, AUTHOR)
+        item = await self._cube(cube_id, "update", memory_id, req, vec, AUTHOR)
+        await self._invalidate(memory_id)
+        return item
 
     @app.delete("/v1/cubes/{cube_id}/memories/{memory_id}", tags=["memories"])
     async def delete_memory(
         self, cube_id: Id, memory_id: Id, expected_version: int | None = Query(None, ge=1)
     ) -> MemoryItem:
-        return await self._cube(cube_id, "delete", memory_id, expected_version, AUTHOR)
+        item = await self._cube(cube_id, "delete", memory_id, expected_version, AUTHOR)
+        await self._invalidate(memory_id)
+        return item
 
     @app.post(
         "/v1/cubes/{cube_id}/memories/{memory_id}/purge",
@@ -209,6 +236,7 @@ class MemosIngress:
     )
     async def purge_memory(self, cube_id: Id, memory_id: Id) -> Response:
         await self._cube(cube_id, "purge", memory_id)
+        await self._invalidate(memory_id)
         return Response(status_code=204)
 
     @app.get("/v1/cubes/{cube_id}/memories/{memory_id}/history", tags=["memories"])
@@ -242,6 +270,87 @@ class MemosIngress:
         query = SearchQuery.model_validate(req.model_dump(exclude={"cube_ids"}))
         return await self._search(list(dict.fromkeys(req.cube_ids)), query)
 
+    # ------------------------------------------------------------ chat (activation memory)
+
+    async def _scheduler(self, start: bool) -> Any:
+        """The Scheduler; started (with its model workers) by the first chat, never by a memory edit."""
+        if self._scheduler_handle is None:
+            try:
+                self._scheduler_handle = ray.get_actor(SCHEDULER_NAME, namespace=self.config.namespace)
+            except ValueError:
+                if not start:
+                    return None
+                self._scheduler_handle = ensure_scheduler(self.config, wait=False)
+        return self._scheduler_handle
+
+    def _worker(self, index: int) -> Any:
+        if index not in self._workers:
+            self._workers[index] = ray.get_actor(worker_name(index), namespace=self.config.namespace)
+        return self._workers[index]
+
+    async def _invalidate(self, memory_id: str) -> None:
+        scheduler = await self._scheduler(start=False)
+        if scheduler is not None:
+            await scheduler.invalidate.remote([memory_id])
+
+    async def _plan(self, req: ChatRequest) -> tuple[ChatPlan, list[MemoryItem]]:
+        """Pinned memories (tag "pinned") form the cached prefix; retrieved ones ride in the prompt."""
+        active = [LifecycleState.active]
+        lists = await asyncio.gather(*(self._cube(c, "list", 0, 1000, active, [], PINNED_TAG) for c in req.cube_ids))
+        pinned = [m for page in lists for m in page.items]
+        pinned_ids = {m.id for m in pinned}
+        messages = list(req.messages)
+        retrieved: list[MemoryItem] = []
+        question = next((m.content for m in reversed(messages) if m.role == "user"), messages[-1].content)
+        if req.top_k:
+            found = await self._search(list(req.cube_ids), SearchQuery(query=question[:4096], top_k=req.top_k))
+            retrieved = [h.memory for h in found.hits if h.memory.id not in pinned_ids]
+        if retrieved:
+            context = "Relevant memories:\n" + "\n".join(f"- {m.text}" for m in retrieved)
+            messages.insert(0, ChatMessage(role="system", content=context))
+        plan = ChatPlan(
+            prefix_text=kvcache.render_memories(pinned),
+            sources=[m.ref for m in pinned],
+            messages=messages,
+            max_tokens=req.max_tokens,
+            temperature=req.temperature,
+            seed=req.seed,
+            use_kv=req.use_activation_memory,
+        )
+        return plan, pinned + retrieved
+
+    @app.post("/v1/chat", tags=["chat"], response_model=ChatResponse)
+    async def chat(self, req: ChatRequest) -> Any:
+        plan, used = await self._plan(req)
+        scheduler = await self._scheduler(start=True)
+        placement: Placement = await scheduler.place.remote(plan, req.worker)
+        worker = self._worker(placement.worker)
+        if req.stream:
+            return StreamingResponse(
+                self._sse(scheduler, worker, placement, plan, used), media_type="text/event-stream"
+            )
+        outcome: ChatOutcome | None = None
+        try:
+            outcome = await worker.chat.remote(plan)
+        finally:
+            info = await scheduler.record.remote(placement, outcome)
+        assert outcome is not None
+        return _response(outcome, info, used)
+
+    async def _sse(self, scheduler: Any, worker: Any, placement: Placement, plan: ChatPlan, used: list[MemoryItem]):  # type: ignore[no-untyped-def]
+        outcome: ChatOutcome | None = None
+        try:
+            async for ref in worker.chat_stream.remote(plan):
+                piece = await ref
+                if isinstance(piece, ChatOutcome):
+                    outcome = piece
+                else:
+                    yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n"
+        finally:
+            info = await scheduler.record.remote(placement, outcome)
+        if outcome is not None:
+            yield f"event: done\ndata: {_response(outcome, info, used).model_dump_json()}\n\n"
+
 
 class AppArgs(BaseModel):
     """Arguments of ``build_app``: a full config, or none for the environment's defaults."""
@@ -261,7 +370,8 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 
 def start(config: MemosConfig, blocking: bool = False) -> str:
     """Start the shared actors and Serve on ``config.serve``, deploy the app; returns the base URL."""
-    ensure_runtime(config)  # from the driver: the model loads before the first replica waits on it
+    ensure_runtime(config)  # from the driver: the models load before the first request waits on them
+    ensure_scheduler(config)
     serve.start(http_options={"host": config.serve.host, "port": config.serve.port})
     serve.run(build_app({"config": config.model_dump(mode="json")}), name="memos", route_prefix="/", blocking=blocking)
     return f"http://{config.serve.host}:{config.serve.port}"

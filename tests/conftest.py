@@ -19,7 +19,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private test cluster on loopback
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from memos_ray.config import DirectoryConfig, MemosConfig, StorageConfig
+from memos_ray.config import DirectoryConfig, LLMConfig, MemosConfig, StorageConfig, WorkersConfig
+
+# The LLM is converted from its GGUF once per checkout (~15 s), then loads in under a second.
+MODELS = Path(__file__).resolve().parents[1] / ".memos-ray" / "models"
 
 
 def wait_for_condition(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1) -> None:
@@ -66,6 +69,8 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> MemosConfig:
         storage=StorageConfig(data_dir=data),
         directory=DirectoryConfig(max_live_cubes=8),
         serve={"port": _free_port()},  # type: ignore[arg-type]
+        llm=LLMConfig(dtype="float32", cache_dir=MODELS),  # fp32: exact equality is tested
+        workers=WorkersConfig(count=2, num_cpus=0.25),
     )
 
 

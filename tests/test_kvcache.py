@@ -10,8 +10,7 @@ from memos_ray import kvcache as kv
 from memos_ray.config import LLMConfig
 from memos_ray.llm import LoadedModel, load_model
 from memos_ray.models import ChatMessage, MemoryItem, utcnow
-
-MODELS = Path(__file__).resolve().parents[1] / ".memos-ray" / "models"  # converted once per checkout
+from tests.conftest import MODELS
 
 
 @pytest.fixture(scope="session")
@@ -65,14 +64,14 @@ def test_injected_cache_gives_the_full_prefill_output(llm: LoadedModel) -> None:
 
 def test_entries_are_keyed_by_content_and_persist_without_pickle(llm: LoadedModel, tmp_path: Path) -> None:
     mems = memories(5)
-    prefix, suffix = kv.split_prompt(llm.tokenizer, kv.render_memories(mems), [ChatMessage(content="Box 1?")])
+    system = kv.render_memories(mems)
+    prefix, suffix = kv.split_prompt(llm.tokenizer, system, [ChatMessage(content="Box 1?")])
     tensors = kv.prefill(llm.model, prefix)
-    entry = kv.new_entry(llm.identity, None, [m.ref for m in mems], prefix, tensors)
+    entry = kv.new_entry(llm.identity, None, [m.ref for m in mems], system, prefix, tensors)
     assert entry.tokens == len(prefix) and entry.bytes == 30 * 2 * 3 * 64 * 4 * len(prefix)
-    same, _ = kv.cache_key(llm.identity, None, list(prefix))
-    assert same == entry.key
-    assert kv.cache_key(llm.identity, "adapter-1", prefix)[0] != entry.key
-    assert kv.cache_key(llm.identity, None, prefix[:-1])[0] != entry.key
+    assert kv.cache_key(llm.identity, None, system)[0] == entry.key
+    assert kv.cache_key(llm.identity, "adapter-1", system)[0] != entry.key
+    assert kv.cache_key(llm.identity, None, system + " ")[0] != entry.key
 
     path = tmp_path / "kv" / "entry.safetensors"
     kv.save(path, entry, tensors)

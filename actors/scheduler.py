@@ -1,0 +1,183 @@
+"""The Scheduler: which model worker runs a chat, and where every KV cache lives.
+
+For a chat with activation memory it picks a worker that already holds the prefix's cache;
+when that worker is busy and another is idle, or when the caller pins a worker, it moves the
+cache there through the Ray object store instead of computing it again. A cache nobody holds
+yet is built once (concurrent requests for the same prefix share one build); one that was
+evicted or whose worker restarted is loaded from disk. Editing or deleting a memory that a
+cache was built from invalidates the cache everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import ray
+from ray.actor import ActorHandle
+
+from actors.worker import ModelWorker, worker_name
+from memos_ray import kvcache
+from memos_ray.chat import ChatOutcome, ChatPlan, KVInfo, KVStatus
+from memos_ray.config import MemosConfig
+from memos_ray.errors import InvalidInput
+from memos_ray.kvcache import KVCacheEntry
+from memos_ray.llm import ModelIdentity
+from memos_ray.models import Strict
+
+SCHEDULER_NAME = "memos_scheduler"
+
+
+class Placement(Strict):
+    worker: int
+    key: str | None
+    moved_bytes: int = 0
+    move_ms: float | None = None
+    built_here: bool = False
+
+
+@ray.remote(max_restarts=-1, max_concurrency=256)
+class Scheduler:
+    def __init__(self, config: MemosConfig) -> None:
+        self.config = config
+        cfg = config.workers
+        self.workers: list[ActorHandle] = [
+            ModelWorker.options(  # type: ignore[attr-defined]
+                name=worker_name(i),
+                namespace=config.namespace,
+                num_cpus=cfg.num_cpus,
+                resources=cfg.resources[i] if i < len(cfg.resources) else None,
+            ).remote(i, config)
+            for i in range(cfg.count)
+        ]
+        self.identity: ModelIdentity | None = None
+        self.where: dict[str, set[int]] = {}
+        self.entries: dict[str, KVCacheEntry] = {}
+        self.inflight = [0] * cfg.count
+        self._builds: dict[str, asyncio.Task[KVCacheEntry]] = {}
+        self.moves = self.moved_bytes = self.builds = self.invalidated = 0
+
+    async def ready(self) -> ModelIdentity:
+        identities = await asyncio.gather(*(w.identity.remote() for w in self.workers))
+        if len({i.key for i in identities}) != 1:
+            raise RuntimeError(f"workers disagree on the model: {identities}")
+        self.identity = identities[0]
+        return self.identity
+
+    async def _identity(self) -> ModelIdentity:
+        return self.identity or await self.ready()
+
+    # ------------------------------------------------------------ placement
+
+    def _least_busy(self, among: list[int]) -> int:
+        return min(among, key=lambda i: (self.inflight[i], i))
+
+    async def place(self, plan: ChatPlan, pinned: int | None = None) -> Placement:
+        """Choose a worker and make sure it holds the cache (move or build); the caller then runs the chat."""
+        if pinned is not None and not 0 <= pinned < len(self.workers):
+            raise InvalidInput(f"worker {pinned} does not exist (0..{len(self.workers) - 1})", {"worker": pinned})
+        everyone = list(range(len(self.workers)))
+        if not plan.use_kv:
+            w = pinned if pinned is not None else self._least_busy(everyone)
+            self.inflight[w] += 1
+            return Placement(worker=w, key=None)
+        key, _ = kvcache.cache_key(await self._identity(), None, plan.prefix_text)
+        holders = sorted(self.where.get(key, ()))
+        if pinned is not None:
+            w = pinned
+        elif holders:
+            w = self._least_busy(holders)
+            idle = [i for i in everyone if self.inflight[i] == 0]
+            if self.inflight[w] > 0 and idle:  # busy holder, idle worker: move rather than queue
+                w = idle[0]
+        else:
+            w = self._least_busy(everyone)
+        self.inflight[w] += 1
+        placement = Placement(worker=w, key=key)
+        try:
+            if w in holders:
+                return placement
+            if holders:
+                return await self._move(key, self._least_busy(holders), w, placement)
+            if key not in self.entries:  # nobody has it, not even on disk: build it once
+                task = self._builds.get(key)
+                if task is None:
+                    task = asyncio.get_running_loop().create_task(self._build(key, w, plan))
+                    self._builds[key] = task
+                    placement.built_here = True
+                entry = await asyncio.shield(task)
+                if w not in self.where.get(key, ()):  # another worker built it meanwhile: move it here
+                    return await self._move(entry.key, self._least_busy(sorted(self.where[key])), w, placement)
+            return placement
+        except BaseException:
+            self.inflight[w] -= 1
+            raise
+
+    async def _build(self, key: str, w: int, plan: ChatPlan) -> KVCacheEntry:
+        try:
+            entry: KVCacheEntry = await self.workers[w].build.remote(plan)
+            self.entries[key] = entry
+            self.where.setdefault(key, set()).add(w)
+            self.builds += 1
+            return entry
+        finally:
+            self._builds.pop(key, None)
+
+    async def _move(self, key: str, src: int, dst: int, placement: Placement) -> Placement:
+        start = time.perf_counter()
+        arrays = self.workers[src].export.remote(key)  # stays in the object store: never fetched here
+        moved = await self.workers[dst].receive.remote(self.entries[key], arrays)
+        placement.move_ms = (time.perf_counter() - start) * 1000
+        placement.moved_bytes = moved
+        self.where.setdefault(key, set()).add(dst)
+        self.moves += 1
+        self.moved_bytes += moved
+        return placement
+
+    async def record(self, placement: Placement, outcome: ChatOutcome | None) -> KVInfo:
+        """The caller's chat ended (outcome None: it failed): free the slot, note where caches are."""
+        w = placement.worker
+        self.inflight[w] = max(0, self.inflight[w] - 1)
+        status: KVStatus = "off"
+        if outcome is not None and outcome.kv_key is not None:
+            self.where.setdefault(outcome.kv_key, set()).add(w)
+            status = outcome.kv_status
+            if placement.moved_bytes:
+                status = "moved"
+            elif placement.built_here:
+                status = "built"
+        return KVInfo(
+            status=status,
+            key=outcome.kv_key if outcome else None,
+            tokens=outcome.kv_tokens if outcome else 0,
+            worker=w,
+            moved_bytes=placement.moved_bytes,
+            move_ms=placement.move_ms,
+        )
+
+    # ------------------------------------------------------------ invalidation
+
+    async def invalidate(self, memory_ids: list[str]) -> int:
+        """Drop every cache built from any of these memories: it is stale and never used again."""
+        ids = set(memory_ids)
+        stale = [k for k, e in self.entries.items() if any(s.memory_id in ids for s in e.sources)]
+        if stale:
+            await asyncio.gather(*(w.drop.remote(stale) for w in self.workers))
+        for key in stale:
+            self.entries.pop(key, None)
+            self.where.pop(key, None)
+        self.invalidated += len(stale)
+        return len(stale)
+
+    async def stats(self) -> dict[str, Any]:
+        workers = await asyncio.gather(*(w.stats.remote() for w in self.workers))
+        return {
+            "workers": workers,
+            "caches": len(self.entries),
+            "builds": self.builds,
+            "moves": self.moves,
+            "moved_bytes": self.moved_bytes,
+            "invalidated": self.invalidated,
+            "inflight": list(self.inflight),
+        }

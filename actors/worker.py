@@ -1,0 +1,171 @@
+"""Model workers: a real LLM (SmolLM2 via transformers) with KV-cache injection.
+
+Each worker holds KV caches in a :class:`KVStore` (LRU under a byte budget, every entry also
+on disk). The Scheduler decides where a chat runs; a cache moves between workers through
+the Ray object store: ``export`` returns numpy arrays (which Ray stores zero-copy), and the
+receiving worker wraps them with ``torch.from_numpy`` without copying.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import ray
+
+from memos_ray import kvcache
+from memos_ray.chat import ChatOutcome, ChatPlan, KVStatus
+from memos_ray.config import MemosConfig
+from memos_ray.errors import Unavailable
+from memos_ray.kvcache import KVCacheEntry
+from memos_ray.kvstore import KVStore
+from memos_ray.llm import ModelIdentity, load_model
+from memos_ray.models import MemoryRef
+
+
+def worker_name(index: int) -> str:
+    return f"memos_worker:{index}"
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class ModelWorker:
+    def __init__(self, index: int, config: MemosConfig) -> None:
+        self.index = index
+        self.config = config
+        self.lm = load_model(config.llm, config.storage.data_dir / "models")
+        self.eos = int(self.lm.tokenizer.eos_token_id)
+        self.store = KVStore(config.storage.data_dir / "kv", config.workers.kv_budget_mb * 1024 * 1024)
+        self.prefills = 0
+        self.prefill_tokens = 0
+
+    def identity(self) -> ModelIdentity:
+        return self.lm.identity
+
+    def resident(self) -> list[str]:
+        return self.store.keys()
+
+    # ------------------------------------------------------------ caches
+
+    def _ensure(self, plan: ChatPlan) -> tuple[KVCacheEntry, dict[str, Any], KVStatus, list[int], list[int]]:
+        prefix_ids, suffix_ids = kvcache.split_prompt(self.lm.tokenizer, plan.prefix_text, plan.messages)
+        key, _ = kvcache.cache_key(self.lm.identity, None, plan.prefix_text)
+        status: KVStatus = "hit" if self.store.in_memory(key) else "loaded"
+        found = self.store.get(key)
+        if found is None:
+            tensors = kvcache.prefill(self.lm.model, prefix_ids)
+            self._count_prefill(len(prefix_ids))
+            entry = kvcache.new_entry(self.lm.identity, None, plan.sources, plan.prefix_text, prefix_ids, tensors)
+            self.store.put(entry, tensors)
+            return entry, tensors, "built", prefix_ids, suffix_ids
+        return found[0], found[1], status, prefix_ids, suffix_ids
+
+    def build(self, plan: ChatPlan) -> KVCacheEntry:
+        """Make sure this worker holds the cache of ``plan``'s prefix (built, or loaded from disk)."""
+        return self._ensure(plan)[0]
+
+    def export(self, key: str) -> dict[str, np.ndarray]:
+        """The cache as numpy arrays, for the object store (zero-copy on the receiving side)."""
+        found = self.store.get(key)
+        if found is None:
+            raise Unavailable(f"worker {self.index} has no KV cache {key}")
+        return {name: _to_numpy(t) for name, t in found[1].items()}
+
+    def receive(self, entry: KVCacheEntry, arrays: dict[str, np.ndarray]) -> int:
+        tensors = {name: _from_numpy(a, entry.model.dtype) for name, a in arrays.items()}
+        self.store.put(entry, tensors, persist=False)
+        return entry.bytes
+
+    def drop(self, keys: list[str]) -> int:
+        return sum(self.store.remove(k) for k in keys)
+
+    # ------------------------------------------------------------ chat
+
+    def _count_prefill(self, n: int) -> None:
+        self.prefills += 1
+        self.prefill_tokens += n
+
+    def _run(self, plan: ChatPlan) -> Iterator[tuple[int, float, ChatOutcome | None]]:
+        start = time.perf_counter()
+        if plan.use_kv:
+            entry, tensors, status, prefix_ids, suffix_ids = self._ensure(plan)
+            kv: dict[str, Any] | None = tensors
+            prefilled = len(suffix_ids)
+        else:
+            prefix_ids, suffix_ids = kvcache.split_prompt(self.lm.tokenizer, plan.prefix_text, plan.messages)
+            entry, kv, status, prefilled = None, None, "off", len(prefix_ids) + len(suffix_ids)
+        self._count_prefill(prefilled)
+        tokens: list[int] = []
+        ttft = 0.0
+        for token, _ in kvcache.generate(
+            self.lm.model, self.eos, prefix_ids, suffix_ids, kv, plan.max_tokens, plan.temperature, plan.seed
+        ):
+            if not tokens:
+                ttft = time.perf_counter() - start  # includes building or loading the cache
+            if token != self.eos:
+                tokens.append(token)
+                yield token, time.perf_counter() - start, None
+        outcome = ChatOutcome(
+            text=self.lm.tokenizer.decode(tokens, skip_special_tokens=True),
+            token_ids=tokens,
+            ttft_ms=ttft * 1000,
+            total_ms=(time.perf_counter() - start) * 1000,
+            prefill_tokens=prefilled,
+            prompt_tokens=len(prefix_ids) + len(suffix_ids),
+            kv_status=status,
+            kv_key=entry.key if entry else None,
+            kv_tokens=entry.tokens if entry else 0,
+        )
+        yield -1, 0.0, outcome
+
+    def chat(self, plan: ChatPlan) -> ChatOutcome:
+        for _, _, outcome in self._run(plan):
+            if outcome is not None:
+                return outcome
+        raise RuntimeError("generation ended without an outcome")  # pragma: no cover
+
+    @ray.method(num_returns="streaming")  # type: ignore[misc]
+    def chat_stream(self, plan: ChatPlan) -> Iterator[str | ChatOutcome]:
+        """Text pieces as they are decoded, then the outcome."""
+        sent = ""
+        tokens: list[int] = []
+        for token, _, outcome in self._run(plan):
+            if outcome is not None:
+                yield outcome
+                return
+            tokens.append(token)
+            text = self.lm.tokenizer.decode(tokens, skip_special_tokens=True)
+            if len(text) > len(sent) and not text.endswith("\ufffd"):  # whole characters only
+                yield text[len(sent) :]
+                sent = text
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "worker": self.index,
+            "model": self.lm.identity.key,
+            "resident": len(self.store.keys()),
+            "kv_bytes": self.store.used,
+            "kv_budget": self.store.budget,
+            "evictions": self.store.evictions,
+            "disk_loads": self.store.disk_loads,
+            "prefills": self.prefills,
+            "prefill_tokens": self.prefill_tokens,
+        }
+
+
+def _to_numpy(t: Any) -> np.ndarray:
+    import torch
+
+    # numpy has no bfloat16: ship its bits as int16 (a view, no copy) and view them back on arrival
+    return t.view(torch.int16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
+
+
+def _from_numpy(a: np.ndarray, dtype: str) -> Any:
+    import torch
+
+    t = torch.from_numpy(a)  # over the object store's read-only buffer: never written (generation appends by cat)
+    return t.view(torch.bfloat16) if dtype == "bfloat16" else t
+
+
+__all__ = ["MemoryRef", "ModelWorker", "worker_name"]

@@ -1,0 +1,67 @@
+"""What a chat request is, what a worker is asked to do, and what comes back."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from memos_ray.models import MAX_TEXT_CHARS, ChatMessage, Id, MemoryRef, Strict
+
+KVStatus = Literal["hit", "moved", "loaded", "built", "off"]
+
+
+class ChatRequest(Strict):
+    cube_ids: list[Id] = Field(min_length=1, max_length=8)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
+    use_activation_memory: bool = Field(True, description="inject the KV cache of the cubes' pinned memories")
+    max_tokens: int = Field(64, ge=1, le=512)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy")
+    seed: int = 0
+    top_k: int = Field(5, ge=0, le=20, description="memories retrieved for the question, besides the pinned ones")
+    stream: bool = Field(False, description="server-sent events: token events, then one done event")
+    worker: int | None = Field(None, ge=0, description="run on this model worker (placement tests, benchmarks)")
+
+
+class ChatPlan(Strict):
+    """A prompt split for activation memory: the prefix (pinned memories) and the rest."""
+
+    prefix_text: str = Field(max_length=64 * MAX_TEXT_CHARS)
+    sources: list[MemoryRef]
+    messages: list[ChatMessage]
+    max_tokens: int
+    temperature: float
+    seed: int
+    use_kv: bool
+
+
+class KVInfo(Strict):
+    status: KVStatus
+    key: str | None = None
+    tokens: int = 0
+    worker: int
+    moved_bytes: int = 0
+    move_ms: float | None = None
+
+
+class ChatOutcome(Strict):
+    text: str
+    token_ids: list[int]
+    ttft_ms: float
+    total_ms: float
+    prefill_tokens: int
+    prompt_tokens: int
+    kv_status: KVStatus
+    kv_key: str | None = None
+    kv_tokens: int = 0
+
+
+class ChatResponse(Strict):
+    text: str
+    memories_used: list[MemoryRef]
+    kv: KVInfo
+    ttft_ms: float
+    total_ms: float
+    tokens_generated: int
+    prefill_tokens: int
+    prompt_tokens: int

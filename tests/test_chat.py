@@ -1,0 +1,148 @@
+"""Activation memory through the real Serve app: two model workers (fp32), the Scheduler, /v1/chat."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+import ray
+
+from tests.conftest import wait_for_condition
+
+PINNED = [
+    "The team's deploy window is Thursday afternoon.",
+    "The staging database is called Heron.",
+    "Dana owns the billing service.",
+    "Code freeze starts on December 15.",
+    "The on-call rotation changes every Monday.",
+]
+
+
+@pytest.fixture(scope="module")
+def http(base_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def team(http: httpx.Client) -> dict[str, str]:
+    assert http.post("/v1/cubes", json={"id": "chat-team"}).status_code == 201
+    ids = {}
+    for text in PINNED:
+        r = http.post("/v1/cubes/chat-team/memories", json={"text": text, "tags": ["pinned"]})
+        ids[text] = r.json()["id"]
+    http.post("/v1/cubes/chat-team/memories", json={"text": "Eli prefers tea over coffee."})
+    return ids
+
+
+def chat(http: httpx.Client, question: str, **options: Any) -> dict[str, Any]:
+    body = {"cube_ids": ["chat-team"], "messages": [{"role": "user", "content": question}], "max_tokens": 12}
+    r = http.post("/v1/chat", json={**body, **options})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_cache_is_built_hit_moved_and_matches_a_full_prefill(http: httpx.Client, team: dict[str, str]) -> None:
+    q = "What is the staging database called?"
+    built = chat(http, q, worker=0)
+    assert built["kv"]["status"] == "built" and built["kv"]["tokens"] > 50
+    assert {m["memory_id"] for m in built["memories_used"]} >= set(team.values())
+    hit = chat(http, q, worker=0)
+    assert hit["kv"]["status"] == "hit" and hit["kv"]["key"] == built["kv"]["key"]
+    moved = chat(http, q, worker=1)
+    assert moved["kv"]["status"] == "moved" and moved["kv"]["moved_bytes"] > 0 and moved["kv"]["worker"] == 1
+    off = chat(http, q, use_activation_memory=False)
+    assert off["kv"]["status"] == "off"
+    # greedy fp32: injected (here, or moved to another worker) == full prefill
+    assert built["text"] == hit["text"] == moved["text"] == off["text"] and built["tokens_generated"] > 0
+    assert hit["prefill_tokens"] + built["kv"]["tokens"] == off["prefill_tokens"] == off["prompt_tokens"]
+
+
+def test_a_stale_cache_is_never_used_again(http: httpx.Client, team: dict[str, str]) -> None:
+    q = "When is the deploy window?"
+    before = chat(http, q, worker=0)
+    mid = team["The team's deploy window is Thursday afternoon."]
+    r = http.patch(f"/v1/cubes/chat-team/memories/{mid}", json={"text": "The team's deploy window is Friday morning."})
+    assert r.status_code == 200
+    after = chat(http, q, worker=0)
+    assert after["kv"]["key"] != before["kv"]["key"] and after["kv"]["status"] == "built"
+    sources = {(m["memory_id"], m["version"]) for m in after["memories_used"]}
+    assert (mid, 2) in sources and (mid, 1) not in sources
+    scheduler = ray.get_actor("memos_scheduler", namespace="memos_tests")
+    assert ray.get(scheduler.stats.remote())["invalidated"] >= 1
+    # the old cache is gone from every worker and from disk
+    workers = [ray.get_actor(f"memos_worker:{i}", namespace="memos_tests") for i in range(2)]
+    assert all(before["kv"]["key"] not in ray.get(w.resident.remote()) for w in workers)
+
+
+def test_persisted_cache_reloads_after_a_worker_restart(http: httpx.Client, team: dict[str, str]) -> None:
+    q = "Who owns the billing service?"
+    first = chat(http, q, worker=1)
+    worker = ray.get_actor("memos_worker:1", namespace="memos_tests")
+    ray.kill(worker, no_restart=False)
+
+    def back() -> bool:
+        try:
+            return ray.get(worker.resident.remote(), timeout=5) == []
+        except ray.exceptions.RayError:
+            return False
+
+    wait_for_condition(back, timeout=90)
+    again = chat(http, q, worker=1)
+    assert again["kv"]["status"] == "loaded" and again["kv"]["key"] == first["kv"]["key"]
+    assert again["text"] == first["text"]
+
+
+def test_a_swarm_shares_one_prefill(http: httpx.Client, team: dict[str, str]) -> None:
+    http.post("/v1/cubes/chat-team/memories", json={"text": "The swarm meets at noon.", "tags": ["pinned"]})
+    scheduler = ray.get_actor("memos_scheduler", namespace="memos_tests")
+    builds = ray.get(scheduler.stats.remote())["builds"]
+    questions = ["When does the swarm meet?", "Who owns billing?", "When is code freeze?", "Staging database?"]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda q: chat(http, q, max_tokens=4), questions))
+    assert ray.get(scheduler.stats.remote())["builds"] == builds + 1
+    assert len({a["kv"]["key"] for a in answers}) == 1
+    assert sorted(a["kv"]["status"] for a in answers).count("built") == 1
+
+
+def test_streaming_over_sse(http: httpx.Client, team: dict[str, str]) -> None:
+    body = {
+        "cube_ids": ["chat-team"],
+        "messages": [{"role": "user", "content": "What is the staging database called?"}],
+        "max_tokens": 12,
+        "stream": True,
+    }
+    events = []
+    with http.stream("POST", "/v1/chat", json=body) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for block in r.read().decode().split("\n\n"):
+            if block.strip():
+                kind, data = block.split("\n", 1)
+                events.append((kind.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+    assert events[-1][0] == "done" and all(kind == "token" for kind, _ in events[:-1])
+    text = "".join(d["text"] for _, d in events[:-1])
+    assert text == events[-1][1]["text"] and events[-1][1]["ttft_ms"] > 0
+    assert text == chat(http, "What is the staging database called?")["text"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"cube_ids": ["no-such-cube"], "messages": [{"content": "hi"}]}, 404),
+        ({"cube_ids": ["chat-team"], "messages": []}, 422),
+        ({"cube_ids": [], "messages": [{"content": "hi"}]}, 422),
+        ({"cube_ids": ["chat-team"], "messages": [{"content": "hi"}], "worker": 7}, 422),
+        ({"cube_ids": ["chat-team"], "messages": [{"content": "hi"}], "max_tokens": 0}, 422),
+        ({"cube_ids": ["chat-team"], "messages": [{"content": "hi"}], "temperature": -1}, 422),
+        ({"cube_ids": ["chat-team"], "messages": [{"role": "robot", "content": "hi"}]}, 422),
+        ({"cube_ids": ["../x"], "messages": [{"content": "hi"}]}, 422),
+    ],
+)
+def test_bad_chat_requests(http: httpx.Client, team: dict[str, str], body: dict[str, Any], status: int) -> None:
+    r = http.post("/v1/chat", json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["message"]
