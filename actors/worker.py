@@ -143,6 +143,7 @@ class ModelWorker:
     def stats(self) -> dict[str, Any]:
         return {
             "worker": self.index,
+            "node": ray.get_runtime_context().get_node_id(),
             "model": self.lm.identity.key,
             "resident": len(self.store.keys()),
             "kv_bytes": self.store.used,

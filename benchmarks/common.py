@@ -19,9 +19,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster on loopback
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from memos_ray.config import DirectoryConfig, MemosConfig, ServeConfig, StorageConfig
+from memos_ray.config import (
+    DirectoryConfig,
+    LLMConfig,
+    MemosConfig,
+    ServeConfig,
+    StorageConfig,
+    WorkersConfig,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
+MODELS = Path(__file__).resolve().parents[1] / ".memos-ray" / "models"  # the converted LLM, shared with tests
 
 
 @dataclass
@@ -32,7 +40,7 @@ class Stack:
 
 
 @contextmanager
-def stack(port: int = 8765, max_live_cubes: int = 24) -> Iterator[Stack]:
+def stack(port: int = 8765, max_live_cubes: int = 24, workers: int = 1) -> Iterator[Stack]:
     """Ray + the Serve app on the embedded defaults, on a throwaway data dir."""
     import ray
     from ray import serve
@@ -46,6 +54,8 @@ def stack(port: int = 8765, max_live_cubes: int = 24) -> Iterator[Stack]:
             storage=StorageConfig(data_dir=Path(data)),
             directory=DirectoryConfig(max_live_cubes=max_live_cubes),
             serve=ServeConfig(port=port),
+            llm=LLMConfig(cache_dir=MODELS),
+            workers=WorkersConfig(count=workers),
         )
         ray.init(include_dashboard=False, namespace="memos_bench", log_to_driver=False)
         try:

@@ -1,0 +1,82 @@
+"""Run by test_multinode.py in its own process: a real multi-node Ray cluster on this machine.
+
+Two worker nodes carry custom resources ``worker_0`` / ``worker_1``; the Scheduler pins one
+model worker to each, builds a KV cache on the first node and moves it to the second
+through the object store. Prints one JSON line with what it saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import ray
+from ray.cluster_utils import Cluster
+
+from actors.scheduler import Scheduler
+from memos_ray import kvcache
+from memos_ray.chat import ChatPlan
+from memos_ray.config import LLMConfig, MemosConfig, StorageConfig, WorkersConfig
+from memos_ray.models import ChatMessage, MemoryItem, utcnow
+
+
+def main(models: Path) -> None:
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    nodes = [cluster.add_node(num_cpus=1, resources={f"worker_{i}": 1}) for i in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, namespace="memos_multinode", log_to_driver=False)
+    try:
+        with tempfile.TemporaryDirectory() as data:
+            config = MemosConfig(
+                namespace="memos_multinode",
+                storage=StorageConfig(data_dir=Path(data)),
+                llm=LLMConfig(dtype="float32", cache_dir=models),
+                workers=WorkersConfig(count=2, num_cpus=0.25, resources=[{"worker_0": 0.5}, {"worker_1": 0.5}]),
+            )
+            scheduler = Scheduler.remote(config)
+            ray.get(scheduler.ready.remote())
+            workers = [ray.get_actor(f"memos_worker:{i}", namespace=config.namespace) for i in range(2)]
+            now = utcnow()
+            mems = [
+                MemoryItem(id=f"m{i}", cube_id="c", version=1, created_at=now, updated_at=now, text=f"Fact {i}: x{i}.")
+                for i in range(20)
+            ]
+            plan = ChatPlan(
+                prefix_text=kvcache.render_memories(mems),
+                sources=[m.ref for m in mems],
+                messages=[ChatMessage(content="What is fact 3?")],
+                max_tokens=8,
+                temperature=0,
+                seed=0,
+                use_kv=True,
+            )
+            seen = []
+            for w in (0, 1):
+                placement = ray.get(scheduler.place.remote(plan, w))
+                outcome = ray.get(workers[w].chat.remote(plan))
+                info = ray.get(scheduler.record.remote(placement, outcome))
+                seen.append({"status": info.status, "moved_bytes": info.moved_bytes, "tokens": outcome.token_ids})
+            stats = [ray.get(w.stats.remote()) for w in workers]
+            print(
+                json.dumps(
+                    {
+                        "worker_nodes": [s["node"] for s in stats],
+                        "node_ids": [n.node_id for n in nodes],
+                        "head": cluster.head_node.node_id,
+                        "chats": seen,
+                    }
+                )
+            )
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,49 @@
+"""The worker's KV store: LRU under a byte budget, everything on disk, reload after eviction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from memos_ray.kvcache import KVCacheEntry
+from memos_ray.kvstore import KVStore
+from memos_ray.llm import ModelIdentity
+from memos_ray.models import MemoryRef, utcnow
+
+MODEL = ModelIdentity(name="m", file_sha256="0" * 64, dtype="float32")
+
+
+def entry(key: str, n: int) -> tuple[KVCacheEntry, dict[str, torch.Tensor]]:
+    tensors = {"k.0": torch.full((1, 1, n, 4), float(n)), "v.0": torch.zeros((1, 1, n, 4))}
+    e = KVCacheEntry(
+        key=key,
+        model=MODEL,
+        sources=[MemoryRef(memory_id="a", version=1)],
+        tokens=n,
+        bytes=2 * n * 4 * 4,
+        content_hash=key,
+        created_at=utcnow(),
+    )
+    return e, tensors
+
+
+def test_lru_budget_spills_and_reloads(tmp_path: Path) -> None:
+    store = KVStore(tmp_path, budget_bytes=3 * 32 * 10)  # three 10-token entries fit
+    for key in ("a", "b", "c"):
+        store.put(*entry(key, 10))
+    assert store.keys() == ["a", "b", "c"] and store.used == 960
+    assert store.get("a") is not None  # a is now the most recent
+    store.put(*entry("d", 10))
+    assert store.keys() == ["c", "a", "d"] and store.evictions == 1  # b, least recently used, left memory
+    assert store.contains("b") and not store.in_memory("b")
+    got = store.get("b")  # ...and comes back from disk
+    assert got is not None and store.disk_loads == 1 and torch.equal(got[1]["k.0"], entry("b", 10)[1]["k.0"])
+    assert store.used <= store.budget
+    assert store.remove("b") and not store.contains("b") and store.get("b") is None
+
+
+def test_received_entries_are_not_written_again(tmp_path: Path) -> None:
+    store = KVStore(tmp_path, budget_bytes=10_000)
+    store.put(*entry("x", 5), persist=False)
+    assert store.in_memory("x") and not store.path("x").exists()

@@ -1,0 +1,33 @@
+"""Model workers on different Ray nodes (ray.cluster_utils.Cluster), a KV cache moved between them.
+
+The cluster runs in a child process: this session's tests share one local Ray, and a
+process can join only one cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import MODELS
+
+
+def test_workers_on_two_nodes_move_a_cache_through_the_object_store() -> None:
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.multinode_check", str(MODELS)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    nodes = seen["worker_nodes"]
+    assert nodes[0] != nodes[1], "the two workers share a node"
+    assert set(nodes) == set(seen["node_ids"]) and seen["head"] not in nodes  # pinned by custom resources
+    first, second = seen["chats"]
+    assert first["status"] == "built" and second["status"] == "moved" and second["moved_bytes"] > 0
+    assert first["tokens"] == second["tokens"] and first["tokens"]
