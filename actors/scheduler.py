@@ -126,8 +126,8 @@ class Scheduler:
 
     async def _move(self, key: str, src: int, dst: int, placement: Placement) -> Placement:
         start = time.perf_counter()
-        arrays = self.workers[src].export.remote(key)  # stays in the object store: never fetched here
-        moved = await self.workers[dst].receive.remote(self.entries[key], arrays)
+        refs = await self.workers[src].export.remote(key)  # a reference: the bytes stay in the object store
+        moved = await self.workers[dst].receive.remote(self.entries[key], refs)
         placement.move_ms = (time.perf_counter() - start) * 1000
         placement.moved_bytes = moved
         self.where.setdefault(key, set()).add(dst)

@@ -1,9 +1,10 @@
 """Model workers: a real LLM (SmolLM2 via transformers) with KV-cache injection.
 
 Each worker holds KV caches in a :class:`KVStore` (LRU under a byte budget, every entry also
-on disk). The Scheduler decides where a chat runs; a cache moves between workers through
-the Ray object store: ``export`` returns numpy arrays (which Ray stores zero-copy), and the
-receiving worker wraps them with ``torch.from_numpy`` without copying.
+on disk). A cache lives in the Ray object store from the moment it is built or loaded: the
+worker puts it there once and computes on zero-copy views of that buffer. Moving it to
+another worker passes the ObjectRef: on the same node the receiver maps the same shared
+memory (no copy at all); on another node Ray's object manager transfers it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ class ModelWorker:
         self.config = config
         self.lm = load_model(config.llm, config.storage.data_dir / "models")
         self.eos = int(self.lm.tokenizer.eos_token_id)
-        self.store = KVStore(config.storage.data_dir / "kv", config.workers.kv_budget_mb * 1024 * 1024)
+        self.store = KVStore(
+            config.storage.data_dir / "kv", config.workers.kv_budget_mb * 1024 * 1024, on_evict=self._forget
+        )
+        self._refs: dict[str, ray.ObjectRef] = {}  # key -> the cache in the object store
         self.prefills = 0
         self.prefill_tokens = 0
 
@@ -51,30 +55,53 @@ class ModelWorker:
     def _ensure(self, plan: ChatPlan) -> tuple[KVCacheEntry, dict[str, Any], KVStatus, list[int], list[int]]:
         prefix_ids, suffix_ids = kvcache.split_prompt(self.lm.tokenizer, plan.prefix_text, plan.messages)
         key, _ = kvcache.cache_key(self.lm.identity, None, plan.prefix_text)
-        status: KVStatus = "hit" if self.store.in_memory(key) else "loaded"
+        if self.store.in_memory(key):
+            entry, tensors = self.store.get(key)  # type: ignore[misc]
+            return entry, tensors, "hit", prefix_ids, suffix_ids
         found = self.store.get(key)
-        if found is None:
-            tensors = kvcache.prefill(self.lm.model, prefix_ids)
-            self._count_prefill(len(prefix_ids))
-            entry = kvcache.new_entry(self.lm.identity, None, plan.sources, plan.prefix_text, prefix_ids, tensors)
-            self.store.put(entry, tensors)
-            return entry, tensors, "built", prefix_ids, suffix_ids
-        return found[0], found[1], status, prefix_ids, suffix_ids
+        if found is not None:  # from disk
+            entry, tensors = found[0], self._publish(found[0], found[1])
+            self.store.put(entry, tensors, persist=False)
+            return entry, tensors, "loaded", prefix_ids, suffix_ids
+        tensors = kvcache.prefill(self.lm.model, prefix_ids)
+        self._count_prefill(len(prefix_ids))
+        entry = kvcache.new_entry(self.lm.identity, None, plan.sources, plan.prefix_text, prefix_ids, tensors)
+        kvcache.save(self.store.path(key), entry, tensors)
+        tensors = self._publish(entry, tensors)
+        self.store.put(entry, tensors, persist=False)
+        return entry, tensors, "built", prefix_ids, suffix_ids
+
+    def _publish(self, entry: KVCacheEntry, tensors: dict[str, Any]) -> dict[str, Any]:
+        """Put the cache in the object store once; compute on zero-copy views of it from now on."""
+        ref = ray.put({name: _to_numpy(t) for name, t in tensors.items()})
+        self._refs[entry.key] = ref
+        return self._views(entry, ref)
+
+    @staticmethod
+    def _views(entry: KVCacheEntry, ref: ray.ObjectRef) -> dict[str, Any]:
+        return {name: _from_numpy(a, entry.model.dtype) for name, a in ray.get(ref).items()}
+
+    def _forget(self, key: str) -> None:
+        self._refs.pop(key, None)
 
     def build(self, plan: ChatPlan) -> KVCacheEntry:
         """Make sure this worker holds the cache of ``plan``'s prefix (built, or loaded from disk)."""
         return self._ensure(plan)[0]
 
-    def export(self, key: str) -> dict[str, np.ndarray]:
-        """The cache as numpy arrays, for the object store (zero-copy on the receiving side)."""
-        found = self.store.get(key)
-        if found is None:
-            raise Unavailable(f"worker {self.index} has no KV cache {key}")
-        return {name: _to_numpy(t) for name, t in found[1].items()}
+    def export(self, key: str) -> list[ray.ObjectRef]:
+        """The cache's ObjectRef (in a list, so Ray hands over the reference, not the value)."""
+        if key not in self._refs or not self.store.in_memory(key):
+            found = self.store.get(key)
+            if found is None:
+                raise Unavailable(f"worker {self.index} has no KV cache {key}")
+            self.store.put(found[0], self._publish(found[0], found[1]), persist=False)
+        return [self._refs[key]]
 
-    def receive(self, entry: KVCacheEntry, arrays: dict[str, np.ndarray]) -> int:
-        tensors = {name: _from_numpy(a, entry.model.dtype) for name, a in arrays.items()}
+    def receive(self, entry: KVCacheEntry, refs: list[ray.ObjectRef]) -> int:
+        """Adopt a cache from the object store: zero-copy views on this node's shared memory."""
+        tensors = self._views(entry, refs[0])
         self.store.put(entry, tensors, persist=False)
+        self._refs[entry.key] = refs[0]
         return entry.bytes
 
     def drop(self, keys: list[str]) -> int:

@@ -107,7 +107,7 @@ def bench_move(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
             times = []
             for _ in range(repeats):
                 start = time.perf_counter()
-                ray.get(dst.receive.remote(entry, src.export.remote(entry.key)))
+                ray.get(dst.receive.remote(entry, ray.get(src.export.remote(entry.key))))  # the Scheduler's move
                 times.append(time.perf_counter() - start)
             move_s = statistics.median(times)
             tensors = kvcache.prefill(lm.model, kvcache.split_prompt(lm.tokenizer, plan.prefix_text, [])[0])

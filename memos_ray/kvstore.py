@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ from memos_ray.kvcache import KVCacheEntry
 
 
 class KVStore:
-    def __init__(self, spill_dir: Path, budget_bytes: int) -> None:
+    def __init__(self, spill_dir: Path, budget_bytes: int, on_evict: Callable[[str], None] | None = None) -> None:
         self.spill_dir = spill_dir
         self.budget = budget_bytes
+        self.on_evict = on_evict  # told when a key leaves memory (the worker drops its object-store ref)
         self._mem: OrderedDict[str, tuple[KVCacheEntry, dict[str, Any]]] = OrderedDict()
         self.used = 0
         self.evictions = 0
@@ -82,4 +84,6 @@ class KVStore:
         if hit is None:
             return False
         self.used -= hit[0].bytes
+        if self.on_evict is not None:
+            self.on_evict(key)
         return True
