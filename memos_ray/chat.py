@@ -19,6 +19,9 @@ class ChatRequest(Strict):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy")
     seed: int = 0
     top_k: int = Field(5, ge=0, le=20, description="memories retrieved for the question, besides the pinned ones")
+    prefix: Literal["pinned", "retrieved"] = Field(
+        "pinned", description="what the cached prefix holds: the pinned memories, or pinned + retrieved"
+    )
     stream: bool = Field(False, description="server-sent events: token events, then one done event")
     worker: int | None = Field(None, ge=0, description="run on this model worker (placement tests, benchmarks)")
 
@@ -57,6 +60,7 @@ class ChatOutcome(Strict):
 
 
 class ChatResponse(Strict):
+    agent: str | None = Field(None, description="the X-Agent-Id that asked (principals arrive with governance)")
     text: str
     memories_used: list[MemoryRef]
     kv: KVInfo

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import ray
-from fastapi import FastAPI, Query, Request, Response, status
+from fastapi import FastAPI, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from ray import serve
@@ -97,8 +97,9 @@ READ_METHODS = frozenset({"get", "list", "history", "search", "meta"})
 PINNED_TAG = "pinned"
 
 
-def _response(outcome: ChatOutcome, info: Any, used: list[MemoryItem]) -> ChatResponse:
+def _response(outcome: ChatOutcome, info: Any, used: list[MemoryItem], agent: str | None) -> ChatResponse:
     return ChatResponse(
+        agent=agent,
         text=outcome.text,
         memories_used=[m.ref for m in used],
         kv=info,
@@ -294,7 +295,8 @@ class MemosIngress:
             await scheduler.invalidate.remote([memory_id])
 
     async def _plan(self, req: ChatRequest) -> tuple[ChatPlan, list[MemoryItem]]:
-        """Pinned memories (tag "pinned") form the cached prefix; retrieved ones ride in the prompt."""
+        """The cached prefix is the cubes' pinned memories (tag "pinned"), the retrieved memories
+        riding in the prompt; or, with ``prefix="retrieved"``, the retrieval result itself."""
         active = [LifecycleState.active]
         lists = await asyncio.gather(*(self._cube(c, "list", 0, 1000, active, [], PINNED_TAG) for c in req.cube_ids))
         pinned = [m for page in lists for m in page.items]
@@ -305,12 +307,17 @@ class MemosIngress:
         if req.top_k:
             found = await self._search(list(req.cube_ids), SearchQuery(query=question[:4096], top_k=req.top_k))
             retrieved = [h.memory for h in found.hits if h.memory.id not in pinned_ids]
-        if retrieved:
-            context = "Relevant memories:\n" + "\n".join(f"- {m.text}" for m in retrieved)
-            messages.insert(0, ChatMessage(role="system", content=context))
+        if req.prefix == "retrieved":
+            # one prefix per distinct retrieval result, in a stable order so equal sets share a cache
+            prefix = sorted(pinned + retrieved, key=lambda m: (m.created_at, m.id))
+        else:
+            prefix = pinned
+            if retrieved:
+                context = "Relevant memories:\n" + "\n".join(f"- {m.text}" for m in retrieved)
+                messages.insert(0, ChatMessage(role="system", content=context))
         plan = ChatPlan(
-            prefix_text=kvcache.render_memories(pinned),
-            sources=[m.ref for m in pinned],
+            prefix_text=kvcache.render_memories(prefix),
+            sources=[m.ref for m in prefix],
             messages=messages,
             max_tokens=req.max_tokens,
             temperature=req.temperature,
@@ -320,14 +327,16 @@ class MemosIngress:
         return plan, pinned + retrieved
 
     @app.post("/v1/chat", tags=["chat"], response_model=ChatResponse)
-    async def chat(self, req: ChatRequest) -> Any:
+    async def chat(
+        self, req: ChatRequest, x_agent_id: str | None = Header(None, max_length=128, description="the calling agent")
+    ) -> Any:
         plan, used = await self._plan(req)
         scheduler = await self._scheduler(start=True)
         placement: Placement = await scheduler.place.remote(plan, req.worker)
         worker = self._worker(placement.worker)
         if req.stream:
             return StreamingResponse(
-                self._sse(scheduler, worker, placement, plan, used), media_type="text/event-stream"
+                self._sse(scheduler, worker, placement, plan, used, x_agent_id), media_type="text/event-stream"
             )
         outcome: ChatOutcome | None = None
         try:
@@ -335,9 +344,17 @@ class MemosIngress:
         finally:
             info = await scheduler.record.remote(placement, outcome)
         assert outcome is not None
-        return _response(outcome, info, used)
+        return _response(outcome, info, used, x_agent_id)
 
-    async def _sse(self, scheduler: Any, worker: Any, placement: Placement, plan: ChatPlan, used: list[MemoryItem]):  # type: ignore[no-untyped-def]
+    async def _sse(  # type: ignore[no-untyped-def]
+        self,
+        scheduler: Any,
+        worker: Any,
+        placement: Placement,
+        plan: ChatPlan,
+        used: list[MemoryItem],
+        agent: str | None,
+    ):
         outcome: ChatOutcome | None = None
         try:
             async for ref in worker.chat_stream.remote(plan):
@@ -349,7 +366,7 @@ class MemosIngress:
         finally:
             info = await scheduler.record.remote(placement, outcome)
         if outcome is not None:
-            yield f"event: done\ndata: {_response(outcome, info, used).model_dump_json()}\n\n"
+            yield f"event: done\ndata: {_response(outcome, info, used, agent).model_dump_json()}\n\n"
 
 
 class AppArgs(BaseModel):

@@ -39,9 +39,9 @@ def team(http: httpx.Client) -> dict[str, str]:
     return ids
 
 
-def chat(http: httpx.Client, question: str, **options: Any) -> dict[str, Any]:
+def chat(http: httpx.Client, question: str, agent: str | None = None, **options: Any) -> dict[str, Any]:
     body = {"cube_ids": ["chat-team"], "messages": [{"role": "user", "content": question}], "max_tokens": 12}
-    r = http.post("/v1/chat", json={**body, **options})
+    r = http.post("/v1/chat", json={**body, **options}, headers={"x-agent-id": agent} if agent else {})
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -102,8 +102,11 @@ def test_a_swarm_shares_one_prefill(http: httpx.Client, team: dict[str, str]) ->
     scheduler = ray.get_actor("memos_scheduler", namespace="memos_tests")
     builds = ray.get(scheduler.stats.remote())["builds"]
     questions = ["When does the swarm meet?", "Who owns billing?", "When is code freeze?", "Staging database?"]
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda q: chat(http, q, max_tokens=4), questions))
+    with ThreadPoolExecutor(4) as pool:  # four distinct agents on one team cube
+        answers = list(
+            pool.map(lambda iq: chat(http, iq[1], agent=f"agent-{iq[0]}", max_tokens=4), enumerate(questions))
+        )
+    assert [a["agent"] for a in answers] == [f"agent-{i}" for i in range(4)]
     assert ray.get(scheduler.stats.remote())["builds"] == builds + 1
     assert len({a["kv"]["key"] for a in answers}) == 1
     assert sorted(a["kv"]["status"] for a in answers).count("built") == 1
@@ -129,6 +132,16 @@ def test_streaming_over_sse(http: httpx.Client, team: dict[str, str]) -> None:
     assert text == chat(http, "What is the staging database called?")["text"]
 
 
+def test_a_retrieval_result_can_be_the_cached_prefix(http: httpx.Client, team: dict[str, str]) -> None:
+    q = "Does Eli prefer tea or coffee?"
+    first = chat(http, q, prefix="retrieved", top_k=2)
+    again = chat(http, q, prefix="retrieved", top_k=2)
+    assert first["kv"]["key"] == again["kv"]["key"] and again["kv"]["status"] in ("hit", "moved")
+    pinned_only = chat(http, q, top_k=2)
+    assert pinned_only["kv"]["key"] != first["kv"]["key"]  # the prefix holds the retrieved memories too
+    assert first["kv"]["tokens"] > pinned_only["kv"]["tokens"]
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [
@@ -140,6 +153,7 @@ def test_streaming_over_sse(http: httpx.Client, team: dict[str, str]) -> None:
         ({"cube_ids": ["chat-team"], "messages": [{"content": "hi"}], "temperature": -1}, 422),
         ({"cube_ids": ["chat-team"], "messages": [{"role": "robot", "content": "hi"}]}, 422),
         ({"cube_ids": ["../x"], "messages": [{"content": "hi"}]}, 422),
+        ({"cube_ids": ["chat-team"], "messages": [{"content": "hi"}], "prefix": "everything"}, 422),
     ],
 )
 def test_bad_chat_requests(http: httpx.Client, team: dict[str, str], body: dict[str, Any], status: int) -> None:
