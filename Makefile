@@ -1,7 +1,7 @@
 # The README names these targets. Each one installs what it needs first (scripts/bootstrap.sh).
 PY := .venv/bin/python
 
-.PHONY: setup up test test-fast bench bench-locomo lint format typecheck
+.PHONY: setup up test test-fast bench bench-locomo bench-activation lint format typecheck
 
 setup:
 	@./scripts/bootstrap.sh
@@ -13,13 +13,17 @@ test: setup      ## the whole suite: unit, actor and HTTP tests on the real comp
 	$(PY) -m pytest -q
 
 test-fast: setup ## unit tests only (no Ray)
-	$(PY) -m pytest -q tests/test_models.py tests/test_text.py tests/test_index.py tests/test_cube_core.py tests/test_client_cli.py
+	$(PY) -m pytest -q tests/test_models.py tests/test_text.py tests/test_index.py tests/test_cube_core.py \
+		tests/test_client_cli.py tests/test_kvcache.py tests/test_kvstore.py
 
 bench: setup     ## foundation benchmarks: prints tables, writes benchmarks/results/foundation.json
 	$(PY) -m benchmarks.foundation
 
 bench-locomo: setup
 	$(PY) -m benchmarks.foundation --only locomo
+
+bench-activation: setup  ## TTFT with injected KV caches, moves between workers, a swarm
+	$(PY) -m benchmarks.activation
 
 lint: setup
 	.venv/bin/ruff check .
