@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from typing import Any
 
 import ray
@@ -27,6 +28,7 @@ from memos_ray.llm import ModelIdentity
 from memos_ray.models import Strict
 
 SCHEDULER_NAME = "memos_scheduler"
+REFS_KEPT = 64
 
 
 class Placement(Strict):
@@ -56,6 +58,9 @@ class Scheduler:
         self.entries: dict[str, KVCacheEntry] = {}
         self.inflight = [0] * cfg.count
         self._builds: dict[str, asyncio.Task[KVCacheEntry]] = {}
+        # ObjectRefs of recent caches: a move is then one call (the receiver maps the buffer). Bounded,
+        # because a held reference keeps the cache in the object store after workers evict it.
+        self.refs: OrderedDict[str, ray.ObjectRef] = OrderedDict()
         self.moves = self.moved_bytes = self.builds = self.invalidated = 0
 
     async def ready(self) -> ModelIdentity:
@@ -116,7 +121,8 @@ class Scheduler:
 
     async def _build(self, key: str, w: int, plan: ChatPlan) -> KVCacheEntry:
         try:
-            entry: KVCacheEntry = await self.workers[w].build.remote(plan)
+            entry, refs = await self.workers[w].build.remote(plan)
+            self._keep_ref(key, refs[0])
             self.entries[key] = entry
             self.where.setdefault(key, set()).add(w)
             self.builds += 1
@@ -124,10 +130,23 @@ class Scheduler:
         finally:
             self._builds.pop(key, None)
 
+    def _keep_ref(self, key: str, ref: ray.ObjectRef) -> None:
+        self.refs[key] = ref
+        self.refs.move_to_end(key)
+        while len(self.refs) > REFS_KEPT:
+            self.refs.popitem(last=False)
+
     async def _move(self, key: str, src: int, dst: int, placement: Placement) -> Placement:
         start = time.perf_counter()
-        refs = await self.workers[src].export.remote(key)  # a reference: the bytes stay in the object store
-        moved = await self.workers[dst].receive.remote(self.entries[key], refs)
+        ref = self.refs.get(key)
+        try:
+            if ref is None:
+                raise KeyError(key)
+            moved = await self.workers[dst].receive.remote(self.entries[key], [ref])
+        except (KeyError, ray.exceptions.RayError):  # not kept, or its owner died: ask a holder
+            refs = await self.workers[src].export.remote(key)  # a reference: the bytes stay in the object store
+            self._keep_ref(key, refs[0])
+            moved = await self.workers[dst].receive.remote(self.entries[key], refs)
         placement.move_ms = (time.perf_counter() - start) * 1000
         placement.moved_bytes = moved
         self.where.setdefault(key, set()).add(dst)
@@ -167,6 +186,7 @@ class Scheduler:
         for key in stale:
             self.entries.pop(key, None)
             self.where.pop(key, None)
+            self.refs.pop(key, None)
         self.invalidated += len(stale)
         return len(stale)
 

@@ -72,21 +72,29 @@ class ModelWorker:
         return entry, tensors, "built", prefix_ids, suffix_ids
 
     def _publish(self, entry: KVCacheEntry, tensors: dict[str, Any]) -> dict[str, Any]:
-        """Put the cache in the object store once; compute on zero-copy views of it from now on."""
-        ref = ray.put({name: _to_numpy(t) for name, t in tensors.items()})
+        """Put the cache in the object store once, as one buffer (k0, v0, k1, v1, ...); compute on
+        zero-copy views of it from now on."""
+        import torch
+
+        layers = len(tensors) // 2
+        packed = torch.cat([tensors[f"{kind}.{i}"] for i in range(layers) for kind in "kv"], dim=0)
+        ref = ray.put(_to_numpy(packed))
         self._refs[entry.key] = ref
         return self._views(entry, ref)
 
     @staticmethod
     def _views(entry: KVCacheEntry, ref: ray.ObjectRef) -> dict[str, Any]:
-        return {name: _from_numpy(a, entry.model.dtype) for name, a in ray.get(ref).items()}
+        packed = _from_numpy(ray.get(ref), entry.model.dtype)
+        return {f"{'kv'[i % 2]}.{i // 2}": packed[i : i + 1] for i in range(len(packed))}
 
     def _forget(self, key: str) -> None:
         self._refs.pop(key, None)
 
-    def build(self, plan: ChatPlan) -> KVCacheEntry:
-        """Make sure this worker holds the cache of ``plan``'s prefix (built, or loaded from disk)."""
-        return self._ensure(plan)[0]
+    def build(self, plan: ChatPlan) -> tuple[KVCacheEntry, list[ray.ObjectRef]]:
+        """Make sure this worker holds the cache of ``plan``'s prefix (built, or loaded from disk);
+        returns it with its ObjectRef (in a list: the reference, not the value)."""
+        entry = self._ensure(plan)[0]
+        return entry, [self._refs[entry.key]]
 
     def export(self, key: str) -> list[ray.ObjectRef]:
         """The cache's ObjectRef (in a list, so Ray hands over the reference, not the value)."""

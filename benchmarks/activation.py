@@ -103,11 +103,11 @@ def bench_move(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
                 seed=0,
                 use_kv=True,
             )
-            entry = ray.get(src.build.remote(plan))
+            entry, refs = ray.get(src.build.remote(plan))
             times = []
             for _ in range(repeats):
                 start = time.perf_counter()
-                ray.get(dst.receive.remote(entry, ray.get(src.export.remote(entry.key))))  # the Scheduler's move
+                ray.get(dst.receive.remote(entry, refs))  # the Scheduler's move: one call, the ObjectRef
                 times.append(time.perf_counter() - start)
             move_s = statistics.median(times)
             tensors = kvcache.prefill(lm.model, kvcache.split_prompt(lm.tokenizer, plan.prefix_text, [])[0])
