@@ -1,6 +1,7 @@
-"""Finding or starting the cluster-wide actors: one Directory and one Embedder per namespace.
+"""Finding or starting the cluster-wide actors: one Directory, one Embedder and one Scheduler
+(with its model workers) per namespace.
 
-Both are detached named actors, so every Serve replica (and the CLI, tests, benchmarks)
+All are detached named actors, so every Serve replica (and the CLI, tests, benchmarks)
 reaches the same ones, and they outlive a replica restart. ``get_if_exists`` makes
 concurrent starts safe.
 """
@@ -8,6 +9,7 @@ concurrent starts safe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 from ray.actor import ActorHandle
@@ -24,21 +26,16 @@ class Runtime:
     embedder: ActorHandle
 
 
+def _shared(cls: Any, name: str, config: MemosConfig, num_cpus: float, *args: Any) -> ActorHandle:
+    """The detached actor ``name`` of this namespace, started if nobody has yet (race-free)."""
+    return cls.options(
+        name=name, namespace=config.namespace, lifetime="detached", get_if_exists=True, num_cpus=num_cpus
+    ).remote(*args)
+
+
 def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
-    directory = Directory.options(  # type: ignore[attr-defined]
-        name=DIRECTORY_NAME,
-        namespace=config.namespace,
-        lifetime="detached",
-        get_if_exists=True,
-        num_cpus=0.01,
-    ).remote(config)
-    embedder = Embedder.options(  # type: ignore[attr-defined]
-        name=EMBEDDER_NAME,
-        namespace=config.namespace,
-        lifetime="detached",
-        get_if_exists=True,
-        num_cpus=config.embedder.num_cpus,
-    ).remote(config.embedder)
+    directory = _shared(Directory, DIRECTORY_NAME, config, 0.01, config)
+    embedder = _shared(Embedder, EMBEDDER_NAME, config, config.embedder.num_cpus, config.embedder)
     if wait:
         ray.get([directory.ready.remote(), embedder.ready.remote()])
     return Runtime(directory=directory, embedder=embedder)
@@ -46,13 +43,7 @@ def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
 
 def ensure_scheduler(config: MemosConfig, wait: bool = True) -> ActorHandle:
     """The Scheduler and its model workers (started on first use: loading the LLM costs seconds)."""
-    scheduler = Scheduler.options(  # type: ignore[attr-defined]
-        name=SCHEDULER_NAME,
-        namespace=config.namespace,
-        lifetime="detached",
-        get_if_exists=True,
-        num_cpus=0.01,
-    ).remote(config)
+    scheduler = _shared(Scheduler, SCHEDULER_NAME, config, 0.01, config)
     if wait:
         ray.get(scheduler.ready.remote())
     return scheduler
