@@ -23,7 +23,6 @@ from memos_ray.errors import Unavailable
 from memos_ray.kvcache import KVCacheEntry
 from memos_ray.kvstore import KVStore
 from memos_ray.llm import ModelIdentity, load_model
-from memos_ray.models import MemoryRef
 
 
 def worker_name(index: int) -> str:
@@ -204,4 +203,4 @@ def _from_numpy(a: np.ndarray, dtype: str) -> Any:
     return t.view(torch.bfloat16) if dtype == "bfloat16" else t
 
 
-__all__ = ["MemoryRef", "ModelWorker", "worker_name"]
+__all__ = ["ModelWorker", "worker_name"]

@@ -71,6 +71,7 @@ def test_acknowledged_writes_survive_killing_the_cube_actor(runtime, restart: bo
         wait_for_condition(lambda: _try_snapshot(handle) is not None, timeout=60)
         got = _snapshot(handle)
     else:  # the Directory is told, and starts a fresh actor
+        wait_for_condition(lambda: _try_snapshot(handle) is None, timeout=30)  # ray.kill takes effect asynchronously
         with pytest.raises(ray.exceptions.RayActorError):
             ray.get(handle.meta.remote())
         ray.get(d.drop_dead.remote(cube_id, handle))
