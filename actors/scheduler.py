@@ -144,9 +144,14 @@ class Scheduler:
                 raise KeyError(key)
             moved = await self.workers[dst].receive.remote(self.entries[key], [ref])
         except (KeyError, ray.exceptions.RayError):  # not kept, or its owner died: ask a holder
-            refs = await self.workers[src].export.remote(key)  # a reference: the bytes stay in the object store
-            self._keep_ref(key, refs[0])
-            moved = await self.workers[dst].receive.remote(self.entries[key], refs)
+            try:
+                refs = await self.workers[src].export.remote(key)  # a reference: the bytes stay in the object store
+                self._keep_ref(key, refs[0])
+                moved = await self.workers[dst].receive.remote(self.entries[key], refs)
+            except ray.exceptions.RayError:  # the holder lost it too: dst loads it from disk or builds it
+                self.where.get(key, set()).discard(src)
+                self.refs.pop(key, None)
+                return placement
         placement.move_ms = (time.perf_counter() - start) * 1000
         placement.moved_bytes = moved
         self.where.setdefault(key, set()).add(dst)
@@ -160,7 +165,8 @@ class Scheduler:
         self.inflight[w] = max(0, self.inflight[w] - 1)
         status: KVStatus = "off"
         if outcome is not None and outcome.kv_key is not None:
-            self.where.setdefault(outcome.kv_key, set()).add(w)
+            if outcome.kv_key in self.entries:  # not invalidated while this chat ran
+                self.where.setdefault(outcome.kv_key, set()).add(w)
             status = outcome.kv_status
             if placement.moved_bytes:
                 status = "moved"
@@ -181,8 +187,12 @@ class Scheduler:
         """Drop every cache built from any of these memories: it is stale and never used again."""
         ids = set(memory_ids)
         stale = [k for k, e in self.entries.items() if any(s.memory_id in ids for s in e.sources)]
-        if stale:
-            await asyncio.gather(*(w.drop.remote(stale) for w in self.workers))
+        for key in stale:  # forget first: no placement may pick them while workers drop them
+            self.entries.pop(key, None)
+            self.where.pop(key, None)
+            self.refs.pop(key, None)
+        if stale:  # a dead worker has nothing to drop: its restart starts empty
+            await asyncio.gather(*(w.drop.remote(stale) for w in self.workers), return_exceptions=True)
         for key in stale:
             self.entries.pop(key, None)
             self.where.pop(key, None)

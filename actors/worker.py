@@ -19,7 +19,7 @@ import ray
 from memos_ray import kvcache
 from memos_ray.chat import ChatOutcome, ChatPlan, KVStatus
 from memos_ray.config import MemosConfig
-from memos_ray.errors import Unavailable
+from memos_ray.errors import InvalidInput, Unavailable
 from memos_ray.kvcache import KVCacheEntry
 from memos_ray.kvstore import KVStore
 from memos_ray.llm import ModelIdentity, load_model
@@ -120,7 +120,19 @@ class ModelWorker:
         self.prefills += 1
         self.prefill_tokens += n
 
+    def _check_context(self, plan: ChatPlan) -> None:
+        ids = kvcache.split_prompt(self.lm.tokenizer, plan.prefix_text, plan.messages)
+        needed = len(ids[0]) + len(ids[1]) + plan.max_tokens
+        limit = int(self.lm.model.config.max_position_embeddings)
+        if needed > limit:
+            raise InvalidInput(
+                f"prompt of {needed - plan.max_tokens} tokens plus max_tokens {plan.max_tokens} exceeds the model's "
+                f"context of {limit} tokens",
+                {"tokens": needed, "limit": limit},
+            )
+
     def _run(self, plan: ChatPlan) -> Iterator[tuple[int, float, ChatOutcome | None]]:
+        self._check_context(plan)
         start = time.perf_counter()
         if plan.use_kv:
             entry, tensors, status, prefix_ids, suffix_ids = self._ensure(plan)

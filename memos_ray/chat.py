@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from memos_ray.models import MAX_TEXT_CHARS, ChatMessage, Id, MemoryRef, Strict
+from memos_ray.models import ChatMessage, Id, MemoryRef, Strict
 
 KVStatus = Literal["hit", "moved", "loaded", "built", "off"]
 
@@ -29,7 +29,7 @@ class ChatRequest(Strict):
 class ChatPlan(Strict):
     """A prompt split for activation memory: the prefix (pinned memories) and the rest."""
 
-    prefix_text: str = Field(max_length=64 * MAX_TEXT_CHARS)
+    prefix_text: str
     sources: list[MemoryRef]
     messages: list[ChatMessage]
     max_tokens: int

@@ -60,7 +60,7 @@ class KVStore:
         found = self._drop(key)
         path = self.path(key)
         if path.exists():
-            path.unlink()
+            path.unlink(missing_ok=True)  # workers on one node share the folder: another may win the race
             found = True
         return found
 
@@ -71,7 +71,7 @@ class KVStore:
         return [entry for entry, _ in self._mem.values()]
 
     def _admit(self, entry: KVCacheEntry, tensors: dict[str, Any]) -> None:
-        self._drop(entry.key)
+        self._drop(entry.key, notify=False)  # a replacement, not an eviction
         self._mem[entry.key] = (entry, tensors)
         self.used += entry.bytes
         while self.used > self.budget and len(self._mem) > 1:
@@ -79,11 +79,11 @@ class KVStore:
             self._drop(oldest)
             self.evictions += 1
 
-    def _drop(self, key: str) -> bool:
+    def _drop(self, key: str, notify: bool = True) -> bool:
         hit = self._mem.pop(key, None)
         if hit is None:
             return False
         self.used -= hit[0].bytes
-        if self.on_evict is not None:
+        if notify and self.on_evict is not None:
             self.on_evict(key)
         return True

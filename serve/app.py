@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -63,6 +64,7 @@ app = FastAPI(
 )
 install(app)
 
+log = logging.getLogger(__name__)
 AUTHOR = "local"  # the principal, until API keys arrive (governance)
 
 
@@ -290,9 +292,14 @@ class MemosIngress:
         return self._workers[index]
 
     async def _invalidate(self, memory_id: str) -> None:
+        """Drop caches built from a memory. The edit is already durable: a failure here must not undo its 2xx
+        (and cannot leave a stale cache in use: cache keys hash the rendered text)."""
         scheduler = await self._scheduler(start=False)
         if scheduler is not None:
-            await scheduler.invalidate.remote([memory_id])
+            try:
+                await scheduler.invalidate.remote([memory_id])
+            except Exception:
+                log.exception("invalidating caches built from %s failed", memory_id)
 
     async def _plan(self, req: ChatRequest) -> tuple[ChatPlan, list[MemoryItem]]:
         """The cached prefix is the cubes' pinned memories (tag "pinned"), the retrieved memories
@@ -333,7 +340,11 @@ class MemosIngress:
         plan, used = await self._plan(req)
         scheduler = await self._scheduler(start=True)
         placement: Placement = await scheduler.place.remote(plan, req.worker)
-        worker = self._worker(placement.worker)
+        try:
+            worker = self._worker(placement.worker)
+        except Exception:
+            await scheduler.record.remote(placement, None)
+            raise
         if req.stream:
             return StreamingResponse(
                 self._sse(scheduler, worker, placement, plan, used, x_agent_id), media_type="text/event-stream"

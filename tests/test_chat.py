@@ -11,6 +11,8 @@ import httpx
 import pytest
 import ray
 
+from memos_ray.config import MemosConfig
+from memos_ray.kvstore import KVStore
 from tests.conftest import wait_for_condition
 
 PINNED = [
@@ -62,7 +64,7 @@ def test_cache_is_built_hit_moved_and_matches_a_full_prefill(http: httpx.Client,
     assert hit["prefill_tokens"] + built["kv"]["tokens"] == off["prefill_tokens"] == off["prompt_tokens"]
 
 
-def test_a_stale_cache_is_never_used_again(http: httpx.Client, team: dict[str, str]) -> None:
+def test_a_stale_cache_is_never_used_again(http: httpx.Client, team: dict[str, str], config: MemosConfig) -> None:
     q = "When is the deploy window?"
     before = chat(http, q, worker=0)
     mid = team["The team's deploy window is Thursday afternoon."]
@@ -77,6 +79,26 @@ def test_a_stale_cache_is_never_used_again(http: httpx.Client, team: dict[str, s
     # the old cache is gone from every worker and from disk
     workers = [ray.get_actor(f"memos_worker:{i}", namespace="memos_tests") for i in range(2)]
     assert all(before["kv"]["key"] not in ray.get(w.resident.remote()) for w in workers)
+    assert not KVStore(config.storage.data_dir / "kv", 1).path(before["kv"]["key"]).exists()
+    assert KVStore(config.storage.data_dir / "kv", 1).path(after["kv"]["key"]).exists()
+
+
+def test_an_edit_that_keeps_the_text_invalidates_and_rebuilds_cleanly(http: httpx.Client, team: dict[str, str]) -> None:
+    q = "Who owns the billing service?"
+    chat(http, q, worker=0)
+    chat(http, q, worker=1)  # both workers hold it
+    mid = team["Dana owns the billing service."]
+    r = http.patch(f"/v1/cubes/chat-team/memories/{mid}", json={"tags": ["pinned", "billing"]})
+    assert r.status_code == 200  # same text: same prefix, same key, but its cache was dropped
+    again = [chat(http, q, worker=w) for w in (1, 0, 1)]
+    assert [a["kv"]["status"] for a in again] == ["built", "moved", "hit"]
+    assert len({a["text"] for a in again}) == 1
+
+
+def test_a_prompt_longer_than_the_context_is_refused(http: httpx.Client, team: dict[str, str]) -> None:
+    body = {"cube_ids": ["chat-team"], "messages": [{"content": "word " * 9000}], "top_k": 0}
+    r = http.post("/v1/chat", json=body)
+    assert r.status_code == 422 and "context" in r.json()["error"]["message"]
 
 
 def test_persisted_cache_reloads_after_a_worker_restart(http: httpx.Client, team: dict[str, str]) -> None:

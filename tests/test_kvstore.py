@@ -47,3 +47,17 @@ def test_received_entries_are_not_written_again(tmp_path: Path) -> None:
     store = KVStore(tmp_path, budget_bytes=10_000)
     store.put(*entry("x", 5), persist=False)
     assert store.in_memory("x") and not store.path("x").exists()
+
+
+def test_eviction_hook_fires_on_eviction_and_removal_not_on_replacement(tmp_path: Path) -> None:
+    evicted: list[str] = []
+    store = KVStore(tmp_path, budget_bytes=2 * 32 * 10, on_evict=evicted.append)
+    store.put(*entry("a", 10))
+    store.put(*entry("a", 10), persist=False)  # the same key again (e.g. re-published): not an eviction
+    assert evicted == []
+    store.put(*entry("b", 10))
+    store.put(*entry("c", 10))  # over budget: a leaves memory
+    assert evicted == ["a"]
+    store.remove("b")
+    assert evicted == ["a", "b"]
+    store.remove("b")  # a second removal (another worker got there first) is harmless
