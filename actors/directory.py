@@ -10,6 +10,7 @@ releases its storage, its counters go to the catalog, and its process is ended. 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import statistics
@@ -95,10 +96,9 @@ class Directory:
         self._known(cube_id)
         handle = self.live.get(cube_id)
         if handle is not None:
-            try:
+            # A cube being passivated refuses the call; then the catalog's copy is current enough.
+            with contextlib.suppress(MemosError, ray.exceptions.RayActorError):
                 self.cubes[cube_id] = await handle.meta.remote()
-            except (MemosError, ray.exceptions.RayActorError):
-                pass  # being passivated: the catalog copy is current enough
         return self.cubes[cube_id]
 
     async def list_cubes(self, offset: int = 0, limit: int = 100) -> CubeList:

@@ -8,6 +8,7 @@ concurrent starts safe.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +58,6 @@ def shutdown_runtime(config: MemosConfig) -> None:
         except ValueError:
             continue
         if name == DIRECTORY_NAME:
-            try:
+            with contextlib.suppress(ray.exceptions.RayError):  # gone already: nothing left to flush
                 ray.get(handle.shutdown.remote(), timeout=60)
-            except ray.exceptions.RayError:
-                pass
         ray.kill(handle, no_restart=True)
