@@ -10,6 +10,7 @@ memory (no copy at all); on another node Ray's object manager transfers it.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -211,7 +212,9 @@ def _to_numpy(t: Any) -> np.ndarray:
 def _from_numpy(a: np.ndarray, dtype: str) -> Any:
     import torch
 
-    t = torch.from_numpy(a)  # over the object store's read-only buffer: never written (generation appends by cat)
+    with warnings.catch_warnings():  # read-only on purpose: the object store's buffer is never written
+        warnings.simplefilter("ignore", UserWarning)  # (generation appends with torch.cat)
+        t = torch.from_numpy(a)
     return t.view(torch.bfloat16) if dtype == "bfloat16" else t
 
 
