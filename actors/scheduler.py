@@ -11,11 +11,11 @@ cache was built from invalidates the cache everywhere.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import OrderedDict
 from typing import Any
 
 import ray
+from pydantic import ConfigDict
 from ray.actor import ActorHandle
 
 from actors.worker import ModelWorker, worker_name
@@ -32,11 +32,15 @@ REFS_KEPT = 64
 
 
 class Placement(Strict):
+    """Where a chat runs. ``adopt`` carries a cache held elsewhere: the chosen worker takes it from
+    the object store inside the chat call itself, so a move adds no round trip to the request."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     worker: int
     key: str | None
-    moved_bytes: int = 0
-    move_ms: float | None = None
     built_here: bool = False
+    adopt: list[ray.ObjectRef] | None = None
+    adopt_entry: KVCacheEntry | None = None
 
 
 @ray.remote(max_restarts=-1, max_concurrency=256)
@@ -137,26 +141,17 @@ class Scheduler:
             self.refs.popitem(last=False)
 
     async def _move(self, key: str, src: int, dst: int, placement: Placement) -> Placement:
-        start = time.perf_counter()
+        """Hand ``dst`` the cache's ObjectRef with its chat (asking the holder for it when not kept)."""
         ref = self.refs.get(key)
-        try:
-            if ref is None:
-                raise KeyError(key)
-            moved = await self.workers[dst].receive.remote(self.entries[key], [ref])
-        except (KeyError, ray.exceptions.RayError):  # not kept, or its owner died: ask a holder
+        if ref is None:
             try:
-                refs = await self.workers[src].export.remote(key)  # a reference: the bytes stay in the object store
-                self._keep_ref(key, refs[0])
-                moved = await self.workers[dst].receive.remote(self.entries[key], refs)
-            except ray.exceptions.RayError:  # the holder lost it too: dst loads it from disk or builds it
+                ref = (await self.workers[src].export.remote(key))[0]  # a reference: the bytes stay put
+            except ray.exceptions.RayError:  # the holder lost it: dst loads it from disk or builds it
                 self.where.get(key, set()).discard(src)
-                self.refs.pop(key, None)
                 return placement
-        placement.move_ms = (time.perf_counter() - start) * 1000
-        placement.moved_bytes = moved
-        self.where.setdefault(key, set()).add(dst)
-        self.moves += 1
-        self.moved_bytes += moved
+            self._keep_ref(key, ref)
+        placement.adopt = [ref]
+        placement.adopt_entry = self.entries[key]
         return placement
 
     async def record(self, placement: Placement, outcome: ChatOutcome | None) -> KVInfo:
@@ -164,12 +159,15 @@ class Scheduler:
         w = placement.worker
         self.inflight[w] = max(0, self.inflight[w] - 1)
         status: KVStatus = "off"
+        moved_bytes = 0
         if outcome is not None and outcome.kv_key is not None:
             if outcome.kv_key in self.entries:  # not invalidated while this chat ran
                 self.where.setdefault(outcome.kv_key, set()).add(w)
             status = outcome.kv_status
-            if placement.moved_bytes:
-                status = "moved"
+            if status == "moved" and placement.adopt_entry is not None:
+                moved_bytes = placement.adopt_entry.bytes
+                self.moves += 1
+                self.moved_bytes += moved_bytes
             elif placement.built_here:
                 status = "built"
         return KVInfo(
@@ -177,8 +175,8 @@ class Scheduler:
             key=outcome.kv_key if outcome else None,
             tokens=outcome.kv_tokens if outcome else 0,
             worker=w,
-            moved_bytes=placement.moved_bytes,
-            move_ms=placement.move_ms,
+            moved_bytes=moved_bytes,
+            move_ms=outcome.adopt_ms if outcome else None,
         )
 
     # ------------------------------------------------------------ invalidation

@@ -105,12 +105,14 @@ class ModelWorker:
             self.store.put(found[0], self._publish(found[0], found[1]), persist=False)
         return [self._refs[key]]
 
-    def receive(self, entry: KVCacheEntry, refs: list[ray.ObjectRef]) -> int:
-        """Adopt a cache from the object store: zero-copy views on this node's shared memory."""
+    def receive(self, entry: KVCacheEntry, refs: list[ray.ObjectRef]) -> float:
+        """Adopt a cache from the object store: zero-copy views on this node's shared memory (Ray's object
+        manager brings it from another node first). Returns the seconds it took, measured here."""
+        start = time.perf_counter()
         tensors = self._views(entry, refs[0])
         self.store.put(entry, tensors, persist=False)
         self._refs[entry.key] = refs[0]
-        return entry.bytes
+        return time.perf_counter() - start
 
     def drop(self, keys: list[str]) -> int:
         return sum(self.store.remove(k) for k in keys)
@@ -132,11 +134,21 @@ class ModelWorker:
                 {"tokens": needed, "limit": limit},
             )
 
-    def _run(self, plan: ChatPlan) -> Iterator[tuple[int, float, ChatOutcome | None]]:
+    def _run(
+        self, plan: ChatPlan, adopt: list[ray.ObjectRef] | None, adopt_entry: KVCacheEntry | None
+    ) -> Iterator[tuple[int, float, ChatOutcome | None]]:
         self._check_context(plan)
         start = time.perf_counter()
+        adopt_s = None
+        if plan.use_kv and adopt and adopt_entry is not None and not self.store.in_memory(adopt_entry.key):
+            try:
+                adopt_s = self.receive(adopt_entry, adopt)
+            except ray.exceptions.RayError:  # its owner died: _ensure loads it from disk or builds it
+                adopt_s = None
         if plan.use_kv:
             entry, tensors, status, prefix_ids, suffix_ids = self._ensure(plan)
+            if adopt_s is not None and status == "hit":
+                status = "moved"
             kv: dict[str, Any] | None = tensors
             prefilled = len(suffix_ids)
         else:
@@ -163,21 +175,26 @@ class ModelWorker:
             kv_status=status,
             kv_key=entry.key if entry else None,
             kv_tokens=entry.tokens if entry else 0,
+            adopt_ms=None if adopt_s is None else adopt_s * 1000,
         )
         yield -1, 0.0, outcome
 
-    def chat(self, plan: ChatPlan) -> ChatOutcome:
-        for _, _, outcome in self._run(plan):
+    def chat(
+        self, plan: ChatPlan, adopt: list[ray.ObjectRef] | None = None, adopt_entry: KVCacheEntry | None = None
+    ) -> ChatOutcome:
+        for _, _, outcome in self._run(plan, adopt, adopt_entry):
             if outcome is not None:
                 return outcome
         raise RuntimeError("generation ended without an outcome")  # pragma: no cover
 
     @ray.method(num_returns="streaming")  # type: ignore[misc]
-    def chat_stream(self, plan: ChatPlan) -> Iterator[str | ChatOutcome]:
+    def chat_stream(
+        self, plan: ChatPlan, adopt: list[ray.ObjectRef] | None = None, adopt_entry: KVCacheEntry | None = None
+    ) -> Iterator[str | ChatOutcome]:
         """Text pieces as they are decoded, then the outcome."""
         sent = ""
         tokens: list[int] = []
-        for token, _, outcome in self._run(plan):
+        for token, _, outcome in self._run(plan, adopt, adopt_entry):
             if outcome is not None:
                 yield outcome
                 return

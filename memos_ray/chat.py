@@ -44,7 +44,7 @@ class KVInfo(Strict):
     tokens: int = 0
     worker: int
     moved_bytes: int = 0
-    move_ms: float | None = None
+    move_ms: float | None = Field(None, description="what the move added to this request (adopting the cache)")
 
 
 class ChatOutcome(Strict):
@@ -57,6 +57,7 @@ class ChatOutcome(Strict):
     kv_status: KVStatus
     kv_key: str | None = None
     kv_tokens: int = 0
+    adopt_ms: float | None = Field(None, description="taking a moved cache from the object store, inside the call")
 
 
 class ChatResponse(Strict):

@@ -351,7 +351,7 @@ class MemosIngress:
             )
         outcome: ChatOutcome | None = None
         try:
-            outcome = await worker.chat.remote(plan)
+            outcome = await worker.chat.remote(plan, placement.adopt, placement.adopt_entry)
         finally:
             info = await scheduler.record.remote(placement, outcome)
         assert outcome is not None
@@ -368,7 +368,7 @@ class MemosIngress:
     ):
         outcome: ChatOutcome | None = None
         try:
-            async for ref in worker.chat_stream.remote(plan):
+            async for ref in worker.chat_stream.remote(plan, placement.adopt, placement.adopt_entry):
                 piece = await ref
                 if isinstance(piece, ChatOutcome):
                     outcome = piece
