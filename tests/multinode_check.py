@@ -61,7 +61,14 @@ def main(models: Path) -> None:
                 placement = ray.get(scheduler.place.remote(plan, w))
                 outcome = ray.get(workers[w].chat.remote(plan, placement.adopt, placement.adopt_entry))
                 info = ray.get(scheduler.record.remote(placement, outcome))
-                seen.append({"status": info.status, "moved_bytes": info.moved_bytes, "tokens": outcome.token_ids})
+                seen.append(
+                    {
+                        "status": info.status,
+                        "moved_bytes": info.moved_bytes,
+                        "move_ms": info.move_ms,
+                        "tokens": outcome.token_ids,
+                    }
+                )
             stats = [ray.get(w.stats.remote()) for w in workers]
             print(
                 json.dumps(

@@ -31,3 +31,5 @@ def test_workers_on_two_nodes_move_a_cache_through_the_object_store() -> None:
     first, second = seen["chats"]
     assert first["status"] == "built" and second["status"] == "moved" and second["moved_bytes"] > 0
     assert first["tokens"] == second["tokens"] and first["tokens"]
+    assert second["move_ms"] is not None  # pulled from the other node's object store inside the chat call
+    print(f"cross-node move: {second['moved_bytes'] / 1e6:.1f} MB in {second['move_ms']:.1f} ms")
