@@ -35,9 +35,16 @@ def wait_for_condition(predicate: Callable[[], bool], timeout: float = 30.0, int
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below Ray's ranges: Ray binds workers in 10002-19999 and its servers on ephemeral ports
+    (32768+), so a port taken from either could be grabbed between this check and Serve binding it."""
+    for port in range(8700, 9700):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 8700-9699")
 
 
 @pytest.fixture()
