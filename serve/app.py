@@ -180,7 +180,9 @@ class MemosIngress:
     # ------------------------------------------------------------ memories
 
     async def _add(self, cube_id: str, items: list[MemoryCreate]) -> list[MemoryItem]:
-        await self.directory.get_cube.remote(cube_id)  # 404 before spending an embedding
+        # 404 before spending an embedding. activate, not get_cube: get_cube asks a live cube for fresh
+        # counters (a pass over all its memories), and the add needs the cube live anyway.
+        await self.directory.activate.remote(cube_id)
         vecs = await self._embed([index_text(m.text, m.source.speaker) for m in items])
         return await self._cube(cube_id, "add", items, vecs, AUTHOR)
 
