@@ -7,7 +7,9 @@ crosses into every actor as one validated object.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -94,6 +96,41 @@ class ServeConfig(_Config):
     replica_num_cpus: float = Field(0.25, ge=0)
 
 
+Detector = Literal["email", "phone", "api_key", "password", "credit_card", "iban"]
+
+
+class RedactionPattern(_Config):
+    """An operator's own detector: a name (recorded in the audit log) and a regular expression."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    regex: str = Field(min_length=1, max_length=1_000)
+
+
+class RedactionConfig(_Config):
+    """Masking of secrets and personal data before anything is stored (text, context, string metadata)."""
+
+    enabled: bool = True
+    detectors: list[Detector] = Field(
+        default_factory=lambda: list(typing.get_args(Detector)),
+        description="built-in detectors to run",
+    )
+    patterns: list[RedactionPattern] = Field(default_factory=list, description="extra detectors")
+    mask: str = Field("[REDACTED:{name}]", description="replacement; {name} is the detector")
+
+
+class GovernanceConfig(_Config):
+    """Identities, API keys and the audit log (SQLite files under ``data_dir``, owned by one actor each)."""
+
+    admin_key_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the bootstrap admin's API key (from MEMOS_RAY_ADMIN_KEY: the key itself never "
+        "enters the config); None: a key is generated once and written to <data_dir>/admin.key (mode 0600)",
+    )
+    audit_flush_ms: float = Field(2.0, ge=0, description="group commit: how long an append waits for others")
+    redaction: RedactionConfig = Field(default_factory=RedactionConfig)
+
+
 class MemosConfig(_Config):
     namespace: str = "memos_ray"
     storage: StorageConfig = Field(default_factory=StorageConfig)
@@ -103,6 +140,7 @@ class MemosConfig(_Config):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     ingest_mode: Literal["sync"] = "sync"
 
     @model_validator(mode="after")
@@ -129,7 +167,15 @@ class MemosConfig(_Config):
         directory: dict[str, object] = {}
         if "MEMOS_RAY_MAX_LIVE_CUBES" in env:
             directory["max_live_cubes"] = int(env["MEMOS_RAY_MAX_LIVE_CUBES"])
-        data: dict[str, object] = {"storage": storage, "serve": serve, "directory": directory}
+        governance: dict[str, object] = {}
+        if env.get("MEMOS_RAY_ADMIN_KEY"):
+            governance["admin_key_sha256"] = hashlib.sha256(env["MEMOS_RAY_ADMIN_KEY"].encode()).hexdigest()
+        data: dict[str, object] = {
+            "storage": storage,
+            "serve": serve,
+            "directory": directory,
+            "governance": governance,
+        }
         for key, value in overrides.items():
             data[key] = value
         return cls.model_validate(data)

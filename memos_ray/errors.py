@@ -7,6 +7,8 @@ they survive Ray's exception transport).
 
     MemosError
     ├── InvalidInput            bad field values that pydantic alone cannot judge  (422)
+    ├── Unauthenticated         no API key, or an unknown, revoked or expired one   (401)
+    ├── Forbidden               the caller may see the cube but lacks the role      (403)
     ├── NotFound                                                                   (404)
     │   ├── CubeNotFound
     │   └── MemoryNotFound
@@ -42,6 +44,17 @@ class MemosError(Exception):
 
 class InvalidInput(MemosError):
     code = "invalid_input"
+
+
+class Unauthenticated(MemosError):
+    code = "unauthenticated"
+
+
+class Forbidden(MemosError):
+    """The caller holds a role on the cube, but not the one the action needs. A caller with no role
+    at all gets :class:`CubeNotFound` instead, so a cube's existence is not revealed across tenants."""
+
+    code = "forbidden"
 
 
 class NotFound(MemosError):
@@ -84,12 +97,14 @@ __all__ = [
     "Conflict",
     "CubeExists",
     "CubeNotFound",
+    "Forbidden",
     "InvalidInput",
     "MemoryNotFound",
     "MemosError",
     "NotFound",
     "PayloadTooLarge",
     "QuotaExceeded",
+    "Unauthenticated",
     "Unavailable",
     "VersionConflict",
 ]
