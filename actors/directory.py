@@ -1,6 +1,8 @@
 """The Directory: which cubes exist, and which of them have a live actor.
 
-It owns the catalog (cube metadata) and keeps at most ``max_live_cubes`` cube actors alive.
+It owns the catalog (cube metadata, with each cube's owner and grants, so it is where access
+is decided: ``activate`` and the catalog calls take the caller and the role the action needs)
+and keeps at most ``max_live_cubes`` cube actors alive.
 ``activate`` finds or starts a cube's actor (concurrent activations of one cube share one
 start); when the cap is reached the least recently used cube is passivated: it flushes and
 releases its storage, its counters go to the catalog, and its process is ended. The next
@@ -21,9 +23,11 @@ import ray
 from ray.actor import ActorHandle
 
 from actors.cube import MemCubeActor, cube_actor_name
+from memos_ray.access import can, require
 from memos_ray.config import MemosConfig
-from memos_ray.errors import CubeExists, CubeNotFound, MemosError, Unavailable
-from memos_ray.models import CubeCreate, CubeList, CubeMeta, Strict, utcnow
+from memos_ray.errors import CubeExists, CubeNotFound, InvalidInput, MemosError, Unavailable
+from memos_ray.identity import Caller
+from memos_ray.models import CubeCreate, CubeList, CubeMeta, CubeUpdate, Grant, Role, Strict, utcnow
 from memos_ray.storage import CatalogStore, CubeStore
 
 DIRECTORY_NAME = "memos_directory"
@@ -68,7 +72,8 @@ class Directory:
 
     # ------------------------------------------------------------ catalog
 
-    async def create_cube(self, req: CubeCreate) -> CubeMeta:
+    async def create_cube(self, req: CubeCreate, caller: Caller) -> CubeMeta:
+        """A new cube owned by the caller."""
         cube_id = req.id or _new_cube_id()
         if cube_id in self.cubes:
             raise CubeExists(f"cube {cube_id} already exists", {"cube_id": cube_id})
@@ -77,7 +82,7 @@ class Directory:
             id=cube_id,
             name=req.name,
             description=req.description,
-            owner=req.owner,
+            owner=caller.principal,
             quotas=req.quotas,
             created_at=now,
             updated_at=now,
@@ -92,24 +97,81 @@ class Directory:
             raise CubeNotFound(f"cube {cube_id} not found", {"cube_id": cube_id})
         return meta
 
-    async def get_cube(self, cube_id: str) -> CubeMeta:
-        self._known(cube_id)
+    def _counters(self, cube_id: str, live: CubeMeta) -> CubeMeta:
+        """Take a cube actor's counters; owner, grants and quotas are the Directory's own."""
+        meta = self.cubes[cube_id].model_copy(
+            update={"seq": live.seq, "memory_count": live.memory_count, "text_bytes": live.text_bytes}
+        )
+        self.cubes[cube_id] = meta
+        return meta
+
+    def authorize(self, cube_id: str, caller: Caller, need: Role) -> CubeMeta:
+        """The cube's metadata if ``caller`` holds ``need`` on it; else CubeNotFound (no role) or Forbidden."""
+        meta = self._known(cube_id)
+        require(meta, caller, need)
+        return meta
+
+    def authorize_many(self, cube_ids: list[str], caller: Caller, need: Role) -> None:
+        """All or nothing: the first cube ``caller`` may not use raises."""
+        for cube_id in cube_ids:
+            self.authorize(cube_id, caller, need)
+
+    async def get_cube(self, cube_id: str, caller: Caller) -> CubeMeta:
+        self.authorize(cube_id, caller, Role.read)
         handle = self.live.get(cube_id)
         if handle is not None:
             # A cube being passivated refuses the call; then the catalog's copy is current enough.
             with contextlib.suppress(MemosError, ray.exceptions.RayActorError):
-                self.cubes[cube_id] = await handle.meta.remote()
+                return self._counters(cube_id, await handle.meta.remote())
         return self.cubes[cube_id]
 
-    async def list_cubes(self, offset: int = 0, limit: int = 100) -> CubeList:
-        ids = sorted(self.cubes, key=lambda c: (self.cubes[c].created_at, c))
+    def readable(self, caller: Caller) -> list[str]:
+        """The cubes ``caller`` may read, most recently changed first."""
+        ids = [c for c, meta in self.cubes.items() if c not in self._deleting and can(meta, caller, Role.read)]
+        return sorted(ids, key=lambda c: (self.cubes[c].updated_at, self.cubes[c].seq), reverse=True)
+
+    async def list_cubes(self, caller: Caller, offset: int = 0, limit: int = 100) -> CubeList:
+        ids = sorted(self.readable(caller), key=lambda c: (self.cubes[c].created_at, c))
         page = ids[offset : offset + limit]
-        metas = await asyncio.gather(*(self.get_cube(c) for c in page))
+        metas = await asyncio.gather(*(self.get_cube(c, caller) for c in page))
         return CubeList(cubes=list(metas), total=len(ids))
 
-    async def delete_cube(self, cube_id: str) -> None:
+    async def _save(self, meta: CubeMeta) -> CubeMeta:
+        """Durable, then visible, then pushed to the live actor (which enforces quotas)."""
+        meta = meta.model_copy(update={"updated_at": utcnow()})
+        self.catalog.put(meta)
+        self.cubes[meta.id] = meta
+        handle = self.live.get(meta.id)
+        if handle is not None:
+            with contextlib.suppress(MemosError, ray.exceptions.RayActorError):  # passivating: reads the catalog
+                await handle.set_meta.remote(meta)
+        return meta
+
+    async def update_cube(self, cube_id: str, req: CubeUpdate, caller: Caller) -> CubeMeta:
+        meta = self.authorize(cube_id, caller, Role.admin)
+        return await self._save(meta.model_copy(update=req.model_dump(exclude_none=True)))
+
+    async def share(self, cube_id: str, grant: Grant, caller: Caller) -> CubeMeta:
+        """Grant ``grant.role`` to a principal (replacing its earlier grant on this cube)."""
+        meta = self.authorize(cube_id, caller, Role.admin)
+        if grant.principal == meta.owner:
+            raise InvalidInput(f"{grant.principal} owns cube {cube_id}", {"principal": grant.principal})
+        grants = [g for g in meta.grants if g.principal != grant.principal] + [grant]
+        return await self._save(meta.model_copy(update={"grants": grants}))
+
+    async def unshare(self, cube_id: str, principal: str, caller: Caller) -> CubeMeta:
+        meta = self.authorize(cube_id, caller, Role.admin)
+        if not any(g.principal == principal for g in meta.grants):
+            raise CubeNotFound(
+                f"{principal} holds no grant on cube {cube_id}", {"cube_id": cube_id, "principal": principal}
+            )
+        return await self._save(
+            meta.model_copy(update={"grants": [g for g in meta.grants if g.principal != principal]})
+        )
+
+    async def delete_cube(self, cube_id: str, caller: Caller) -> None:
         """Remove a cube and all its memories, everywhere. From the first moment it is not found."""
-        self._known(cube_id)
+        self.authorize(cube_id, caller, Role.admin)
         self._deleting.add(cube_id)
         try:
             starting = self._starting.get(cube_id)
@@ -132,8 +194,11 @@ class Directory:
 
     # ------------------------------------------------------------ live actors
 
-    async def activate(self, cube_id: str) -> ActorHandle:
-        """The cube's live actor, started from durable state when it was passivated."""
+    async def activate(self, cube_id: str, caller: Caller | None = None, need: Role = Role.read) -> ActorHandle:
+        """The cube's live actor, started from durable state when it was passivated. With a caller,
+        only if it holds ``need`` on the cube (None: an internal call, already authorized)."""
+        if caller is not None:
+            self.authorize(cube_id, caller, need)
         self._touch(cube_id)
         handle = self.live.get(cube_id)
         if handle is not None:
@@ -162,7 +227,7 @@ class Directory:
             except (TimeoutError, ray.exceptions.RayError) as exc:
                 ray.kill(handle, no_restart=True)
                 raise Unavailable(f"cube {cube_id} could not be activated: {exc}", {"cube_id": cube_id}) from exc
-            self.cubes[cube_id] = meta
+            self._counters(cube_id, meta)
             self.live[cube_id] = handle
             self._live_since[cube_id] = time.monotonic()
             self._activations += 1
@@ -239,9 +304,8 @@ class Directory:
     async def _passivate_actor(self, cube_id: str, handle: ActorHandle) -> None:
         try:
             meta = await handle.passivate.remote()
-            if cube_id not in self._deleting:
-                self.cubes[cube_id] = meta
-                self.catalog.put(meta)
+            if cube_id not in self._deleting and cube_id in self.cubes:
+                self.catalog.put(self._counters(cube_id, meta))
         except Exception as exc:  # its rows were durable when acknowledged: stop it anyway
             log.warning("passivating cube %s failed: %s", cube_id, exc)
         finally:

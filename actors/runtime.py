@@ -1,5 +1,5 @@
-"""Finding or starting the cluster-wide actors: one Directory, one Embedder and one Scheduler
-(with its model workers) per namespace.
+"""Finding or starting the cluster-wide actors: one Directory, one Embedder, one Identity, one
+AuditLog and one Scheduler (with its model workers) per namespace.
 
 All are detached named actors, so every Serve replica (and the CLI, tests, benchmarks)
 reaches the same ones, and they outlive a replica restart. ``get_if_exists`` makes
@@ -15,8 +15,10 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
+from actors.audit import AUDIT_NAME, AuditLog
 from actors.directory import DIRECTORY_NAME, Directory
 from actors.embedder import EMBEDDER_NAME, Embedder
+from actors.identity import IDENTITY_NAME, Identity
 from actors.scheduler import SCHEDULER_NAME, Scheduler
 from memos_ray.config import MemosConfig
 
@@ -25,6 +27,8 @@ from memos_ray.config import MemosConfig
 class Runtime:
     directory: ActorHandle
     embedder: ActorHandle
+    identity: ActorHandle
+    audit: ActorHandle
 
 
 def _shared(cls: Any, name: str, config: MemosConfig, num_cpus: float, *args: Any) -> ActorHandle:
@@ -37,9 +41,11 @@ def _shared(cls: Any, name: str, config: MemosConfig, num_cpus: float, *args: An
 def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
     directory = _shared(Directory, DIRECTORY_NAME, config, 0.01, config)
     embedder = _shared(Embedder, EMBEDDER_NAME, config, config.embedder.num_cpus, config.embedder)
+    identity = _shared(Identity, IDENTITY_NAME, config, 0.01, config)
+    audit = _shared(AuditLog, AUDIT_NAME, config, 0.01, config)
     if wait:
-        ray.get([directory.ready.remote(), embedder.ready.remote()])
-    return Runtime(directory=directory, embedder=embedder)
+        ray.get([a.ready.remote() for a in (directory, embedder, identity, audit)])
+    return Runtime(directory=directory, embedder=embedder, identity=identity, audit=audit)
 
 
 def ensure_scheduler(config: MemosConfig, wait: bool = True) -> ActorHandle:
@@ -52,7 +58,7 @@ def ensure_scheduler(config: MemosConfig, wait: bool = True) -> ActorHandle:
 
 def shutdown_runtime(config: MemosConfig) -> None:
     """Passivate every cube (flushing storage) and end the shared actors."""
-    for name in (DIRECTORY_NAME, EMBEDDER_NAME, SCHEDULER_NAME):
+    for name in (DIRECTORY_NAME, EMBEDDER_NAME, SCHEDULER_NAME, IDENTITY_NAME, AUDIT_NAME):
         try:
             handle = ray.get_actor(name, namespace=config.namespace)
         except ValueError:

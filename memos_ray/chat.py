@@ -61,7 +61,7 @@ class ChatOutcome(Strict):
 
 
 class ChatResponse(Strict):
-    agent: str | None = Field(None, description="the X-Agent-Id that asked (principals arrive with governance)")
+    agent: str = Field(description="the principal that asked (from its API key)")
     text: str
     memories_used: list[MemoryRef]
     kv: KVInfo

@@ -8,6 +8,7 @@ acknowledged change is durable, and a failed write leaves the cube as it was.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +17,8 @@ from memos_ray.config import SearchConfig, StorageConfig
 from memos_ray.errors import Conflict, InvalidInput, MemoryNotFound, QuotaExceeded, VersionConflict
 from memos_ray.index import HybridIndex
 from memos_ray.models import (
+    ChangeEvent,
+    ChangeOp,
     CubeMeta,
     LifecycleState,
     MemoryCreate,
@@ -31,9 +34,28 @@ from memos_ray.models import (
 )
 from memos_ray.storage import CubeStore
 
+CHANGE_RING = 10_000  # recent change events kept for the feed; older ones are rebuilt from the versions
+
 
 def _text_bytes(text: str) -> int:
     return len(text.encode())
+
+
+def _event(item: MemoryItem) -> ChangeEvent:
+    if item.state == LifecycleState.deleted:
+        op = ChangeOp.delete
+    else:
+        op = ChangeOp.add if item.version == 1 else ChangeOp.update
+    return ChangeEvent(
+        seq=item.seq,
+        cube_id=item.cube_id,
+        op=op,
+        memory_id=item.id,
+        version=item.version,
+        author=item.provenance.author,
+        at=item.updated_at,
+        memory=item,
+    )
 
 
 class MemCube:
@@ -48,6 +70,7 @@ class MemCube:
         self._dirty_usage: set[str] = set()
         self.seq = self.store.load_seq_floor()
         self._load()
+        self.changes: deque[ChangeEvent] = deque(maxlen=CHANGE_RING)
 
     def _load(self) -> None:
         items, vecs = self.store.load()
@@ -100,10 +123,19 @@ class MemCube:
             self._vecs[item.id] = vec
             self.index.upsert(item, vec)
             self._dirty_usage.discard(item.id)
+            self.changes.append(_event(item))
         self.seq = max(self.seq, max(i.seq for i in items))
 
-    def add(self, new: Sequence[MemoryCreate], vecs: np.ndarray, author: str) -> list[MemoryItem]:
-        if len(new) != len(vecs) or (len(vecs) and vecs.shape[1] != self.dim):
+    def add(
+        self,
+        new: Sequence[MemoryCreate],
+        vecs: np.ndarray,
+        author: str,
+        redactions: Sequence[dict[str, int]] | None = None,
+    ) -> list[MemoryItem]:
+        """``redactions``: per item, what the ingress masked (recorded in the provenance)."""
+        masked = list(redactions) if redactions is not None else [{} for _ in new]
+        if len(new) != len(vecs) or len(masked) != len(new) or (len(vecs) and vecs.shape[1] != self.dim):
             raise InvalidInput(f"expected {len(new)} vectors of dimension {self.dim}")
         self._check_quota(len(new), sum(_text_bytes(m.text) for m in new))
         now = utcnow()
@@ -118,7 +150,7 @@ class MemCube:
                 kind=m.kind,
                 tags=list(dict.fromkeys(m.tags)),
                 metadata=m.metadata,
-                provenance=Provenance(author=author, **m.source.model_dump()),
+                provenance=Provenance(author=author, redactions=masked[i], **m.source.model_dump()),
                 said_at=m.said_at,
                 created_at=now,
                 updated_at=now,
@@ -142,8 +174,11 @@ class MemCube:
             raise MemoryNotFound(f"memory {memory_id} not found in cube {self.meta.id}", {"memory_id": memory_id})
         return item
 
-    def _next_version(self, cur: MemoryItem, author: str, **changes: object) -> MemoryItem:
-        provenance = cur.provenance.model_copy(update={"author": author})
+    def _next_version(
+        self, cur: MemoryItem, author: str, redactions: dict[str, int] | None = None, **changes: object
+    ) -> MemoryItem:
+        """The source stays; the author and what was masked are this version's."""
+        provenance = cur.provenance.model_copy(update={"author": author, "redactions": redactions or {}})
         return cur.model_copy(
             update={
                 **changes,
@@ -154,7 +189,14 @@ class MemCube:
             }
         )
 
-    def update(self, memory_id: str, patch: MemoryUpdate, vec: np.ndarray | None, author: str) -> MemoryItem:
+    def update(
+        self,
+        memory_id: str,
+        patch: MemoryUpdate,
+        vec: np.ndarray | None,
+        author: str,
+        redactions: dict[str, int] | None = None,
+    ) -> MemoryItem:
         cur = self._current(memory_id)
         self._expect(cur, patch.expected_version)
         if cur.state == LifecycleState.deleted:
@@ -177,7 +219,7 @@ class MemCube:
             changes["state"] = LifecycleState(changes["state"])
         if "tags" in changes:
             changes["tags"] = list(dict.fromkeys(changes["tags"]))
-        item = self._next_version(cur, author, **changes)
+        item = self._next_version(cur, author, redactions, **changes)
         self._commit([item], vec[None, :])
         return item
 
@@ -201,6 +243,9 @@ class MemCube:
         del self.latest[memory_id], self.history[memory_id], self._vecs[memory_id]
         self.index.remove(memory_id)
         self._dirty_usage.discard(memory_id)
+        self.changes.append(
+            ChangeEvent(seq=self.seq, cube_id=self.meta.id, op=ChangeOp.purge, memory_id=memory_id, at=utcnow())
+        )
 
     # ------------------------------------------------------------ reads
 
@@ -246,6 +291,18 @@ class MemCube:
             self._dirty_usage.add(s.memory_id)
             hits.append(SearchHit(memory=item, score=s.score, dense_score=s.dense, bm25_score=s.bm25))
         return hits
+
+    def changes_after(self, after_seq: int, limit: int = 1_000) -> list[ChangeEvent]:
+        """Changes with ``seq > after_seq``, oldest first. Recent ones come from the ring; older
+        ones (or all, after a reactivation) are rebuilt from the stored versions, where a purged
+        memory has left nothing to report."""
+        if after_seq >= self.seq:
+            return []
+        if self.changes and self.changes[0].seq <= after_seq + 1:
+            return [e for e in self.changes if e.seq > after_seq][:limit]
+        versions = [v for history in self.history.values() for v in history if v.seq > after_seq]
+        versions.sort(key=lambda v: v.seq)
+        return [_event(v) for v in versions[:limit]]
 
     # ------------------------------------------------------------ lifecycle
 

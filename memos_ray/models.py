@@ -121,6 +121,9 @@ class Provenance(Strict):
     speaker: str | None = Field(None, max_length=128)
     role: str | None = Field(None, max_length=32)
     derived_from: list[MemoryRef] = Field(default_factory=list)
+    redactions: dict[str, int] = Field(
+        default_factory=dict, description="what redaction on ingest masked in this version: detector -> count"
+    )
 
 
 class Usage(Strict):
@@ -155,7 +158,7 @@ class MemoryItem(Strict):
 
 
 class Grant(Strict):
-    principal: str
+    principal: Id = Field(description="a user, agent or team")
     role: Role
 
 
@@ -185,8 +188,15 @@ class CubeCreate(Strict):
     id: Id | None = Field(None, description="generated when absent")
     name: str = Field("", max_length=256)
     description: str = Field("", max_length=4096)
-    owner: str = Field("local", max_length=128)
     quotas: CubeQuotas = Field(default_factory=CubeQuotas)
+
+
+class CubeUpdate(Strict):
+    """Change a cube's descriptive fields or quotas (admin role). Absent fields keep their value."""
+
+    name: str | None = Field(None, max_length=256)
+    description: str | None = Field(None, max_length=4096)
+    quotas: CubeQuotas | None = None
 
 
 class SourceIn(Strict):
@@ -277,8 +287,16 @@ class SearchQuery(Strict):
     prefer_time: TimePreference | None = None
 
 
+MAX_SEARCH_CUBES = 64
+
+
 class SearchRequest(SearchQuery):
-    cube_ids: list[Id] = Field(min_length=1, max_length=64, description="the cubes to search")
+    cube_ids: list[Id] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_SEARCH_CUBES,
+        description="the cubes to search; None: every cube the caller may read (the most recently updated 64)",
+    )
 
 
 class SearchHit(Strict):
@@ -291,6 +309,32 @@ class SearchHit(Strict):
 class SearchResponse(Strict):
     hits: list[SearchHit]
     took_ms: float
+    cube_ids: list[str] = Field(default_factory=list, description="the cubes searched")
+
+
+class ChangeOp(StrEnum):
+    add = "add"
+    update = "update"
+    delete = "delete"
+    purge = "purge"
+
+
+class ChangeEvent(Strict):
+    """One change to a cube, in the order of its ``seq``: what a change feed subscriber receives."""
+
+    seq: int
+    cube_id: str
+    op: ChangeOp
+    memory_id: str
+    version: int | None = None
+    author: str | None = None
+    at: datetime
+    memory: MemoryItem | None = Field(None, description="the new version (None for a purge)")
+
+
+class ChangeBatch(Strict):
+    events: list[ChangeEvent]
+    seq: int = Field(description="the cube's seq when the batch was taken: resume after it")
 
 
 class MemoryList(Strict):

@@ -15,9 +15,6 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +22,6 @@ from typing import Annotated, Any
 import httpx
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -33,19 +29,9 @@ from rich.table import Table
 from memos_ray.config import MemosConfig
 from memos_ray.models import MAX_BATCH, ChatMessage, MemoryKind
 from memos_ray.reader import context_of
-from serve.client import DEFAULT_URL, MemosAPIError, MemosClient
-
-app = typer.Typer(
-    name="memos-ray",
-    help="memos-ray: a memory OS for LLM agents on Ray. `up` starts a server; the other commands talk to one.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-cubes_app = typer.Typer(help="List cubes (no subcommand), or create / delete one.")
-app.add_typer(cubes_app, name="cubes")
-
-out = Console()
-err = Console(stderr=True)
+from serve import cli_governance  # noqa: F401  (registers keys, principals, share, audit, watch)
+from serve.cli_base import _client, _clip, app, cubes_app, err, out
+from serve.client import MemosAPIError
 
 
 class SearchMode(StrEnum):
@@ -56,45 +42,6 @@ class SearchMode(StrEnum):
 
 class BadFile(Exception):
     """An import file that cannot be read as messages."""
-
-
-@dataclass(frozen=True)
-class Target:
-    url: str
-    timeout: float
-
-
-@app.callback()
-def _root(
-    ctx: typer.Context,
-    url: Annotated[str, typer.Option(envvar="MEMOS_RAY_URL", help="server base URL (client commands)")] = DEFAULT_URL,
-    timeout: Annotated[float, typer.Option(min=0.1, help="request timeout, seconds")] = 60.0,
-) -> None:
-    ctx.obj = Target(url=url, timeout=timeout)
-
-
-@contextmanager
-def _client(ctx: typer.Context) -> Iterator[MemosClient]:
-    """A client on ``--url``; API and connection errors become a one-line message and exit 1."""
-    target: Target = ctx.obj
-    try:
-        with MemosClient(target.url, timeout=target.timeout) as client:
-            yield client
-    except MemosAPIError as exc:
-        typer.echo(f"error {exc.status_code} {exc.code}: {exc.message}", err=True)
-        raise typer.Exit(1) from None
-    except httpx.HTTPError as exc:
-        typer.echo(f"error: {target.url}: {type(exc).__name__}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except ValidationError as exc:  # the SDK validates arguments before sending them
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()[:5])
-        typer.echo(f"error: invalid input: {problems}", err=True)
-        raise typer.Exit(2) from None
-
-
-def _clip(text: str, width: int = 80) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 # ---------------------------------------------------------------- server
@@ -148,6 +95,9 @@ def up(
         url = start(config)
         out.print(f"memos-ray serving at [bold]{url}[/] (API docs: {url}/docs)")
         out.print(escape(f"data in {config.storage.data_dir}; Ctrl-C to stop"))
+        key_file = config.storage.data_dir / "admin.key"
+        if key_file.exists():
+            out.print(escape(f"administrator API key in {key_file} (local commands use it; MEMOS_RAY_API_KEY to override)"))
         while not stop.wait(0.5):
             pass
     finally:

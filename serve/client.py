@@ -7,7 +7,7 @@
 
 Both clients have the same methods, made once from the request builders of :class:`_Calls`:
 a builder validates its arguments through the pydantic request models (a bad call raises
-``pydantic.ValidationError`` before any I/O) and returns a :class:`_Call` saying what to
+``pydantic.ValidationError`` before any I/O) and returns a :class:`Call` saying what to
 send and how to read the answer. A non-2xx answer raises :class:`MemosAPIError`; transport
 failures raise httpx's own errors (``httpx.TransportError``).
 """
@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Concatenate, Generic, Literal, ParamSpec, Self, TypeVar
-from urllib.parse import quote
+from typing import Any, Concatenate, Literal, ParamSpec, Self, TypeVar
 
 import httpx
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 
-from memos_ray.errors import MemosError
 from memos_ray.models import (
     AddResult,
+    ChangeEvent,
     ChatMessage,
     CubeCreate,
     CubeList,
@@ -49,72 +49,24 @@ from memos_ray.models import (
     SourceIn,
     TimePreference,
 )
+from serve._request import (
+    Call,
+    Json,
+    MemosAPIError,
+    Params,
+    as_json,
+    body_of,
+    given,
+    no_content,
+    parse_answer,
+    seg,
+)
+from serve.client_governance import GovernanceCalls
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 T = TypeVar("T")
 P = ParamSpec("P")
-Json = dict[str, Any]
-Params = list[tuple[str, str | int | float | bool | None]]
-
-
-class MemosAPIError(MemosError):
-    """A non-2xx answer: ``status_code`` plus the server's ``{"error": {code, message, details}}``."""
-
-    def __init__(self, status_code: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message, details)
-        self.status_code = status_code
-        self.code = code
-
-    def __str__(self) -> str:
-        return f"{self.status_code} {self.code}: {self.message}"
-
-    def __reduce__(self) -> tuple[Any, ...]:  # picklable (e.g. across Ray) despite the wider __init__
-        return (type(self), (self.status_code, self.code, self.message, self.details))
-
-
-@dataclass(frozen=True)
-class _Call(Generic[T]):
-    """One request: method, path, query params and JSON body, and how to read a 2xx answer's JSON."""
-
-    method: str
-    path: str
-    parse: Callable[[Any], T]
-    params: Params | None = None
-    json: Any = None
-
-
-def _parse(call: _Call[T], resp: httpx.Response) -> T:
-    """The one response reader: 2xx -> ``call.parse(json or None)``; anything else -> MemosAPIError."""
-    if not resp.is_success:
-        try:
-            err = resp.json()["error"]
-            exc = MemosAPIError(resp.status_code, str(err["code"]), str(err["message"]), dict(err.get("details") or {}))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            exc = MemosAPIError(resp.status_code, "http_error", resp.text[:500] or resp.reason_phrase)
-        raise exc
-    return call.parse(resp.json() if resp.content else None)
-
-
-def _seg(value: str) -> str:
-    return quote(value, safe="")
-
-
-def _given(**fields: Any) -> Json:
-    """The arguments actually given (None means 'leave out'), so ``exclude_unset`` omits the rest."""
-    return {k: v for k, v in fields.items() if v is not None}
-
-
-def _body(model: type[BaseModel], data: Json) -> Json:
-    return model.model_validate(data).model_dump(mode="json", exclude_unset=True)
-
-
-def _none(_: Any) -> None:
-    return None
-
-
-def _dict(data: Any) -> Json:
-    return dict(data)
 
 
 _history = TypeAdapter(list[MemoryItem]).validate_python
@@ -124,14 +76,14 @@ class _Calls:
     """Request builders, one per route of ``serve/app.py``; the clients' methods wrap these."""
 
     @staticmethod
-    def health() -> _Call[Json]:
+    def health() -> Call[Json]:
         """GET /v1/health: ``{"status", "version"}``."""
-        return _Call("GET", "/v1/health", _dict)
+        return Call("GET", "/v1/health", as_json)
 
     @staticmethod
-    def status() -> _Call[Json]:
+    def status() -> Call[Json]:
         """GET /v1/status: version plus directory and embedder stats."""
-        return _Call("GET", "/v1/status", _dict)
+        return Call("GET", "/v1/status", as_json)
 
     @staticmethod
     def create_cube(
@@ -140,22 +92,22 @@ class _Calls:
         name: str = "",
         description: str = "",
         quotas: CubeQuotas | Mapping[str, int | None] | None = None,
-    ) -> _Call[CubeMeta]:
+    ) -> Call[CubeMeta]:
         """Create a cube (the server makes an id when none is given); 409 ``cube_exists`` if taken."""
-        body = _body(CubeCreate, _given(id=id, name=name or None, description=description or None, quotas=quotas))
-        return _Call("POST", "/v1/cubes", CubeMeta.model_validate, json=body)
+        body = body_of(CubeCreate, given(id=id, name=name or None, description=description or None, quotas=quotas))
+        return Call("POST", "/v1/cubes", CubeMeta.model_validate, json=body)
 
     @staticmethod
-    def get_cube(cube_id: str) -> _Call[CubeMeta]:
-        return _Call("GET", f"/v1/cubes/{_seg(cube_id)}", CubeMeta.model_validate)
+    def get_cube(cube_id: str) -> Call[CubeMeta]:
+        return Call("GET", f"/v1/cubes/{seg(cube_id)}", CubeMeta.model_validate)
 
     @staticmethod
-    def list_cubes(offset: int = 0, limit: int = 100) -> _Call[CubeList]:
-        return _Call("GET", "/v1/cubes", CubeList.model_validate, params=[("offset", offset), ("limit", limit)])
+    def list_cubes(offset: int = 0, limit: int = 100) -> Call[CubeList]:
+        return Call("GET", "/v1/cubes", CubeList.model_validate, params=[("offset", offset), ("limit", limit)])
 
     @staticmethod
-    def delete_cube(cube_id: str) -> _Call[None]:
-        return _Call("DELETE", f"/v1/cubes/{_seg(cube_id)}", _none)
+    def delete_cube(cube_id: str) -> Call[None]:
+        return Call("DELETE", f"/v1/cubes/{seg(cube_id)}", no_content)
 
     @staticmethod
     def add(
@@ -167,17 +119,17 @@ class _Calls:
         metadata: Mapping[str, MetaValue] | None = None,
         said_at: datetime | None = None,
         source: SourceIn | Mapping[str, Any] | None = None,
-    ) -> _Call[MemoryItem]:
+    ) -> Call[MemoryItem]:
         """Add one memory; returns its first version."""
-        fields = _given(text=text, kind=kind, tags=tags, metadata=metadata, said_at=said_at, source=source)
-        body = _body(MemoryCreate, fields)
-        return _Call("POST", f"/v1/cubes/{_seg(cube_id)}/memories", MemoryItem.model_validate, json=body)
+        fields = given(text=text, kind=kind, tags=tags, metadata=metadata, said_at=said_at, source=source)
+        body = body_of(MemoryCreate, fields)
+        return Call("POST", f"/v1/cubes/{seg(cube_id)}/memories", MemoryItem.model_validate, json=body)
 
     @staticmethod
-    def add_batch(cube_id: str, items: Sequence[MemoryCreate | Mapping[str, Any]]) -> _Call[AddResult]:
+    def add_batch(cube_id: str, items: Sequence[MemoryCreate | Mapping[str, Any]]) -> Call[AddResult]:
         """Add up to 1000 memories in one request (one embedding batch)."""
-        body = _body(MemoryBatchCreate, {"items": list(items)})
-        return _Call("POST", f"/v1/cubes/{_seg(cube_id)}/memories/batch", AddResult.model_validate, json=body)
+        body = body_of(MemoryBatchCreate, {"items": list(items)})
+        return Call("POST", f"/v1/cubes/{seg(cube_id)}/memories/batch", AddResult.model_validate, json=body)
 
     @staticmethod
     def add_messages(
@@ -189,23 +141,23 @@ class _Calls:
         tags: Sequence[str] | None = None,
         max_chunk_chars: int | None = None,
         context: str | None = None,
-    ) -> _Call[AddResult]:
+    ) -> Call[AddResult]:
         """Add chat messages through the MemReader (one memory per message, or per chunk of a long one).
 
         ``context``: the message before the first one, when a conversation is sent in parts
         (``memos_ray.reader.context_of(previous_message)``).
         """
-        fields = _given(
+        fields = given(
             conversation_id=conversation_id, kind=kind, tags=tags, max_chunk_chars=max_chunk_chars, context=context
         )
-        body = _body(MessagesCreate, {**fields, "messages": list(messages)})
-        return _Call("POST", f"/v1/cubes/{_seg(cube_id)}/messages", AddResult.model_validate, json=body)
+        body = body_of(MessagesCreate, {**fields, "messages": list(messages)})
+        return Call("POST", f"/v1/cubes/{seg(cube_id)}/messages", AddResult.model_validate, json=body)
 
     @staticmethod
-    def get(cube_id: str, memory_id: str, version: int | None = None) -> _Call[MemoryItem]:
+    def get(cube_id: str, memory_id: str, version: int | None = None) -> Call[MemoryItem]:
         """The latest version of a memory, or ``version``."""
         params: Params = [] if version is None else [("version", version)]
-        return _Call("GET", f"/v1/cubes/{_seg(cube_id)}/memories/{_seg(memory_id)}", MemoryItem.model_validate, params)
+        return Call("GET", f"/v1/cubes/{seg(cube_id)}/memories/{seg(memory_id)}", MemoryItem.model_validate, params)
 
     @staticmethod
     def update(
@@ -219,29 +171,29 @@ class _Calls:
         said_at: datetime | None = None,
         state: LifecycleState | str | None = None,
         expected_version: int | None = None,
-    ) -> _Call[MemoryItem]:
+    ) -> Call[MemoryItem]:
         """Partial update (None = keep the value) making a new version; 409 if ``expected_version`` differs."""
-        fields = _given(text=text, tags=tags, kind=kind, metadata=metadata, said_at=said_at, state=state)
-        fields.update(_given(expected_version=expected_version))
-        path = f"/v1/cubes/{_seg(cube_id)}/memories/{_seg(memory_id)}"
-        return _Call("PATCH", path, MemoryItem.model_validate, json=_body(MemoryUpdate, fields))
+        fields = given(text=text, tags=tags, kind=kind, metadata=metadata, said_at=said_at, state=state)
+        fields.update(given(expected_version=expected_version))
+        path = f"/v1/cubes/{seg(cube_id)}/memories/{seg(memory_id)}"
+        return Call("PATCH", path, MemoryItem.model_validate, json=body_of(MemoryUpdate, fields))
 
     @staticmethod
-    def delete(cube_id: str, memory_id: str, expected_version: int | None = None) -> _Call[MemoryItem]:
+    def delete(cube_id: str, memory_id: str, expected_version: int | None = None) -> Call[MemoryItem]:
         """Soft delete: returns the new version, in state ``deleted``."""
         params: Params = [] if expected_version is None else [("expected_version", expected_version)]
-        path = f"/v1/cubes/{_seg(cube_id)}/memories/{_seg(memory_id)}"
-        return _Call("DELETE", path, MemoryItem.model_validate, params)
+        path = f"/v1/cubes/{seg(cube_id)}/memories/{seg(memory_id)}"
+        return Call("DELETE", path, MemoryItem.model_validate, params)
 
     @staticmethod
-    def purge(cube_id: str, memory_id: str) -> _Call[None]:
+    def purge(cube_id: str, memory_id: str) -> Call[None]:
         """Remove every version of a memory (irreversible)."""
-        return _Call("POST", f"/v1/cubes/{_seg(cube_id)}/memories/{_seg(memory_id)}/purge", _none)
+        return Call("POST", f"/v1/cubes/{seg(cube_id)}/memories/{seg(memory_id)}/purge", no_content)
 
     @staticmethod
-    def history(cube_id: str, memory_id: str) -> _Call[list[MemoryItem]]:
+    def history(cube_id: str, memory_id: str) -> Call[list[MemoryItem]]:
         """Every stored version of a memory, oldest first."""
-        return _Call("GET", f"/v1/cubes/{_seg(cube_id)}/memories/{_seg(memory_id)}/history", _history)
+        return Call("GET", f"/v1/cubes/{seg(cube_id)}/memories/{seg(memory_id)}/history", _history)
 
     @staticmethod
     def search(
@@ -252,14 +204,14 @@ class _Calls:
         mode: Literal["hybrid", "dense", "bm25"] = "hybrid",
         filter: SearchFilter | Mapping[str, Any] | None = None,
         prefer_time: TimePreference | Mapping[str, Any] | None = None,
-    ) -> _Call[SearchResponse]:
+    ) -> Call[SearchResponse]:
         """Search one cube (a str) or several (a list: hits merged by score)."""
-        fields = _given(query=query, top_k=top_k, mode=mode, filter=filter, prefer_time=prefer_time)
+        fields = given(query=query, top_k=top_k, mode=mode, filter=filter, prefer_time=prefer_time)
         if isinstance(cube_id_or_ids, str):
-            path, body = f"/v1/cubes/{_seg(cube_id_or_ids)}/search", _body(SearchQuery, fields)
+            path, body = f"/v1/cubes/{seg(cube_id_or_ids)}/search", body_of(SearchQuery, fields)
         else:
-            path, body = "/v1/search", _body(SearchRequest, {**fields, "cube_ids": list(cube_id_or_ids)})
-        return _Call("POST", path, SearchResponse.model_validate, json=body)
+            path, body = "/v1/search", body_of(SearchRequest, {**fields, "cube_ids": list(cube_id_or_ids)})
+        return Call("POST", path, SearchResponse.model_validate, json=body)
 
     # last: inside this class body, the name ``list`` is this builder from here on
     @staticmethod
@@ -271,13 +223,13 @@ class _Calls:
         states: Sequence[LifecycleState | str] | None = None,
         kinds: Sequence[MemoryKind | str] | None = None,
         tag: str | None = None,
-    ) -> _Call[MemoryList]:
+    ) -> Call[MemoryList]:
         """A page of latest versions; ``states`` defaults to active only (server side)."""
         params: Params = [("offset", offset), ("limit", limit)]
         params += [("state", LifecycleState(s).value) for s in states or ()]
         params += [("kind", MemoryKind(k).value) for k in kinds or ()]
         params += [] if tag is None else [("tag", tag)]
-        return _Call("GET", f"/v1/cubes/{_seg(cube_id)}/memories", MemoryList.model_validate, params)
+        return Call("GET", f"/v1/cubes/{seg(cube_id)}/memories", MemoryList.model_validate, params)
 
 
 def _like(method: Callable[..., Any], build: Callable[..., Any]) -> None:
@@ -285,12 +237,12 @@ def _like(method: Callable[..., Any], build: Callable[..., Any]) -> None:
     functools.update_wrapper(method, build, assigned=("__module__", "__name__", "__qualname__", "__doc__"))
     sig = inspect.signature(build)
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
-    returns = str(sig.return_annotation).removeprefix("_Call[").removesuffix("]")  # "_Call[X]" -> "X"
+    returns = str(sig.return_annotation).removeprefix("Call[").removesuffix("]")  # "Call[X]" -> "X"
     sig = sig.replace(parameters=[self_param, *sig.parameters.values()], return_annotation=returns)
     method.__signature__ = sig  # type: ignore[attr-defined]
 
 
-def _sync(build: Callable[P, _Call[T]]) -> Callable[Concatenate[MemosClient, P], T]:
+def _sync(build: Callable[P, Call[T]]) -> Callable[Concatenate[MemosClient, P], T]:
     def method(self: MemosClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return self._send(build(*args, **kwargs))
 
@@ -298,12 +250,34 @@ def _sync(build: Callable[P, _Call[T]]) -> Callable[Concatenate[MemosClient, P],
     return method
 
 
-def _async(build: Callable[P, _Call[T]]) -> Callable[Concatenate[AsyncMemosClient, P], Coroutine[Any, Any, T]]:
+def _async(build: Callable[P, Call[T]]) -> Callable[Concatenate[AsyncMemosClient, P], Coroutine[Any, Any, T]]:
     async def method(self: AsyncMemosClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._send(build(*args, **kwargs))
 
     _like(method, build)
     return method
+
+
+def _headers(headers: Mapping[str, str] | None, api_key: str | None) -> dict[str, str]:
+    merged = dict(headers or {})
+    key = api_key or os.environ.get("MEMOS_RAY_API_KEY")
+    if key and not any(h.lower() in ("authorization", "x-api-key") for h in merged):
+        merged["Authorization"] = f"Bearer {key}"
+    return merged
+
+
+def _changes(cube_id: str, after_seq: int | None) -> tuple[str, Params]:
+    return f"/v1/cubes/{seg(cube_id)}/changes", [] if after_seq is None else [("after_seq", after_seq)]
+
+
+def _sse_event(lines: list[str]) -> ChangeEvent | None:
+    """One SSE event's lines -> a ChangeEvent (None for other events); an error event raises."""
+    kind = next((line[6:].strip() for line in lines if line.startswith("event:")), "message")
+    data = "\n".join(line[5:].strip() for line in lines if line.startswith("data:"))
+    if kind == "error":
+        err = json.loads(data)["error"]
+        raise MemosAPIError(0, err["code"], err["message"], err.get("details"))
+    return ChangeEvent.model_validate_json(data) if kind == "change" else None
 
 
 class MemosClient:
@@ -316,14 +290,36 @@ class MemosClient:
         timeout: float | httpx.Timeout = 60.0,
         transport: httpx.BaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
+        api_key: str | None = None,
     ) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport, headers=headers)
+        """``api_key``: defaults to ``$MEMOS_RAY_API_KEY``; sent as ``Authorization: Bearer``."""
+        self._http = httpx.Client(
+            base_url=base_url, timeout=timeout, transport=transport, headers=_headers(headers, api_key)
+        )
 
-    def _send(self, call: _Call[T]) -> T:
-        return _parse(call, self._http.request(call.method, call.path, params=call.params, json=call.json))
+    def _send(self, call: Call[T]) -> T:
+        return parse_answer(call, self._http.request(call.method, call.path, params=call.params, json=call.json))
 
     def close(self) -> None:
         self._http.close()
+
+    def watch(self, cube_id: str, after_seq: int | None = None) -> Iterator[ChangeEvent]:
+        """A cube's change feed (SSE): yields each change as it happens, until the stream ends or is closed.
+        ``after_seq`` replays the changes after it first."""
+        path, params = _changes(cube_id, after_seq)
+        with self._http.stream("GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)) as resp:
+            if not resp.is_success:
+                resp.read()
+                parse_answer(Call("GET", path, no_content), resp)
+            lines: list[str] = []
+            for line in resp.iter_lines():
+                if line:
+                    lines.append(line)
+                    continue
+                event = _sse_event(lines)
+                lines = []
+                if event is not None:
+                    yield event
 
     def __enter__(self) -> Self:
         return self
@@ -347,6 +343,18 @@ class MemosClient:
     history = _sync(_Calls.history)
     search = _sync(_Calls.search)
     list = _sync(_Calls.list)
+    whoami = _sync(GovernanceCalls.whoami)
+    create_principal = _sync(GovernanceCalls.create_principal)
+    list_principals = _sync(GovernanceCalls.list_principals)
+    update_principal = _sync(GovernanceCalls.update_principal)
+    issue_key = _sync(GovernanceCalls.issue_key)
+    list_keys = _sync(GovernanceCalls.list_keys)
+    revoke_key = _sync(GovernanceCalls.revoke_key)
+    update_cube = _sync(GovernanceCalls.update_cube)
+    share = _sync(GovernanceCalls.share)
+    unshare = _sync(GovernanceCalls.unshare)
+    audit = _sync(GovernanceCalls.audit)
+    verify_audit = _sync(GovernanceCalls.verify_audit)
 
 
 class AsyncMemosClient:
@@ -359,14 +367,34 @@ class AsyncMemosClient:
         timeout: float | httpx.Timeout = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
+        api_key: str | None = None,
     ) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport, headers=headers)
+        self._http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, transport=transport, headers=_headers(headers, api_key)
+        )
 
-    async def _send(self, call: _Call[T]) -> T:
-        return _parse(call, await self._http.request(call.method, call.path, params=call.params, json=call.json))
+    async def _send(self, call: Call[T]) -> T:
+        return parse_answer(call, await self._http.request(call.method, call.path, params=call.params, json=call.json))
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    async def watch(self, cube_id: str, after_seq: int | None = None) -> AsyncIterator[ChangeEvent]:
+        """As :meth:`MemosClient.watch`, as an async iterator."""
+        path, params = _changes(cube_id, after_seq)
+        async with self._http.stream("GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)) as resp:
+            if not resp.is_success:
+                await resp.aread()
+                parse_answer(Call("GET", path, no_content), resp)
+            lines: list[str] = []
+            async for line in resp.aiter_lines():
+                if line:
+                    lines.append(line)
+                    continue
+                event = _sse_event(lines)
+                lines = []
+                if event is not None:
+                    yield event
 
     async def __aenter__(self) -> Self:
         return self
@@ -390,6 +418,18 @@ class AsyncMemosClient:
     history = _async(_Calls.history)
     search = _async(_Calls.search)
     list = _async(_Calls.list)
+    whoami = _async(GovernanceCalls.whoami)
+    create_principal = _async(GovernanceCalls.create_principal)
+    list_principals = _async(GovernanceCalls.list_principals)
+    update_principal = _async(GovernanceCalls.update_principal)
+    issue_key = _async(GovernanceCalls.issue_key)
+    list_keys = _async(GovernanceCalls.list_keys)
+    revoke_key = _async(GovernanceCalls.revoke_key)
+    update_cube = _async(GovernanceCalls.update_cube)
+    share = _async(GovernanceCalls.share)
+    unshare = _async(GovernanceCalls.unshare)
+    audit = _async(GovernanceCalls.audit)
+    verify_audit = _async(GovernanceCalls.verify_audit)
 
 
 __all__ = ["DEFAULT_URL", "AsyncMemosClient", "MemosAPIError", "MemosClient"]

@@ -5,6 +5,7 @@ Body: ``{"error": {"code": ..., "message": ..., "details": {...}}}``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,8 @@ from memos_ray import errors as e
 
 STATUS: dict[type[e.MemosError], int] = {
     e.InvalidInput: 422,
+    e.Unauthenticated: 401,
+    e.Forbidden: 403,
     e.NotFound: 404,
     e.Conflict: 409,
     e.PayloadTooLarge: 413,
@@ -43,8 +46,7 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
-def _json(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content=error_body(code, message, details))
+OnError = Callable[[Request, int, str, str], Awaitable[None]]
 
 
 def _validation_message(errors: list[dict[str, Any]]) -> str:
@@ -55,29 +57,39 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, on_error: OnError | None = None) -> None:
+    """Map errors to JSON answers; ``on_error(request, status, code, message)`` sees each one first
+    (the ingress audits denied accesses and failed mutations there)."""
+
+    async def respond(
+        request: Request, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> JSONResponse:
+        if on_error is not None:
+            await on_error(request, status, code, message)
+        return JSONResponse(status_code=status, content=error_body(code, message, details))
+
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{k: v for k, v in err.items() if k in ("type", "loc", "msg")} for err in exc.errors()]
         if any(err.get("type") == "json_invalid" for err in errors):
-            return _json(400, "malformed_json", "request body is not valid JSON", {"errors": errors})
-        return _json(422, "invalid_input", _validation_message(errors), {"errors": errors})
+            return await respond(request, 400, "malformed_json", "request body is not valid JSON", {"errors": errors})
+        return await respond(request, 422, "invalid_input", _validation_message(errors), {"errors": errors})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _json(exc.status_code, "http_error", str(exc.detail))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return await respond(request, exc.status_code, "http_error", str(exc.detail))
 
     @app.exception_handler(e.MemosError)
-    async def _memos(_: Request, exc: e.MemosError) -> JSONResponse:
-        return _json(status_of(exc), exc.code, exc.message, exc.details)
+    async def _memos(request: Request, exc: e.MemosError) -> JSONResponse:
+        return await respond(request, status_of(exc), exc.code, exc.message, exc.details)
 
     @app.exception_handler(RayTaskError)
     async def _ray_task(request: Request, exc: RayTaskError) -> JSONResponse:
         cause = unwrap(exc)
         if isinstance(cause, e.MemosError):
             return await _memos(request, cause)
-        return _json(500, "internal", f"{type(cause).__name__}: {cause}")
+        return await respond(request, 500, "internal", f"{type(cause).__name__}: {cause}")
 
     @app.exception_handler(RayActorError)
-    async def _ray_actor(_: Request, exc: RayActorError) -> JSONResponse:
-        return _json(503, "unavailable", "an actor serving this request died; retry")
+    async def _ray_actor(request: Request, exc: RayActorError) -> JSONResponse:
+        return await respond(request, 503, "unavailable", "an actor serving this request died; retry")

@@ -19,7 +19,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private test cluster on loopback
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from memos_ray.config import DirectoryConfig, LLMConfig, MemosConfig, StorageConfig, WorkersConfig
+from memos_ray.config import DirectoryConfig, GovernanceConfig, LLMConfig, MemosConfig, StorageConfig, WorkersConfig
+from memos_ray.identity import hash_key
+
+# The suite's administrator key (registered by hash, as MEMOS_RAY_ADMIN_KEY would be).
+ADMIN_KEY = "mrk_000000000000_the-test-suites-administrator-key"
 
 # The LLM is converted from its GGUF once per checkout (~15 s), then loads in under a second.
 MODELS = Path(__file__).resolve().parents[1] / ".memos-ray" / "models"
@@ -78,6 +82,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> MemosConfig:
         serve={"port": _free_port()},  # type: ignore[arg-type]
         llm=LLMConfig(dtype="float32", cache_dir=MODELS),  # fp32: exact equality is tested
         workers=WorkersConfig(count=2, num_cpus=0.25),
+        governance=GovernanceConfig(admin_key_sha256=hash_key(ADMIN_KEY)),
     )
 
 
@@ -99,3 +104,25 @@ def base_url(runtime, config: MemosConfig) -> Iterator[str]:  # type: ignore[no-
     url = start(config)
     yield url
     serve.shutdown()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="session")
+def admin_key(base_url: str) -> str:
+    return ADMIN_KEY
+
+
+@pytest.fixture(scope="session")
+def api_key(base_url: str) -> str:
+    """A key of the ordinary user ``tester``, which the HTTP tests act as."""
+    import httpx
+
+    with httpx.Client(base_url=base_url, headers=bearer(ADMIN_KEY), timeout=60) as admin:
+        r = admin.post("/v1/principals", json={"id": "tester", "kind": "user"})
+        assert r.status_code == 201, r.text
+        r = admin.post("/v1/keys", json={"principal": "tester", "label": "test suite"})
+        assert r.status_code == 201, r.text
+        return str(r.json()["key"])

@@ -11,8 +11,11 @@ import ray
 
 from actors.directory import Directory
 from memos_ray.config import DirectoryConfig, MemosConfig, StorageConfig
+from memos_ray.identity import Caller, PrincipalKind
 from memos_ray.models import CubeCreate, LifecycleState, MemoryCreate, MemoryUpdate
 from tests.conftest import wait_for_condition
+
+ROOT = Caller(principal="root", kind=PrincipalKind.user, subjects=["root"], admin=True, key_id="test")
 
 ALL_STATES = list(LifecycleState)
 
@@ -54,7 +57,7 @@ def test_embedder_batches_concurrent_requests(runtime) -> None:  # type: ignore[
 def test_acknowledged_writes_survive_killing_the_cube_actor(runtime, restart: bool) -> None:  # type: ignore[no-untyped-def]
     cube_id = f"crash-{int(restart)}"
     d = runtime.directory
-    ray.get(d.create_cube.remote(CubeCreate(id=cube_id)))
+    ray.get(d.create_cube.remote(CubeCreate(id=cube_id), ROOT))
     handle = ray.get(d.activate.remote(cube_id))
     acked = []
     for start in range(0, 60, 15):
@@ -92,7 +95,7 @@ def test_ten_cubes_under_a_live_cap_of_three(runtime, tmp_path: Path) -> None:  
     ids = [f"cube{i}" for i in range(10)]
     expected = {}
     for n, cube_id in enumerate(ids):
-        ray.get(d.create_cube.remote(CubeCreate(id=cube_id)))
+        ray.get(d.create_cube.remote(CubeCreate(id=cube_id), ROOT))
         handle = ray.get(d.activate.remote(cube_id))
         items = _add(runtime, handle, [f"cube {n} fact {k}" for k in range(5)])
         text = f"cube {n} fact 0, second version"
@@ -109,7 +112,7 @@ def test_ten_cubes_under_a_live_cap_of_three(runtime, tmp_path: Path) -> None:  
     stats = ray.get(d.stats.remote())
     assert stats.cubes == 10 and stats.live == 3
     assert stats.passivations >= 14
-    metas = ray.get(d.list_cubes.remote()).cubes
+    metas = ray.get(d.list_cubes.remote(ROOT)).cubes
     assert {m.id: m.memory_count for m in metas} == {c: 5 for c in ids}
 
     # concurrent activations of one passivated cube share one actor
@@ -145,7 +148,7 @@ def test_eviction_policy(runtime, tmp_path: Path, policy: str) -> None:  # type:
     )
     d = Directory.remote(config)
     for cube_id in ("hot", "once", "new"):
-        ray.get(d.create_cube.remote(CubeCreate(id=cube_id)))
+        ray.get(d.create_cube.remote(CubeCreate(id=cube_id), ROOT))
     for _ in range(5):
         ray.get(d.activate.remote("hot"))
     ray.get(d.activate.remote("once"))  # the most recently used, but used once

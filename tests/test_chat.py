@@ -13,7 +13,7 @@ import ray
 
 from memos_ray.config import MemosConfig
 from memos_ray.kvstore import KVStore
-from tests.conftest import wait_for_condition
+from tests.conftest import bearer, wait_for_condition
 
 PINNED = [
     "The team's deploy window is Thursday afternoon.",
@@ -25,8 +25,8 @@ PINNED = [
 
 
 @pytest.fixture(scope="module")
-def http(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=120) as client:
+def http(base_url: str, api_key: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=120, headers=bearer(api_key)) as client:
         yield client
 
 
@@ -41,9 +41,9 @@ def team(http: httpx.Client) -> dict[str, str]:
     return ids
 
 
-def chat(http: httpx.Client, question: str, agent: str | None = None, **options: Any) -> dict[str, Any]:
+def chat(http: httpx.Client, question: str, key: str | None = None, **options: Any) -> dict[str, Any]:
     body = {"cube_ids": ["chat-team"], "messages": [{"role": "user", "content": question}], "max_tokens": 12}
-    r = http.post("/v1/chat", json={**body, **options}, headers={"x-agent-id": agent} if agent else {})
+    r = http.post("/v1/chat", json={**body, **options}, headers=bearer(key) if key else {})
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -124,11 +124,14 @@ def test_a_swarm_shares_one_prefill(http: httpx.Client, team: dict[str, str]) ->
     scheduler = ray.get_actor("memos_scheduler", namespace="memos_tests")
     builds = ray.get(scheduler.stats.remote())["builds"]
     questions = ["When does the swarm meet?", "Who owns billing?", "When is code freeze?", "Staging database?"]
-    with ThreadPoolExecutor(4) as pool:  # four distinct agents on one team cube
-        answers = list(
-            pool.map(lambda iq: chat(http, iq[1], agent=f"agent-{iq[0]}", max_tokens=4), enumerate(questions))
-        )
-    assert [a["agent"] for a in answers] == [f"agent-{i}" for i in range(4)]
+    keys = []
+    for i in range(4):  # four agents of the cube's owner, each with its own key
+        r = http.post("/v1/principals", json={"id": f"swarm-agent-{i}", "kind": "agent", "parent": "tester"})
+        assert r.status_code == 201, r.text
+        keys.append(http.post("/v1/keys", json={"principal": f"swarm-agent-{i}"}).json()["key"])
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda iq: chat(http, iq[1], key=keys[iq[0]], max_tokens=4), enumerate(questions)))
+    assert [a["agent"] for a in answers] == [f"swarm-agent-{i}" for i in range(4)]
     assert ray.get(scheduler.stats.remote())["builds"] == builds + 1
     assert len({a["kv"]["key"] for a in answers}) == 1
     assert sorted(a["kv"]["status"] for a in answers).count("built") == 1

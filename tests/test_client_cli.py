@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from memos_ray.models import CubeMeta, MemoryItem, Provenance
-from serve import cli
+from serve import cli, cli_base
 from serve.client import AsyncMemosClient, MemosAPIError, MemosClient
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -263,7 +263,7 @@ def test_sync_and_async_methods_match() -> None:
 def cli_server(monkeypatch: pytest.MonkeyPatch) -> Server:
     """The CLI's MemosClient talks to a Server instead of the network."""
     server = Server({})
-    monkeypatch.setattr(cli, "MemosClient", functools.partial(MemosClient, transport=httpx.MockTransport(server)))
+    monkeypatch.setattr(cli_base, "MemosClient", functools.partial(MemosClient, transport=httpx.MockTransport(server)))
     return server
 
 
@@ -418,7 +418,7 @@ def test_status_and_unreachable_server(cli_server: Server, monkeypatch: pytest.M
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    monkeypatch.setattr(cli, "MemosClient", functools.partial(MemosClient, transport=httpx.MockTransport(refuse)))
+    monkeypatch.setattr(cli_base, "MemosClient", functools.partial(MemosClient, transport=httpx.MockTransport(refuse)))
     result = invoke("status")
     assert result.exit_code == 1 and "ConnectError" in result.stderr and "Traceback" not in result.output
 

@@ -8,10 +8,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import bearer
+
 
 @pytest.fixture(scope="module")
-def http(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=60) as client:
+def http(base_url: str, api_key: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=60, headers=bearer(api_key)) as client:
         yield client
 
 
@@ -228,7 +230,7 @@ def test_status(http: httpx.Client) -> None:
     assert body["directory"]["live"] >= 1 and body["embedder"]["sentences"] > 0
 
 
-def test_sdk_and_cli_against_the_real_server(base_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sdk_and_cli_against_the_real_server(base_url: str, api_key: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import asyncio
     import json
 
@@ -237,7 +239,7 @@ def test_sdk_and_cli_against_the_real_server(base_url: str, tmp_path) -> None:  
     from serve.cli import app as cli
     from serve.client import AsyncMemosClient, MemosAPIError, MemosClient
 
-    with MemosClient(base_url) as memos:
+    with MemosClient(base_url, api_key=api_key) as memos:
         memos.create_cube("sdk-team", name="Team memory")
         item = memos.add("sdk-team", "The deploy window is Thursday afternoon.", tags=["ops"])
         v2 = memos.update("sdk-team", item.id, text="The deploy window moved to Friday.", expected_version=1)
@@ -248,7 +250,7 @@ def test_sdk_and_cli_against_the_real_server(base_url: str, tmp_path) -> None:  
         assert memos.history("sdk-team", item.id)[0].text.endswith("Thursday afternoon.")
 
     async def async_search():  # type: ignore[no-untyped-def]
-        async with AsyncMemosClient(base_url) as memos:
+        async with AsyncMemosClient(base_url, api_key=api_key) as memos:
             return await memos.search(["sdk-team"], "when do we deploy?", top_k=3)
 
     hits = asyncio.run(async_search()).hits
@@ -259,13 +261,13 @@ def test_sdk_and_cli_against_the_real_server(base_url: str, tmp_path) -> None:  
         {"role": "user", "speaker": "Gus", "content": f"Line {i}: the boat is called Marlin {i}."} for i in range(7)
     ]
     conversation.write_text("\n".join(json.dumps(line) for line in lines))
-    runner = CliRunner()
+    runner = CliRunner(env={"MEMOS_RAY_API_KEY": api_key})
     result = runner.invoke(cli, ["--url", base_url, "cubes", "create", "cli-cube"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["--url", base_url, "import", "cli-cube", str(conversation), "--batch-size", "3"])
     assert result.exit_code == 0, result.output
     assert "7 memories created" in result.output
-    with MemosClient(base_url) as memos:
+    with MemosClient(base_url, api_key=api_key) as memos:
         listed = memos.list("cli-cube", limit=100).items
         by_text = {m.text: m for m in listed}
         # the context of the first message of the second batch crossed the request boundary
