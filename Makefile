@@ -1,7 +1,7 @@
 # The README names these targets. Each one installs what it needs first (scripts/bootstrap.sh).
 PY := .venv/bin/python
 
-.PHONY: setup up test test-fast bench bench-locomo bench-activation lint format typecheck
+.PHONY: setup up test test-fast bench bench-locomo bench-activation bench-governance lint format typecheck
 
 setup:
 	@./scripts/bootstrap.sh
@@ -24,6 +24,9 @@ bench-locomo: setup
 
 bench-activation: setup  ## TTFT with injected KV caches, moves between workers, a swarm
 	$(PY) -m benchmarks.activation
+
+bench-governance: setup  ## key/audit overhead, change-feed lag, 8 agents x 200 concurrent writes
+	$(PY) -m benchmarks.governance
 
 lint: setup
 	.venv/bin/ruff check .

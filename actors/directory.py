@@ -149,7 +149,7 @@ class Directory:
 
     async def update_cube(self, cube_id: str, req: CubeUpdate, caller: Caller) -> CubeMeta:
         meta = self.authorize(cube_id, caller, Role.admin)
-        return await self._save(meta.model_copy(update=req.model_dump(exclude_none=True)))
+        return await self._save(CubeMeta.model_validate({**meta.model_dump(), **req.model_dump(exclude_none=True)}))
 
     async def share(self, cube_id: str, grant: Grant, caller: Caller) -> CubeMeta:
         """Grant ``grant.role`` to a principal (replacing its earlier grant on this cube)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ray
 
 from memos_ray.config import MemosConfig
-from memos_ray.errors import Forbidden, NotFound
+from memos_ray.errors import Forbidden, KeyNotFound, PrincipalNotFound
 from memos_ray.identity import (
     ApiKeyInfo,
     Caller,
@@ -54,7 +54,7 @@ class Identity:
             caller.admin or principal.id == caller.principal or principal.parent == caller.principal
         ):
             return principal
-        raise NotFound(f"principal {principal_id} not found", {"principal": principal_id})
+        raise PrincipalNotFound(f"principal {principal_id} not found", {"principal": principal_id})
 
     # ------------------------------------------------------------ principals
 
@@ -100,9 +100,9 @@ class Identity:
     def revoke_key(self, key_id: str, caller: Caller) -> ApiKeyInfo:
         info = self.store.keys.get(key_id)
         if info is None:
-            raise NotFound(f"key {key_id} not found", {"key_id": key_id})
+            raise KeyNotFound(f"key {key_id} not found", {"key_id": key_id})
         try:
             self._manageable(caller, info.principal)
-        except NotFound:
-            raise NotFound(f"key {key_id} not found", {"key_id": key_id}) from None
+        except PrincipalNotFound:
+            raise KeyNotFound(f"key {key_id} not found", {"key_id": key_id}) from None
         return self.store.revoke_key(key_id)

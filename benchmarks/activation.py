@@ -145,6 +145,10 @@ def bench_swarm(agents: int, questions: int) -> dict[str, Any]:
             for a in range(agents)
             for q in range(questions)
         ]
+        keys = []  # each agent its own principal and key (agents of the cube's owner)
+        for a in range(agents):
+            check(s.http.post("/v1/principals", json={"id": f"agent-{a}", "kind": "agent", "parent": "admin"}), 201)
+            keys.append(check(s.http.post("/v1/keys", json={"principal": f"agent-{a}"}), 201)["key"])
         for use_kv in (False, True):
 
             def ask(item: tuple[int, str], use_kv: bool = use_kv) -> dict[str, Any]:
@@ -155,7 +159,8 @@ def bench_swarm(agents: int, questions: int) -> dict[str, Any]:
                     "top_k": 0,
                     "use_activation_memory": use_kv,
                 }
-                return check(s.http.post("/v1/chat", json=body, headers={"x-agent-id": f"agent-{item[0]}"}))
+                auth = {"Authorization": f"Bearer {keys[item[0]]}"}
+                return check(s.http.post("/v1/chat", json=body, headers=auth))
 
             start = time.perf_counter()
             with ThreadPoolExecutor(agents) as pool:

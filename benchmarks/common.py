@@ -37,6 +37,7 @@ class Stack:
     config: MemosConfig
     url: str
     http: httpx.Client
+    key: str  # the bootstrap administrator's API key (every route but health needs one)
 
 
 @contextmanager
@@ -60,8 +61,9 @@ def stack(port: int = 8765, max_live_cubes: int = 24, workers: int = 1) -> Itera
         ray.init(include_dashboard=False, namespace="memos_bench", log_to_driver=False)
         try:
             url = start(config)
-            with httpx.Client(base_url=url, timeout=120) as http:
-                yield Stack(config, url, http)
+            key = (Path(data) / "admin.key").read_text().strip()
+            with httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {key}"}) as http:
+                yield Stack(config, url, http, key)
         finally:
             serve.shutdown()
             shutdown_runtime(config)

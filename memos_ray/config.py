@@ -94,6 +94,11 @@ class ServeConfig(_Config):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     num_replicas: int = Field(1, ge=1)
     replica_num_cpus: float = Field(0.25, ge=0)
+    max_ongoing_requests: int = Field(
+        128,
+        ge=1,
+        description="requests one replica works on at once (Serve's default of 5 starves the Embedder's batches)",
+    )
 
 
 Detector = Literal["email", "phone", "api_key", "password", "credit_card", "iban"]

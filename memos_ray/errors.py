@@ -11,7 +11,9 @@ they survive Ray's exception transport).
     ├── Forbidden               the caller may see the cube but lacks the role      (403)
     ├── NotFound                                                                   (404)
     │   ├── CubeNotFound
-    │   └── MemoryNotFound
+    │   ├── MemoryNotFound
+    │   ├── PrincipalNotFound   also what a caller is told about a principal it may not manage
+    │   └── KeyNotFound         ... and about another principal's key
     ├── Conflict                                                                   (409)
     │   ├── CubeExists
     │   └── VersionConflict     optimistic concurrency: expected version differs
@@ -69,6 +71,14 @@ class MemoryNotFound(NotFound):
     code = "memory_not_found"
 
 
+class PrincipalNotFound(NotFound):
+    code = "principal_not_found"
+
+
+class KeyNotFound(NotFound):
+    code = "key_not_found"
+
+
 class Conflict(MemosError):
     code = "conflict"
 
@@ -99,10 +109,12 @@ __all__ = [
     "CubeNotFound",
     "Forbidden",
     "InvalidInput",
+    "KeyNotFound",
     "MemoryNotFound",
     "MemosError",
     "NotFound",
     "PayloadTooLarge",
+    "PrincipalNotFound",
     "QuotaExceeded",
     "Unauthenticated",
     "Unavailable",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from memos_ray.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from memos_ray.errors import Conflict, InvalidInput, KeyNotFound, PrincipalNotFound, Unauthenticated
 from memos_ray.models import Id, Strict, UtcDatetime, utcnow
 
 KEY_PREFIX = "mrk_"
@@ -175,7 +175,7 @@ class IdentityStore:
     def principal(self, principal_id: str) -> Principal:
         found = self.principals.get(principal_id)
         if found is None:
-            raise NotFound(f"principal {principal_id} not found", {"principal": principal_id})
+            raise PrincipalNotFound(f"principal {principal_id} not found", {"principal": principal_id})
         return found
 
     def create_principal(self, req: PrincipalCreate, created_by: str) -> Principal:
@@ -242,7 +242,7 @@ class IdentityStore:
     def key(self, key_id: str) -> ApiKeyInfo:
         found = self.keys.get(key_id)
         if found is None:
-            raise NotFound(f"key {key_id} not found", {"key_id": key_id})
+            raise KeyNotFound(f"key {key_id} not found", {"key_id": key_id})
         return found
 
     def revoke_key(self, key_id: str) -> ApiKeyInfo:

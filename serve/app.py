@@ -241,6 +241,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     config = parsed.config or MemosConfig.from_env()
     return MemosIngress.options(  # type: ignore[attr-defined]
         num_replicas=config.serve.num_replicas,
+        max_ongoing_requests=config.serve.max_ongoing_requests,
         ray_actor_options={"num_cpus": config.serve.replica_num_cpus},
     ).bind(config)
 

@@ -7,7 +7,7 @@ call into a cube's actor.
 - Every route declares its audit action (``dependencies=[act("memory.add")]``). A mutation
   that succeeds records itself (:meth:`IngressBase._audit`); a mutation that fails, and every
   denied access (401, 403, and 404 for a cube), is recorded by the error handler.
-- Each response carries ``X-Request-Id`` (the caller's, or a new one), which the audit log keeps.
+- Each response carries ``X-Request-Id`` (the caller's, or Serve's own), which the audit log keeps.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 import ray
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
+from ray.serve.context import _get_serve_request_context
 
 from actors.runtime import ensure_runtime
 from memos_ray import __version__
@@ -48,7 +49,7 @@ app = FastAPI(
 READ_ACTIONS = frozenset(
     {"cube.read", "memory.read", "search", "chat", "changes", "audit.read", "identity.read", "status"}
 )
-DENIALS = frozenset({"unauthenticated", "forbidden", "cube_not_found"})
+DENIALS = frozenset({"unauthenticated", "forbidden", "cube_not_found", "principal_not_found", "key_not_found"})
 READ_METHODS = frozenset({"get", "list", "history", "search", "meta", "wait_changes"})
 MAX_FAN_OUT = 8  # cubes one search activates at once: a wide search must not flush every warm cube
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -96,9 +97,10 @@ install(app, on_error=_audit_failure)
 
 @app.middleware("http")
 async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """413 before reading a body over the limit (declared or streamed); a request id on every answer."""
-    given = request.headers.get("x-request-id")
-    request.state.request_id = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    """413 before reading a body over the limit (declared or streamed); the request id for the audit log."""
+    # Serve's proxy takes the caller's X-Request-Id (or makes one) and echoes it in the answer: keep that id.
+    given = _get_serve_request_context().request_id or request.headers.get("x-request-id") or ""
+    request.state.request_id = given[:128] if _REQUEST_ID.fullmatch(given[:128]) else uuid.uuid4().hex
     limit: int = getattr(app.state, "max_body_bytes", 4 * 1024 * 1024)
     declared = request.headers.get("content-length")
     too_large = JSONResponse(
@@ -117,9 +119,7 @@ async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[
             if len(body) > limit:
                 return too_large
         request._body = body  # starlette reuses a body that was already read
-    response = await call_next(request)
-    response.headers["X-Request-Id"] = request.state.request_id
-    return response
+    return await call_next(request)
 
 
 def act(action: str) -> Any:

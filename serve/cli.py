@@ -97,7 +97,9 @@ def up(
         out.print(escape(f"data in {config.storage.data_dir}; Ctrl-C to stop"))
         key_file = config.storage.data_dir / "admin.key"
         if key_file.exists():
-            out.print(escape(f"administrator API key in {key_file} (local commands use it; MEMOS_RAY_API_KEY to override)"))
+            out.print(
+                escape(f"administrator API key in {key_file} (local commands use it; MEMOS_RAY_API_KEY to override)")
+            )
         while not stop.wait(0.5):
             pass
     finally:

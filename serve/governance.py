@@ -34,7 +34,7 @@ from memos_ray.models import ChangeBatch, CubeMeta, CubeUpdate, Grant, Id, Role,
 from serve.base import Auth, IngressBase, _audit_failure, act, app
 from serve.errors import error_body, status_of, unwrap
 
-FEED_POLL_S = 5.0  # a subscriber's key and role are re-checked at least this often
+FEED_POLL_S = 2.0  # a subscriber's key and role are re-checked at least this often
 
 
 class GrantRole(Strict):
