@@ -2,8 +2,8 @@
 
     .venv/bin/python -m benchmarks.governance            # ~2 min on 2 cores
 
-- feed: an agent subscribes to a cube (SSE) and another agent writes; lag from the write's
-  acknowledgement to the subscriber's event (the issue asks for "within a second").
+- feed: an agent subscribes to a cube (SSE) and another agent writes; lag from the write being
+  sent to the subscriber's event (the issue asks for "within a second").
 - swarm: 8 agents x 200 concurrent single writes to one shared cube (each a key, an access
   check, redaction, an embedding, a durable write and a durable audit record).
 - overhead: the cost of a request's key check and audit record, from the actors' own calls.
@@ -52,15 +52,25 @@ def bench_feed(s: Stack, writes: int) -> dict[str, Any]:
 
     threading.Thread(target=follow, daemon=True).start()
     time.sleep(1.0)
-    acked: dict[str, float] = {}
+    sent: dict[str, tuple[float, float]] = {}  # memory id -> (request sent, answer received)
     with httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {writer}"}, timeout=60) as w:
         for i in range(writes):
+            t0 = time.perf_counter()
             item = check(w.post("/v1/cubes/feed/memories", json={"text": f"feed note {i}"}), 201)
-            acked[item["id"]] = time.perf_counter()
+            sent[item["id"]] = (t0, time.perf_counter())
             time.sleep(0.1)
     done.wait(30)
-    lags = [got[m] - t for m, t in acked.items() if m in got]
-    return {"writes": writes, "delivered": len(lags), **summary_ms(lags), "max_ms": max(lags) * 1000}
+    # The subscriber usually hears of a write before the writer's own answer arrives (the feed wakes at the
+    # commit; the answer still waits for the audit record), so the lag is taken from when the write was sent.
+    lags = [got[m] - t0 for m, (t0, _) in sent.items() if m in got]
+    before_ack = sum(got[m] < t1 for m, (_, t1) in sent.items() if m in got)
+    return {
+        "writes": writes,
+        "delivered": len(lags),
+        "before_writer_answer": before_ack,
+        **summary_ms(lags),
+        "max_ms": max(lags) * 1000,
+    }
 
 
 def bench_swarm(s: Stack, agents: int, writes: int, in_flight: int) -> dict[str, Any]:
@@ -124,7 +134,7 @@ def main() -> None:
             [{"call": k, "p50": f"{v['p50_ms']:.2f}", "p95": f"{v['p95_ms']:.2f}"} for k, v in out["overhead"].items()],
         )
         out["feed"] = bench_feed(s, 30)
-        print_table("change feed: write acknowledged -> subscriber's event", [out["feed"]])
+        print_table("change feed: write sent -> subscriber's event", [out["feed"]])
         out["swarm"] = bench_swarm(s, agents=8, writes=200, in_flight=16)
         print_table("8 agents x 200 concurrent writes to one cube", [out["swarm"]])
     print(f"\nwrote {write_json('governance', out)}")

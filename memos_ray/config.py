@@ -132,7 +132,12 @@ class GovernanceConfig(_Config):
         description="sha256 of the bootstrap admin's API key (from MEMOS_RAY_ADMIN_KEY: the key itself never "
         "enters the config); None: a key is generated once and written to <data_dir>/admin.key (mode 0600)",
     )
-    audit_flush_ms: float = Field(2.0, ge=0, description="group commit: how long an append waits for others")
+    audit_flush_ms: float = Field(
+        0.0,
+        ge=0,
+        description="group commit: how long an append waits for others to join its commit (appends that "
+        "arrive while a commit is running join the next one anyway)",
+    )
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
 
 
