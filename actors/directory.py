@@ -25,8 +25,8 @@ from ray.actor import ActorHandle
 from actors.cube import MemCubeActor, cube_actor_name
 from memos_ray.access import can, require
 from memos_ray.config import MemosConfig
-from memos_ray.errors import CubeExists, CubeNotFound, InvalidInput, MemosError, Unavailable
-from memos_ray.identity import Caller
+from memos_ray.errors import CubeExists, CubeNotFound, InvalidInput, MemosError, NotFound, Unavailable
+from memos_ray.identity import ADMIN, LEGACY_OWNER, Caller
 from memos_ray.models import CubeCreate, CubeList, CubeMeta, CubeUpdate, Grant, Role, Strict, utcnow
 from memos_ray.storage import CatalogStore, CubeStore
 
@@ -54,6 +54,10 @@ class Directory:
         self.config = config
         self.catalog = CatalogStore(config.storage)
         self.cubes: dict[str, CubeMeta] = self.catalog.load()
+        for meta in list(self.cubes.values()):
+            if meta.owner == LEGACY_OWNER:  # cubes made before identities existed belong to the administrator
+                self.cubes[meta.id] = meta.model_copy(update={"owner": ADMIN})
+                self.catalog.put(self.cubes[meta.id])
         self.live: OrderedDict[str, ActorHandle] = OrderedDict()
         self._starting: dict[str, asyncio.Task[ActorHandle]] = {}
         self._retiring: dict[str, asyncio.Task[None]] = {}
@@ -162,7 +166,7 @@ class Directory:
     async def unshare(self, cube_id: str, principal: str, caller: Caller) -> CubeMeta:
         meta = self.authorize(cube_id, caller, Role.admin)
         if not any(g.principal == principal for g in meta.grants):
-            raise CubeNotFound(
+            raise NotFound(
                 f"{principal} holds no grant on cube {cube_id}", {"cube_id": cube_id, "principal": principal}
             )
         return await self._save(
@@ -209,7 +213,10 @@ class Directory:
         if task is None:
             task = asyncio.get_running_loop().create_task(self._start(cube_id))
             self._starting[cube_id] = task
-        return await asyncio.shield(task)
+        handle = await asyncio.shield(task)
+        if caller is not None:  # a grant revoked while the cube was starting counts
+            self.authorize(cube_id, caller, need)
+        return handle
 
     async def _start(self, cube_id: str) -> ActorHandle:
         start = time.perf_counter()
@@ -227,6 +234,8 @@ class Directory:
             except (TimeoutError, ray.exceptions.RayError) as exc:
                 ray.kill(handle, no_restart=True)
                 raise Unavailable(f"cube {cube_id} could not be activated: {exc}", {"cube_id": cube_id}) from exc
+            if meta.updated_at != self.cubes[cube_id].updated_at:  # grants or quotas changed while it started
+                await handle.set_meta.remote(self.cubes[cube_id])
             self._counters(cube_id, meta)
             self.live[cube_id] = handle
             self._live_since[cube_id] = time.monotonic()

@@ -86,6 +86,10 @@ class Identity:
     # ------------------------------------------------------------ keys
 
     def issue_key(self, req: KeyCreate, caller: Caller) -> IssuedKey:
+        if caller.kind == PrincipalKind.agent:  # a leaked agent key must not be able to mint its successors
+            raise Forbidden(
+                "agents cannot issue keys; their user or an administrator does", {"principal": req.principal}
+            )
         self._manageable(caller, req.principal)
         return self.store.issue_key(req, caller.principal)
 

@@ -31,18 +31,30 @@ class Runtime:
     audit: ActorHandle
 
 
-def _shared(cls: Any, name: str, config: MemosConfig, num_cpus: float, *args: Any) -> ActorHandle:
+# The actors that keep files under data_dir (the catalog, identities, the audit log) run on the head node,
+# the one whose disk holds them, wherever the caller is and wherever Ray restarts them.
+ON_HEAD = {"node:__internal_head__": 0.001}
+
+
+def _shared(
+    cls: Any, name: str, config: MemosConfig, num_cpus: float, *args: Any, on_head: bool = False
+) -> ActorHandle:
     """The detached actor ``name`` of this namespace, started if nobody has yet (race-free)."""
     return cls.options(
-        name=name, namespace=config.namespace, lifetime="detached", get_if_exists=True, num_cpus=num_cpus
+        name=name,
+        namespace=config.namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=num_cpus,
+        resources=ON_HEAD if on_head else {},
     ).remote(*args)
 
 
 def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
-    directory = _shared(Directory, DIRECTORY_NAME, config, 0.01, config)
+    directory = _shared(Directory, DIRECTORY_NAME, config, 0.01, config, on_head=True)
     embedder = _shared(Embedder, EMBEDDER_NAME, config, config.embedder.num_cpus, config.embedder)
-    identity = _shared(Identity, IDENTITY_NAME, config, 0.01, config)
-    audit = _shared(AuditLog, AUDIT_NAME, config, 0.01, config)
+    identity = _shared(Identity, IDENTITY_NAME, config, 0.01, config, on_head=True)
+    audit = _shared(AuditLog, AUDIT_NAME, config, 0.01, config, on_head=True)
     if wait:
         ray.get([a.ready.remote() for a in (directory, embedder, identity, audit)])
     return Runtime(directory=directory, embedder=embedder, identity=identity, audit=audit)

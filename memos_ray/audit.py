@@ -184,14 +184,28 @@ class AuditStore:
         return AuditPage(records=records, next_after_seq=records[-1].seq if more else None)
 
     def verify(self) -> AuditVerification:
-        """Recompute the hash chain from the first record."""
+        """Recompute the hash chain from the first record, and check the indexed columns against it.
+        (An unkeyed chain: whoever can rewrite the file can rewrite the whole chain, or cut its tail.)"""
         head, count = GENESIS, 0
+        columns = "seq, at, principal, action, result, cube_id, memory_id, request_id"
         with self._lock:
-            rows = self._db.execute("SELECT seq, doc FROM audit ORDER BY seq").fetchall()
-        for seq, doc in rows:
+            rows = self._db.execute(f"SELECT {columns}, doc FROM audit ORDER BY seq").fetchall()
+        for *indexed, doc in rows:
             record = AuditRecord.model_validate_json(doc)
             count += 1
-            if record.seq != seq or record.prev_hash != head or _digest(head, record, seq) != record.hash:
+            seq = indexed[0]
+            # the queried columns must say what the hashed record says
+            expected = [
+                record.seq,
+                _ts(record.at),
+                record.principal,
+                record.action,
+                record.result,
+                record.cube_id,
+                record.memory_id,
+                record.request_id,
+            ]
+            if indexed != expected or record.prev_hash != head or _digest(head, record, seq) != record.hash:
                 return AuditVerification(ok=False, records=count, first_bad_seq=seq)
             head = record.hash
         return AuditVerification(ok=True, records=count)

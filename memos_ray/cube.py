@@ -71,6 +71,7 @@ class MemCube:
         self.seq = self.store.load_seq_floor()
         self._load()
         self.changes: deque[ChangeEvent] = deque(maxlen=CHANGE_RING)
+        self._ring_from = self.seq + 1  # every change from this seq on is in the ring (until it overflows)
 
     def _load(self) -> None:
         items, vecs = self.store.load()
@@ -123,7 +124,7 @@ class MemCube:
             self._vecs[item.id] = vec
             self.index.upsert(item, vec)
             self._dirty_usage.discard(item.id)
-            self.changes.append(_event(item))
+            self._record(_event(item))
         self.seq = max(self.seq, max(i.seq for i in items))
 
     def add(
@@ -243,7 +244,11 @@ class MemCube:
         del self.latest[memory_id], self.history[memory_id], self._vecs[memory_id]
         self.index.remove(memory_id)
         self._dirty_usage.discard(memory_id)
-        self.changes.append(
+        # erased means erased: the feed's recent events of this memory go too (the purge event stays)
+        kept = [e for e in self.changes if e.memory_id != memory_id]
+        self.changes.clear()
+        self.changes.extend(kept)
+        self._record(
             ChangeEvent(seq=self.seq, cube_id=self.meta.id, op=ChangeOp.purge, memory_id=memory_id, at=utcnow())
         )
 
@@ -292,13 +297,18 @@ class MemCube:
             hits.append(SearchHit(memory=item, score=s.score, dense_score=s.dense, bm25_score=s.bm25))
         return hits
 
+    def _record(self, event: ChangeEvent) -> None:
+        if len(self.changes) == CHANGE_RING:  # the oldest falls out: the ring now starts later
+            self._ring_from = self.changes[1].seq
+        self.changes.append(event)
+
     def changes_after(self, after_seq: int, limit: int = 1_000) -> list[ChangeEvent]:
         """Changes with ``seq > after_seq``, oldest first. Recent ones come from the ring; older
         ones (or all, after a reactivation) are rebuilt from the stored versions, where a purged
         memory has left nothing to report."""
         if after_seq >= self.seq:
             return []
-        if self.changes and self.changes[0].seq <= after_seq + 1:
+        if self._ring_from <= after_seq + 1:
             return [e for e in self.changes if e.seq > after_seq][:limit]
         versions = [v for history in self.history.values() for v in history if v.seq > after_seq]
         versions.sort(key=lambda v: v.seq)

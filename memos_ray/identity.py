@@ -28,6 +28,7 @@ from memos_ray.models import Id, Strict, UtcDatetime, utcnow
 
 KEY_PREFIX = "mrk_"
 ADMIN = "admin"  # the bootstrap administrator's principal id
+LEGACY_OWNER = "local"  # the owner of cubes made before identities existed (handed to ADMIN); never a principal
 
 
 class PrincipalKind(StrEnum):
@@ -179,6 +180,8 @@ class IdentityStore:
         return found
 
     def create_principal(self, req: PrincipalCreate, created_by: str) -> Principal:
+        if req.id == LEGACY_OWNER:
+            raise InvalidInput(f"{LEGACY_OWNER!r} is reserved", {"principal": req.id})
         if req.id in self.principals:
             raise Conflict(f"principal {req.id} already exists", {"principal": req.id})
         if req.kind == PrincipalKind.agent:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from memos_ray.config import RedactionConfig
-from memos_ray.models import MemoryCreate, MemoryUpdate
+from memos_ray.models import MemoryCreate, MemoryUpdate, MessagesCreate
 
 M = TypeVar("M", MemoryCreate, MemoryUpdate)
 
@@ -70,7 +70,10 @@ BUILTIN: dict[str, list[Detector]] = {
                 r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"
             ),
         ),
-        Detector("api_key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S)),
+        # to its END line, or to the end of the text when that line is missing (a key cut short is still a key)
+        Detector(
+            "api_key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S)
+        ),
         Detector(
             "api_key",
             re.compile(
@@ -83,7 +86,7 @@ BUILTIN: dict[str, list[Detector]] = {
     "password": [
         Detector(
             "password",
-            re.compile(r"(?i)\b(?:password|passwd|passphrase|pwd|passcode)\b\s*(?:is|was|:|=)\s*" + _SECRET_VALUE),
+            re.compile(r"(?i)\b(?:password|passwd|passphrase|pwd|passcode)\b\s*(?:is|was|:|=)\s*:?\s*" + _SECRET_VALUE),
             group=1,
         )
     ],
@@ -126,6 +129,20 @@ class Redactor:
 
             text = det.pattern.sub(mask, text)
         return text, found
+
+    def messages(self, req: MessagesCreate) -> tuple[MessagesCreate, list[dict[str, int]]]:
+        """Mask whole messages (and the conversation's context) before the MemReader splits them, so a
+        secret that would straddle two chunks is still caught. Returns what was masked per message."""
+        if not self.detectors:
+            return req, [{} for _ in req.messages]
+        found: list[dict[str, int]] = []
+        messages = []
+        for msg in req.messages:
+            content, hits = self.redact(msg.content)
+            found.append(dict(hits))
+            messages.append(msg.model_copy(update={"content": content}) if hits else msg)
+        context = self.redact(req.context)[0] if req.context else req.context
+        return req.model_copy(update={"messages": messages, "context": context}), found
 
     def apply(self, item: M) -> tuple[M, dict[str, int]]:
         """A memory (or an update) with its text, context and string metadata masked, and what was masked."""

@@ -44,7 +44,7 @@ from memos_ray.models import (
 )
 from memos_ray.reader import read_messages
 from memos_ray.text import index_text
-from serve.base import Auth, act, app
+from serve.base import Auth, act, app, shielded
 from serve.chat_routes import ChatRoutes
 from serve.governance import GovernanceRoutes
 
@@ -72,6 +72,7 @@ class MemosIngress(GovernanceRoutes, ChatRoutes):
     # ------------------------------------------------------------ cubes
 
     @app.post("/v1/cubes", status_code=status.HTTP_201_CREATED, tags=["cubes"], dependencies=[act("cube.create")])
+    @shielded
     async def create_cube(self, request: Request, req: CubeCreate, who: Caller = Auth) -> CubeMeta:
         """A new cube, owned by the caller."""
         meta: CubeMeta = await self._call(self.directory, "create_cube", req, who)
@@ -92,6 +93,7 @@ class MemosIngress(GovernanceRoutes, ChatRoutes):
     @app.delete(
         "/v1/cubes/{cube_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["cubes"], dependencies=[act("cube.delete")]
     )
+    @shielded
     async def delete_cube(self, request: Request, cube_id: Id, who: Caller = Auth) -> Response:
         await self._call(self.directory, "delete_cube", cube_id, who)
         await self._audit(request, cube_id=cube_id, status=204)
@@ -121,6 +123,7 @@ class MemosIngress(GovernanceRoutes, ChatRoutes):
         tags=["memories"],
         dependencies=[act("memory.add")],
     )
+    @shielded
     async def add_memory(self, request: Request, cube_id: Id, req: MemoryCreate, who: Caller = Auth) -> MemoryItem:
         return (await self._add(request, who, cube_id, [req]))[0]
 
@@ -130,6 +133,7 @@ class MemosIngress(GovernanceRoutes, ChatRoutes):
         tags=["memories"],
         dependencies=[act("memory.add")],
     )
+    @shielded
     async def add_memories(
         self, request: Request, cube_id: Id, req: MemoryBatchCreate, who: Caller = Auth
     ) -> AddResult:
@@ -142,8 +146,17 @@ class MemosIngress(GovernanceRoutes, ChatRoutes):
         tags=["memories"],
         dependencies=[act("memory.add")],
     )
+    @shielded
     async def add_messages(self, request: Request, cube_id: Id, req: MessagesCreate, who: Caller = Auth) -> AddResult:
+        req, masked = self.redactor.messages(req)  # before splitting: no secret straddles two chunks
         items = await self._add(request, who, cube_id, read_messages(req))
+        if any(masked):
+            events = [
+                {"message_index": i, "message_id": m.id, "redacted": found}
+                for i, (m, found) in enumerate(zip(req.messages, masked, strict=True))
+                if found
+            ]
+            await self._audit(request, cube_id=cube_id, action="memory.redact", details=events, status=201)
         return AddResult(items=[i.ref for i in items])
 
     @app.get("/v1/cubes/{cube_id}/memories", tags=["memories"], dependencies=[act("memory.read")])
@@ -166,6 +179,7 @@ class MemosIngress(GovernanceRoutes, ChatRoutes):
         return await self._cube(who, cube_id, Role.read, "get", memory_id, version)
 
     @app.patch("/v1/cubes/{cube_id}/memories/{memory_id}", tags=["memories"], dependencies=[act("memory.update")])
+    @shielded
     async def update_memory(
         self, request: Request, cube_id: Id, memory_id: Id, req: MemoryUpdate, who: Caller = Auth
     ) -> MemoryItem:
@@ -183,6 +197,7 @@ class MemosIngress(GovernanceRoutes, ChatRoutes):
         return item
 
     @app.delete("/v1/cubes/{cube_id}/memories/{memory_id}", tags=["memories"], dependencies=[act("memory.delete")])
+    @shielded
     async def delete_memory(
         self,
         request: Request,
@@ -204,6 +219,7 @@ class MemosIngress(GovernanceRoutes, ChatRoutes):
         tags=["memories"],
         dependencies=[act("memory.purge")],
     )
+    @shielded
     async def purge_memory(self, request: Request, cube_id: Id, memory_id: Id, who: Caller = Auth) -> Response:
         """Erase every version of a memory (irreversible): admin role."""
         await self._cube(who, cube_id, Role.admin, "purge", memory_id)

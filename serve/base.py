@@ -13,12 +13,13 @@ call into a cube's actor.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import ray
@@ -37,6 +38,7 @@ from memos_ray.redact import Redactor
 from serve.errors import error_body, install, unwrap
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 app = FastAPI(
     title="memos-ray",
@@ -79,13 +81,23 @@ def _event(request: Request, status: int, result: Result, **fields: Any) -> Audi
     )
 
 
-async def _audit_failure(request: Request, status: int, code: str, message: str) -> None:
-    """The error handlers' hook: denied accesses always, failed mutations, are audited."""
+async def _audit_failure(
+    request: Request, status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> None:
+    """The error handlers' hook: denied accesses always, failed mutations, are audited. The cube is the
+    path's, or the one the error names (a search or chat over several cubes)."""
     action = getattr(request.state, "action", None)
     denied = code in DENIALS
     if not denied and (action is None or action in READ_ACTIONS):
         return
-    event = _event(request, status, "denied" if denied else "error", details={"code": code, "message": message})
+    cube_id = (details or {}).get("cube_id")
+    event = _event(
+        request,
+        status,
+        "denied" if denied else "error",
+        cube_id=cube_id if isinstance(cube_id, str) else None,
+        details={"code": code, "message": message},
+    )
     try:
         await app.state.audit.append.remote([event])
     except Exception:  # the answer still goes out; the failure to record it is logged
@@ -120,6 +132,17 @@ async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[
                 return too_large
         request._body = body  # starlette reuses a body that was already read
     return await call_next(request)
+
+
+def shielded(route: F) -> F:
+    """Run a mutating route to the end even if its client goes away: Serve cancels the request's task on a
+    disconnect, and a write already sent to a cube must still get its audit record."""
+
+    @functools.wraps(route)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        return await asyncio.shield(asyncio.ensure_future(route(*args, **kwargs)))
+
+    return run  # type: ignore[return-value]
 
 
 def act(action: str) -> Any:
@@ -233,15 +256,17 @@ class IngressBase:
         action: str | None = None,
         status: int = 200,
     ) -> None:
-        """Record a successful mutation: one record per memory it touched (or one)."""
+        """Record a successful mutation: one record per memory it touched, or per entry of a ``details``
+        list, or one."""
         if action is not None:
             request.state.action = action
-        per = list(details) if isinstance(details, Sequence) else [details or {}] * max(1, len(memory_ids))
-        if memory_ids:
-            events = [
-                _event(request, status, "ok", cube_id=cube_id, memory_id=m, details=d)
-                for m, d in zip(memory_ids, per, strict=True)
-            ]
+        if isinstance(details, Sequence):
+            per = list(details)
         else:
-            events = [_event(request, status, "ok", cube_id=cube_id, details=per[0])]
+            per = [details or {}] * max(1, len(memory_ids))
+        ids: list[str | None] = list(memory_ids) or [None] * len(per)
+        events = [
+            _event(request, status, "ok", cube_id=cube_id, memory_id=m, details=d)
+            for m, d in zip(ids, per, strict=True)
+        ]
         await self.audit.append.remote(events)

@@ -46,7 +46,7 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
-OnError = Callable[[Request, int, str, str], Awaitable[None]]
+OnError = Callable[[Request, int, str, str, dict[str, Any]], Awaitable[None]]
 
 
 def _validation_message(errors: list[dict[str, Any]]) -> str:
@@ -58,14 +58,14 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
 
 
 def install(app: FastAPI, on_error: OnError | None = None) -> None:
-    """Map errors to JSON answers; ``on_error(request, status, code, message)`` sees each one first
+    """Map errors to JSON answers; ``on_error(request, status, code, message, details)`` sees each one first
     (the ingress audits denied accesses and failed mutations there)."""
 
     async def respond(
         request: Request, status: int, code: str, message: str, details: dict[str, Any] | None = None
     ) -> JSONResponse:
         if on_error is not None:
-            await on_error(request, status, code, message)
+            await on_error(request, status, code, message, details or {})
         return JSONResponse(status_code=status, content=error_body(code, message, details))
 
     @app.exception_handler(RequestValidationError)

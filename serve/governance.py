@@ -31,7 +31,7 @@ from memos_ray.identity import (
     PrincipalUpdate,
 )
 from memos_ray.models import ChangeBatch, CubeMeta, CubeUpdate, Grant, Id, Role, Strict
-from serve.base import Auth, IngressBase, _audit_failure, act, app
+from serve.base import Auth, IngressBase, _audit_failure, act, app, shielded
 from serve.errors import error_body, status_of, unwrap
 
 FEED_POLL_S = 2.0  # a subscriber's key and role are re-checked at least this often
@@ -59,6 +59,7 @@ class GovernanceRoutes(IngressBase):
         tags=["identity"],
         dependencies=[act("principal.create")],
     )
+    @shielded
     async def create_principal(self, request: Request, req: PrincipalCreate, who: Caller = Auth) -> Principal:
         created: Principal = await self._call(self.identity, "create_principal", req, who)
         await self._audit(request, status=201, details={"principal": created.id, "kind": created.kind})
@@ -73,6 +74,7 @@ class GovernanceRoutes(IngressBase):
         return await self._call(self.identity, "get_principal", principal_id, who)
 
     @app.patch("/v1/principals/{principal_id}", tags=["identity"], dependencies=[act("principal.update")])
+    @shielded
     async def update_principal(
         self, request: Request, principal_id: Id, req: PrincipalUpdate, who: Caller = Auth
     ) -> Principal:
@@ -81,6 +83,7 @@ class GovernanceRoutes(IngressBase):
         return updated
 
     @app.post("/v1/keys", status_code=status.HTTP_201_CREATED, tags=["identity"], dependencies=[act("key.issue")])
+    @shielded
     async def issue_key(self, request: Request, req: KeyCreate, who: Caller = Auth) -> IssuedKey:
         issued: IssuedKey = await self._call(self.identity, "issue_key", req, who)
         await self._audit(request, status=201, details={"key_id": issued.info.key_id, "principal": req.principal})
@@ -93,6 +96,7 @@ class GovernanceRoutes(IngressBase):
         return await self._call(self.identity, "list_keys", who, principal)
 
     @app.delete("/v1/keys/{key_id}", tags=["identity"], dependencies=[act("key.revoke")])
+    @shielded
     async def revoke_key(self, request: Request, key_id: Id, who: Caller = Auth) -> ApiKeyInfo:
         revoked: ApiKeyInfo = await self._call(self.identity, "revoke_key", key_id, who)
         await self._audit(request, details={"key_id": key_id, "principal": revoked.principal})
@@ -101,14 +105,17 @@ class GovernanceRoutes(IngressBase):
     # ------------------------------------------------------------ cubes: settings and sharing
 
     @app.patch("/v1/cubes/{cube_id}", tags=["cubes"], dependencies=[act("cube.update")])
+    @shielded
     async def update_cube(self, request: Request, cube_id: Id, req: CubeUpdate, who: Caller = Auth) -> CubeMeta:
         meta: CubeMeta = await self._call(self.directory, "update_cube", cube_id, req, who)
         await self._audit(request, cube_id=cube_id, details=req.model_dump(mode="json", exclude_none=True))
         return meta
 
     @app.put("/v1/cubes/{cube_id}/grants/{principal}", tags=["sharing"], dependencies=[act("cube.share")])
+    @shielded
     async def share(self, request: Request, cube_id: Id, principal: Id, req: GrantRole, who: Caller = Auth) -> CubeMeta:
         """Give ``principal`` (a user, agent or team) a role on the cube, replacing its earlier one."""
+        await self._call(self.directory, "authorize", cube_id, who, Role.admin)  # before saying who exists
         if not await self._call(self.identity, "exists", principal):
             raise InvalidInput(f"no principal named {principal}", {"principal": principal})
         meta: CubeMeta = await self._call(
@@ -118,6 +125,7 @@ class GovernanceRoutes(IngressBase):
         return meta
 
     @app.delete("/v1/cubes/{cube_id}/grants/{principal}", tags=["sharing"], dependencies=[act("cube.unshare")])
+    @shielded
     async def unshare(self, request: Request, cube_id: Id, principal: Id, who: Caller = Auth) -> CubeMeta:
         meta: CubeMeta = await self._call(self.directory, "unshare", cube_id, principal, who)
         await self._audit(request, cube_id=cube_id, details={"principal": principal})
@@ -172,14 +180,17 @@ class GovernanceRoutes(IngressBase):
             if await request.is_disconnected():
                 return
             try:
-                who: Caller = await self._call(self.identity, "authenticate", request.state.key)
-                request.state.caller = who
+                who: Caller = request.state.caller
                 batch = await self._cube(who, cube_id, Role.read, "wait_changes", batch.seq, FEED_POLL_S)
+                # the key and the role are checked again before anything that arrived is sent
+                who = await self._call(self.identity, "authenticate", request.state.key)
+                request.state.caller = who
+                await self._call(self.directory, "authorize", cube_id, who, Role.read)
             except Exception as exc:
                 cause = unwrap(exc)
                 if not isinstance(cause, MemosError):
                     cause = MemosError(f"the feed stopped: {type(cause).__name__}")
-                await _audit_failure(request, status_of(cause), cause.code, cause.message)
+                await _audit_failure(request, status_of(cause), cause.code, cause.message, cause.details)
                 yield f"event: error\ndata: {json.dumps(error_body(cause.code, cause.message, cause.details))}\n\n"
                 return
             if not batch.events:

@@ -167,3 +167,24 @@ def test_explicit_nulls_in_an_update_change_nothing(storage: StorageConfig, enco
         item.state,
     )
     cube.close()
+
+
+def test_change_feed_order_replay_and_purge(storage: StorageConfig, encoder: SentenceEncoder) -> None:
+    cube = open_cube(storage)
+    a, b = add(cube, encoder, ["Mia's phone PIN is in the drawer.", "The cat is called Tofu."])
+    cube.update(a.id, MemoryUpdate(text="Mia moved the PIN to the safe."), encoder.encode(["x"])[0], "mia")
+    cube.delete(b.id, None, "mia")
+    ops = [(e.op, e.memory_id, e.version) for e in cube.changes_after(0)]
+    assert ops == [("add", a.id, 1), ("add", b.id, 1), ("update", a.id, 2), ("delete", b.id, 2)]
+    assert [e.seq for e in cube.changes_after(2)] == [3, 4]
+    cube.purge(a.id)  # erased: the feed no longer carries its text, only that it was purged
+    events = cube.changes_after(0)
+    assert [(e.op, e.memory_id) for e in events if e.memory_id == a.id] == [("purge", a.id)]
+    assert all("PIN" not in (e.memory.text if e.memory else "") for e in events)
+    cube.close()
+    reopened = open_cube(storage)  # after a reactivation the feed is rebuilt from the stored versions
+    assert [(e.op, e.memory_id, e.version) for e in reopened.changes_after(0)] == [
+        ("add", b.id, 1),
+        ("delete", b.id, 2),
+    ]
+    reopened.close()

@@ -338,6 +338,18 @@ def test_redaction_on_ingest_is_masked_stored_and_audited(base_url: str, keys: K
         records = alice.get("/v1/cubes/gov-a/audit", params={"memory_id": item["id"]}).json()["records"]
         assert records[0]["details"]["redacted"] == {"email": 1, "phone": 1, "api_key": 1}
         assert "sam@example.org" not in json.dumps(records)
+        # a private key split across two chunks by the MemReader is masked before the split
+        pem = (
+            "-----BEGIN RSA PRIVATE KEY-----\n"
+            + "\n".join(["MIIEpAIBAAKCAQEAx" * 4] * 6)
+            + "\n-----END RSA PRIVATE KEY-----"
+        )
+        body = {"messages": [{"content": f"Here is the deploy key. {pem} Keep it safe."}], "max_chunk_chars": 200}
+        added = alice.post("/v1/cubes/gov-a/messages", json=body).json()["items"]
+        texts = [alice.get(f"/v1/cubes/gov-a/memories/{i['memory_id']}").json()["text"] for i in added]
+        assert "MIIEpAIBAAKCAQEA" not in " ".join(texts) and "[REDACTED:api_key]" in " ".join(texts)
+        masked = alice.get("/v1/cubes/gov-a/audit", params={"action": "memory.redact"}).json()["records"]
+        assert masked[-1]["details"]["redacted"] == {"api_key": 1}
 
 
 def test_quotas_refuse_with_429_and_keep_what_is_stored(base_url: str, keys: Keys) -> None:

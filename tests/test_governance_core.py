@@ -76,6 +76,8 @@ def test_principal_rules(ids: IdentityStore) -> None:
         ids.create_principal(PrincipalCreate(id="x", teams=["bob"]), ADMIN)
     with pytest.raises(InvalidInput, match="team"):
         ids.issue_key(KeyCreate(principal="ops"), ADMIN)
+    with pytest.raises(InvalidInput, match="reserved"):  # the owner of cubes made before identities existed
+        ids.create_principal(PrincipalCreate(id="local"), ADMIN)
 
 
 def test_roles_owner_grants_teams_and_the_404_403_split(ids: IdentityStore) -> None:
@@ -142,6 +144,8 @@ def test_redaction_masks_secrets_and_personal_data_but_not_ordinary_numbers() ->
     for secret in ("jane.doe", "555-0132", "hunter2", "sk-ant", "4111", "GB82", "AKIA", "123456"):
         assert secret not in masked.text + (masked.context or "") + str(masked.metadata)
     assert "my password is [REDACTED:password]" in masked.text  # the label stays, the value goes
+    cut = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA1x\n"  # no END line: still masked
+    assert r.redact(cut)[0] == "[REDACTED:api_key]"
     plain = "On 2023-05-08 at 10:30 we met 12 people; 2019 2020 2021 were good years; I ran 5 km."
     assert r.redact(plain) == (plain, {})
     assert Redactor(RedactionConfig(enabled=False)).apply(item) == (item, {})
