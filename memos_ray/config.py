@@ -94,6 +94,7 @@ class ServeConfig(_Config):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     num_replicas: int = Field(1, ge=1)
     replica_num_cpus: float = Field(0.25, ge=0)
+    public_docs: bool = Field(False, description="serve /docs, /redoc and /openapi.json without a key (development)")
     max_ongoing_requests: int = Field(
         128,
         ge=1,

@@ -3,7 +3,8 @@ call into a cube's actor.
 
 - Every route except ``/v1/health`` depends on :func:`caller`: the API key (``Authorization:
   Bearer <key>`` or ``X-API-Key``) is checked by the Identity actor on every request, so the
-  principal always comes from the key and a revoked key fails at once.
+  principal always comes from the key and a revoked key fails at once. The OpenAPI pages need a
+  key as well, unless ``serve.public_docs`` opens them.
 - Every route declares its audit action (``dependencies=[act("memory.add")]``). A mutation
   that succeeds records itself (:meth:`IngressBase._audit`); a mutation that fails, and every
   denied access (401, 403, and 404 for a cube), is recorded by the error handler.
@@ -31,7 +32,7 @@ from actors.runtime import ensure_runtime
 from memos_ray import __version__
 from memos_ray.audit import AuditEvent, Result
 from memos_ray.config import MemosConfig
-from memos_ray.errors import Unauthenticated, Unavailable
+from memos_ray.errors import MemosError, Unauthenticated, Unavailable
 from memos_ray.identity import KEY_PREFIX, Caller
 from memos_ray.models import MAX_SEARCH_CUBES, Role, SearchHit, SearchQuery, SearchResponse
 from memos_ray.redact import Redactor
@@ -49,11 +50,12 @@ app = FastAPI(
 
 # Audit actions that only read. Failures of these are recorded only when access was denied.
 READ_ACTIONS = frozenset(
-    {"cube.read", "memory.read", "search", "chat", "changes", "audit.read", "identity.read", "status"}
+    {"cube.read", "memory.read", "search", "chat", "changes", "audit.read", "identity.read", "status", "docs"}
 )
 DENIALS = frozenset({"unauthenticated", "forbidden", "cube_not_found", "principal_not_found", "key_not_found"})
 READ_METHODS = frozenset({"get", "list", "history", "search", "meta", "wait_changes"})
 MAX_FAN_OUT = 8  # cubes one search activates at once: a wide search must not flush every warm cube
+DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -113,6 +115,13 @@ async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[
     # Serve's proxy takes the caller's X-Request-Id (or makes one) and echoes it in the answer: keep that id.
     given = _get_serve_request_context().request_id or request.headers.get("x-request-id") or ""
     request.state.request_id = given[:128] if _REQUEST_ID.fullmatch(given[:128]) else uuid.uuid4().hex
+    if request.url.path in DOC_PATHS and not getattr(app.state, "public_docs", False):
+        try:  # the API's description is a route like the others: it needs a key (serve.public_docs opens it)
+            request.state.action = "docs"
+            await caller(request, request.headers.get("authorization"), request.headers.get("x-api-key"))
+        except MemosError as exc:
+            await _audit_failure(request, 401, exc.code, exc.message, exc.details)
+            return JSONResponse(status_code=401, content=error_body(exc.code, exc.message, exc.details))
     limit: int = getattr(app.state, "max_body_bytes", 4 * 1024 * 1024)
     declared = request.headers.get("content-length")
     too_large = JSONResponse(
@@ -184,6 +193,7 @@ class IngressBase:
     def __init__(self, config: MemosConfig) -> None:
         self.config = config
         app.state.max_body_bytes = config.serve.max_body_bytes
+        app.state.public_docs = config.serve.public_docs
         runtime = ensure_runtime(config, wait=False)
         self.directory = runtime.directory
         self.embedder = runtime.embedder

@@ -77,8 +77,9 @@ def test_no_key_bad_key_and_health(base_url: str) -> None:
     with httpx.Client(base_url=base_url, timeout=30) as anon:
         assert anon.get("/v1/health").status_code == 200
         for headers in ({}, {"Authorization": "Basic abc"}, bearer("mrk_000000000000_wrong"), {"X-API-Key": "nope"}):
-            r = anon.get("/v1/cubes", headers=headers)
-            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+            for path in ("/v1/cubes", "/v1/status", "/v1/whoami", "/openapi.json", "/docs"):
+                r = anon.get(path, headers=headers)
+                assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated", path
 
 
 def test_shared_access_works_for_every_granted_principal(base_url: str, keys: Keys, cubes: dict[str, str]) -> None:
@@ -134,11 +135,14 @@ def _attempts(cubes: dict[str, str]) -> list[tuple[str, str, str, dict[str, Any]
     out += [("carol", *x) for x in writes + admin]  # a reader writes or administers
     out += [("erin", *x) for x in writes[:2] + admin[:2]]  # a team member past the team's role
     out += [("dave", *x) for x in admin]  # a writer administers
+    out += [("gina", *x) for x in reads]  # a grant that was revoked
+    out += [("revoked-key", *x) for x in reads + writes]  # alice-bot's key, revoked: 401
     out += [(who, "GET", "/v1/audit", {}) for who in ("alice", "dave")]  # the global log is for administrators
     out += [
         ("bob", "POST", "/v1/keys", {"json": {"principal": "alice"}}),  # keys for someone else
         ("alice-bot", "POST", "/v1/principals", {"json": {"id": "x-agent", "kind": "agent", "parent": "alice"}}),
         ("carol", "POST", "/v1/principals", {"json": {"id": "newadmin", "admin": True}}),
+        ("alice-bot", "POST", "/v1/keys", {"json": {"principal": "alice-bot"}}),  # agents mint no keys
     ]
     return out
 
@@ -146,6 +150,14 @@ def _attempts(cubes: dict[str, str]) -> list[tuple[str, str, str, dict[str, Any]
 def test_denial_matrix_every_attempt_refused_audited_and_harmless(
     base_url: str, admin: httpx.Client, keys: Keys, cubes: dict[str, str]
 ) -> None:
+    assert admin.post("/v1/principals", json={"id": "gina"}).status_code == 201
+    keys = {**keys, "gina": admin.post("/v1/keys", json={"principal": "gina"}).json()["key"]}
+    with as_(base_url, keys["alice"]) as alice:
+        alice.put("/v1/cubes/gov-a/grants/gina", json={"role": "read"})
+        alice.delete("/v1/cubes/gov-a/grants/gina")
+        revoked = alice.post("/v1/keys", json={"principal": "alice-bot"}).json()
+        alice.delete(f"/v1/keys/{revoked['info']['key_id']}")
+    keys["revoked-key"] = revoked["key"]
     before = admin.get("/v1/cubes/gov-a/memories", params={"limit": 1000}).json()
     attempts = _attempts(cubes)
     assert len(attempts) >= 50
@@ -154,13 +166,16 @@ def test_denial_matrix_every_attempt_refused_audited_and_harmless(
         rid = f"deny-{uuid.uuid4().hex[:12]}"
         with as_(base_url, keys[who]) as c:
             r = c.request(method, path, headers={"X-Request-Id": rid}, **kw)
-        assert r.status_code in (403, 404), (who, method, path, r.status_code, r.text)
+        expected = (401,) if who == "revoked-key" else (403, 404)
+        assert r.status_code in expected, (who, method, path, r.status_code, r.text)
         assert r.headers["x-request-id"] == rid
         refused.append((rid, who, r.status_code))
-    # every attempt is in the audit log, as denied, with who tried
+    # every attempt is in the audit log, as denied, with who tried (a revoked key: which key)
     for rid, who, status in refused:
         records = admin.get("/v1/audit", params={"request_id": rid}).json()["records"]
-        assert [(x["principal"], x["result"], x["status"]) for x in records] == [(who, "denied", status)], rid
+        seen = [(x["principal"] or x["key_id"], x["result"], x["status"]) for x in records]
+        tried = revoked["info"]["key_id"] if who == "revoked-key" else who
+        assert seen == [(tried, "denied", status)], rid
     # and nothing changed
     after = admin.get("/v1/cubes/gov-a/memories", params={"limit": 1000}).json()
     assert after == before
