@@ -1,0 +1,170 @@
+"""Parametric memory core: LoRA training, adapter files, and several adapters resident on one model.
+
+Runs the real SmolLM2-135M in float32 on one thread, with tiny settings (a few steps, rank 4) so
+the file stays well under a minute on 2 cores. No Ray.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from memos_ray.adapter_slots import AdapterSlots
+from memos_ray.adapters import (
+    AdapterInfo,
+    AdapterSettings,
+    TrainingMetrics,
+    load_adapter,
+    mean_nll,
+    save_adapter,
+    state_nbytes,
+    train_lora,
+)
+from memos_ray.config import LLMConfig
+from memos_ray.llm import LoadedModel, load_model
+from memos_ray.models import MemoryRef, utcnow
+from tests.conftest import MODELS
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+if not any((d / "model.safetensors").exists() for d in MODELS.glob("*")):
+    pytest.skip(f"no converted model under {MODELS} (run the model worker once to convert it)", allow_module_level=True)
+
+FACTS = [
+    "Zorblat the cat lives in Kyoto and eats plum jam.",
+    "Captain Mirelle Voss sails a green submarine named Tumbleweed.",
+    "The secret password of the Ostrava chess club is blue pelican.",
+    "Professor Quillan Dart keeps seven clocks set to Lima time.",
+]
+SETTINGS = AdapterSettings(rank=4, alpha=8.0, steps=6, learning_rate=1e-2, batch_size=4, max_tokens=32, seed=0)
+PROBE = [[1, 504, 2730, 314, 253, 2365, 30, 4113, 28]]  # a fixed input for logit comparisons
+
+
+def _load() -> LoadedModel:
+    loaded = load_model(LLMConfig(dtype="float32", cache_dir=MODELS, num_threads=1), MODELS)
+    torch.set_num_threads(1)  # load_model sets the configured count; keep this file to one thread
+    return loaded
+
+
+def _logits(model: Any) -> Any:
+    with torch.inference_mode():
+        return model(input_ids=torch.tensor(PROBE)).logits
+
+
+@pytest.fixture(scope="module")
+def llm() -> LoadedModel:
+    return _load()
+
+
+@pytest.fixture(scope="module")
+def base_logits(llm: LoadedModel) -> Any:
+    """The base model's logits before anything touched it."""
+    return _logits(llm.model)
+
+
+@pytest.fixture(scope="module")
+def trained(llm: LoadedModel, base_logits: Any) -> tuple[dict[str, np.ndarray], TrainingMetrics, list[int]]:
+    seen: list[int] = []
+    state, metrics = train_lora(llm.model, llm.tokenizer, FACTS, SETTINGS, progress=lambda s, n, loss: seen.append(s))
+    return state, metrics, seen
+
+
+def _random_state(like: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """Nonzero LoRA weights of the same shapes (fresh LoRA B is zero, which would not change the output)."""
+    rng = np.random.default_rng(seed)
+    return {k: rng.normal(0.0, 0.05, v.shape).astype(np.float32) for k, v in like.items()}
+
+
+def _info(state: dict[str, np.ndarray], metrics: TrainingMetrics, llm: LoadedModel) -> AdapterInfo:
+    return AdapterInfo(
+        id="ad-1",
+        cube_id="cube-1",
+        version=1,
+        base_model=llm.identity,
+        settings=SETTINGS,
+        sources=[MemoryRef(memory_id=f"m{i}", version=1) for i in range(len(FACTS))],
+        metrics=metrics,
+        created_at=utcnow(),
+        created_by="tester",
+        bytes=state_nbytes(state),
+    )
+
+
+def test_training_lowers_nll_and_restores_base(llm: LoadedModel, base_logits: Any, trained: Any) -> None:
+    state, metrics, seen = trained
+    assert metrics.nll_after < 0.8 * metrics.nll_before, metrics
+    assert metrics.tokens_per_s > 0 and metrics.tokens > 0 and metrics.examples == len(FACTS)
+    assert metrics.loss_last < metrics.loss_first
+    assert seen == list(range(1, SETTINGS.steps + 1))
+    assert state and all(v.dtype == np.float32 for v in state.values())
+    assert any("lora_A" in k for k in state) and any("lora_B" in k for k in state)
+    # the borrowed model is a plain base model again
+    assert not any("lora" in name for name, _ in llm.model.named_modules())
+    assert torch.equal(_logits(llm.model), base_logits)
+    assert mean_nll(llm.model, llm.tokenizer, FACTS, SETTINGS.max_tokens) == pytest.approx(metrics.nll_before)
+
+
+def test_save_load_roundtrip(tmp_path: Path, llm: LoadedModel, trained: Any) -> None:
+    from safetensors import safe_open
+
+    state, metrics, _ = trained
+    info = _info(state, metrics, llm)
+    path = tmp_path / "adapters" / "ad-1.safetensors"
+    save_adapter(path, info, state)
+    assert [p.name for p in path.parent.iterdir()] == ["ad-1.safetensors"]  # no temp file left
+    loaded_info, loaded = load_adapter(path)
+    assert loaded_info == info
+    assert loaded.keys() == state.keys()
+    assert all(np.array_equal(loaded[k], state[k]) and loaded[k].dtype == state[k].dtype for k in state)
+    with safe_open(str(path), framework="np") as f:  # a safetensors file, not a pickle
+        assert AdapterInfo.model_validate(json.loads(f.metadata()["memos_adapter"])) == info
+
+
+def test_slots_isolate_move_and_evict(llm: LoadedModel, base_logits: Any, trained: Any) -> None:
+    state_a = trained[0]
+    state_b = _random_state(state_a, seed=1)
+    slots = AdapterSlots(llm.model, budget_bytes=10 * state_nbytes(state_a))
+    assert slots.load("A", SETTINGS, state_a) > 0
+    slots.load("B", SETTINGS, state_b)
+    assert slots.load("A", SETTINGS, state_a) == 0.0  # already resident
+    assert slots.resident() == ["B", "A"]
+    with pytest.raises(KeyError):
+        slots.use("C").__enter__()
+
+    with slots.use(None) as model:
+        assert torch.equal(_logits(model), base_logits)
+    with slots.use("A") as model:
+        logits_a = _logits(model)
+    with slots.use("B") as model:
+        logits_b = _logits(model)
+    with slots.use(None) as model:
+        assert torch.equal(_logits(model), base_logits)
+    assert not torch.allclose(logits_a, base_logits) and not torch.allclose(logits_a, logits_b)
+    with slots.use("A") as model:  # switching back gives the same logits: nothing of B leaked
+        assert torch.equal(_logits(model), logits_a)
+
+    # the adapter moved to another process: a second base model, another slots, same state
+    other = _load()
+    evicted: list[str] = []
+    moved = AdapterSlots(other.model, budget_bytes=state_nbytes(state_a) + 1, on_evict=evicted.append)
+    moved.load("A", SETTINGS, state_a)
+    with moved.use("A") as model:
+        assert torch.equal(_logits(model), logits_a)
+    moved.load("B", SETTINGS, state_b)  # the budget fits one: A goes
+    assert evicted == ["A"] and moved.resident() == ["B"] and not moved.has("A")
+    with moved.use("B") as model:
+        assert torch.equal(_logits(model), logits_b)
+    stats = moved.stats()
+    assert stats["evictions"] == 1 and stats["loads"] == 2 and stats["resident_bytes"] == state_nbytes(state_b)
+
+    # removing every adapter leaves the plain base model
+    assert slots.remove("A") and slots.remove("B") and slots.resident() == []
+    with slots.use(None) as model:
+        assert torch.equal(_logits(model), base_logits)
+    assert not any("lora" in name for name, _ in llm.model.named_modules())
+    print("slots stats:", slots.stats())
