@@ -1,5 +1,5 @@
 """Finding or starting the cluster-wide actors: one Directory, one Embedder, one Identity, one
-AuditLog and one Scheduler (with its model workers) per namespace.
+AuditLog, one Adapters and one Scheduler (with its model workers) per namespace.
 
 All are detached named actors, so every Serve replica (and the CLI, tests, benchmarks)
 reaches the same ones, and they outlive a replica restart. ``get_if_exists`` makes
@@ -15,6 +15,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
+from actors.adapters import ADAPTERS_NAME, Adapters
 from actors.audit import AUDIT_NAME, AuditLog
 from actors.directory import DIRECTORY_NAME, Directory
 from actors.embedder import EMBEDDER_NAME, Embedder
@@ -29,6 +30,7 @@ class Runtime:
     embedder: ActorHandle
     identity: ActorHandle
     audit: ActorHandle
+    adapters: ActorHandle
 
 
 # The actors that keep files under data_dir (the catalog, identities, the audit log) run on the head node,
@@ -55,9 +57,10 @@ def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
     embedder = _shared(Embedder, EMBEDDER_NAME, config, config.embedder.num_cpus, config.embedder)
     identity = _shared(Identity, IDENTITY_NAME, config, 0.01, config, on_head=True)
     audit = _shared(AuditLog, AUDIT_NAME, config, 0.01, config, on_head=True)
+    adapters = _shared(Adapters, ADAPTERS_NAME, config, 0.01, config, on_head=True)
     if wait:
-        ray.get([a.ready.remote() for a in (directory, embedder, identity, audit)])
-    return Runtime(directory=directory, embedder=embedder, identity=identity, audit=audit)
+        ray.get([a.ready.remote() for a in (directory, embedder, identity, audit, adapters)])
+    return Runtime(directory=directory, embedder=embedder, identity=identity, audit=audit, adapters=adapters)
 
 
 def ensure_scheduler(config: MemosConfig, wait: bool = True) -> ActorHandle:
@@ -70,7 +73,7 @@ def ensure_scheduler(config: MemosConfig, wait: bool = True) -> ActorHandle:
 
 def shutdown_runtime(config: MemosConfig) -> None:
     """Passivate every cube (flushing storage) and end the shared actors."""
-    for name in (DIRECTORY_NAME, EMBEDDER_NAME, SCHEDULER_NAME, IDENTITY_NAME, AUDIT_NAME):
+    for name in (DIRECTORY_NAME, EMBEDDER_NAME, SCHEDULER_NAME, IDENTITY_NAME, AUDIT_NAME, ADAPTERS_NAME):
         try:
             handle = ray.get_actor(name, namespace=config.namespace)
         except ValueError:

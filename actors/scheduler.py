@@ -1,4 +1,6 @@
-"""The Scheduler: which model worker runs a chat, and where every KV cache lives.
+"""The Scheduler: which model worker runs a chat, where every KV cache lives, and which workers
+hold which LoRA adapters (a chat under an adapter prefers a worker that has it loaded; any other
+loads it from the object store in the chat call).
 
 For a chat with activation memory it picks a worker that already holds the prefix's cache;
 when that worker is busy and another is idle, or when the caller pins a worker, it moves the
@@ -65,6 +67,7 @@ class Scheduler:
         # ObjectRefs of recent caches: a move is then one call (the receiver maps the buffer). Bounded,
         # because a held reference keeps the cache in the object store after workers evict it.
         self.refs: OrderedDict[str, ray.ObjectRef] = OrderedDict()
+        self.adapter_where: dict[str, set[int]] = {}  # adapter id -> workers that reported it loaded
         self.moves = self.moved_bytes = self.builds = self.invalidated = 0
 
     async def ready(self) -> ModelIdentity:
@@ -79,19 +82,24 @@ class Scheduler:
 
     # ------------------------------------------------------------ placement
 
-    def _least_busy(self, among: list[int]) -> int:
-        return min(among, key=lambda i: (self.inflight[i], i))
+    def _least_busy(self, among: list[int], plan: ChatPlan | None = None) -> int:
+        """Least in-flight chats first; among equals, one that already holds the plan's adapter."""
+        holders = self.adapter_where.get(plan.adapter.adapter_id, set()) if plan and plan.adapter else set()
+        return min(among, key=lambda i: (self.inflight[i], i not in holders, i))
 
-    async def place(self, plan: ChatPlan, pinned: int | None = None) -> Placement:
+    async def place(
+        self, plan: ChatPlan, pinned: int | None = None, adapter_refs: list[ray.ObjectRef] | None = None
+    ) -> Placement:
         """Choose a worker and make sure it holds the cache (move or build); the caller then runs the chat."""
         if pinned is not None and not 0 <= pinned < len(self.workers):
             raise InvalidInput(f"worker {pinned} does not exist (0..{len(self.workers) - 1})", {"worker": pinned})
         everyone = list(range(len(self.workers)))
         if not plan.use_kv:
-            w = pinned if pinned is not None else self._least_busy(everyone)
+            w = pinned if pinned is not None else self._least_busy(everyone, plan)
             self.inflight[w] += 1
             return Placement(worker=w, key=None)
-        key, _ = kvcache.cache_key(await self._identity(), None, plan.prefix_text)
+        adapter = plan.adapter.adapter_id if plan.adapter else None
+        key, _ = kvcache.cache_key(await self._identity(), adapter, plan.prefix_text)
         holders = sorted(self.where.get(key, ()))
         if pinned is not None:
             w = pinned
@@ -101,7 +109,7 @@ class Scheduler:
             if self.inflight[w] > 0 and idle:  # busy holder, idle worker: move rather than queue
                 w = idle[0]
         else:
-            w = self._least_busy(everyone)
+            w = self._least_busy(everyone, plan)
         self.inflight[w] += 1
         placement = Placement(worker=w, key=key)
         try:
@@ -112,7 +120,7 @@ class Scheduler:
             if key not in self.entries:  # nobody has it, not even on disk: build it once
                 task = self._builds.get(key)
                 if task is None:
-                    task = asyncio.get_running_loop().create_task(self._build(key, w, plan))
+                    task = asyncio.get_running_loop().create_task(self._build(key, w, plan, adapter_refs))
                     self._builds[key] = task
                     placement.built_here = True
                 entry = await asyncio.shield(task)
@@ -123,9 +131,11 @@ class Scheduler:
             self.inflight[w] -= 1
             raise
 
-    async def _build(self, key: str, w: int, plan: ChatPlan) -> KVCacheEntry:
+    async def _build(self, key: str, w: int, plan: ChatPlan, adapter_refs: list[ray.ObjectRef] | None) -> KVCacheEntry:
         try:
-            entry, refs = await self.workers[w].build.remote(plan)
+            entry, refs = await self.workers[w].build.remote(plan, adapter_refs)
+            if plan.adapter:
+                self.adapter_where.setdefault(plan.adapter.adapter_id, set()).add(w)
             self._keep_ref(key, refs[0])
             self.entries[key] = entry
             self.where.setdefault(key, set()).add(w)
@@ -160,6 +170,8 @@ class Scheduler:
         self.inflight[w] = max(0, self.inflight[w] - 1)
         status: KVStatus = "off"
         moved_bytes = 0
+        if outcome is not None and outcome.adapter is not None:
+            self.adapter_where.setdefault(outcome.adapter, set()).add(w)
         if outcome is not None and outcome.kv_key is not None:
             if outcome.kv_key in self.entries:  # not invalidated while this chat ran
                 self.where.setdefault(outcome.kv_key, set()).add(w)
@@ -197,6 +209,21 @@ class Scheduler:
             self.refs.pop(key, None)
         self.invalidated += len(stale)
         return len(stale)
+
+    async def drop_adapters(self, adapter_ids: list[str]) -> int:
+        """An adapter was deleted (or its cube): off every worker, with the KV caches computed under it."""
+        ids = set(adapter_ids)
+        stale = [k for k, e in self.entries.items() if e.adapter in ids]
+        for key in stale:
+            self.entries.pop(key, None)
+            self.where.pop(key, None)
+            self.refs.pop(key, None)
+        for adapter_id in ids:
+            self.adapter_where.pop(adapter_id, None)
+        dropped = await asyncio.gather(
+            *(w.drop_adapters.remote(list(ids)) for w in self.workers), return_exceptions=True
+        )
+        return sum(d for d in dropped if isinstance(d, int))
 
     async def stats(self) -> dict[str, Any]:
         workers = await asyncio.gather(*(w.stats.remote() for w in self.workers))

@@ -1,4 +1,9 @@
-"""Model workers: a real LLM (SmolLM2 via transformers) with KV-cache injection.
+"""Model workers: a real LLM (SmolLM2 via transformers) with KV-cache injection and LoRA adapters.
+
+Adapters (parametric memory) stay resident in :class:`AdapterSlots`, several at once under a
+byte budget (LRU); a chat names its cube's adapter and brings the adapter's weights as an
+ObjectRef, which a worker that lacks it maps from the object store and loads. A KV cache is
+keyed by the adapter it was computed under, so it is never used under another.
 
 Each worker holds KV caches in a :class:`KVStore` (LRU under a byte budget, every entry also
 on disk). A cache lives in the Ray object store from the moment it is built or loaded: the
@@ -18,7 +23,9 @@ import numpy as np
 import ray
 
 from memos_ray import kvcache
-from memos_ray.chat import ChatOutcome, ChatPlan, KVStatus
+from memos_ray.adapter_slots import AdapterSlots
+from memos_ray.adapter_store import AdapterRef
+from memos_ray.chat import AdapterStatus, ChatOutcome, ChatPlan, KVStatus
 from memos_ray.config import MemosConfig
 from memos_ray.errors import InvalidInput, Unavailable
 from memos_ray.kvcache import KVCacheEntry
@@ -41,6 +48,7 @@ class ModelWorker:
             config.storage.data_dir / "kv", config.workers.kv_budget_mb * 1024 * 1024, on_evict=self._forget
         )
         self._refs: dict[str, ray.ObjectRef] = {}  # key -> the cache in the object store
+        self.slots = AdapterSlots(self.lm.model, config.workers.adapter_budget_mb * 1024 * 1024)
         self.prefills = 0
         self.prefill_tokens = 0
 
@@ -52,9 +60,12 @@ class ModelWorker:
 
     # ------------------------------------------------------------ caches
 
-    def _ensure(self, plan: ChatPlan) -> tuple[KVCacheEntry, dict[str, Any], KVStatus, list[int], list[int]]:
+    def _ensure(
+        self, plan: ChatPlan, model: Any
+    ) -> tuple[KVCacheEntry, dict[str, Any], KVStatus, list[int], list[int]]:
         prefix_ids, suffix_ids = kvcache.split_prompt(self.lm.tokenizer, plan.prefix_text, plan.messages)
-        key, _ = kvcache.cache_key(self.lm.identity, None, plan.prefix_text)
+        adapter = plan.adapter.adapter_id if plan.adapter else None
+        key, _ = kvcache.cache_key(self.lm.identity, adapter, plan.prefix_text)
         if self.store.in_memory(key):
             entry, tensors = self.store.get(key)  # type: ignore[misc]
             return entry, tensors, "hit", prefix_ids, suffix_ids
@@ -63,9 +74,9 @@ class ModelWorker:
             entry, tensors = found[0], self._publish(found[0], found[1])
             self.store.put(entry, tensors, persist=False)
             return entry, tensors, "loaded", prefix_ids, suffix_ids
-        tensors = kvcache.prefill(self.lm.model, prefix_ids)
+        tensors = kvcache.prefill(model, prefix_ids)
         self._count_prefill(len(prefix_ids))
-        entry = kvcache.new_entry(self.lm.identity, None, plan.sources, plan.prefix_text, prefix_ids, tensors)
+        entry = kvcache.new_entry(self.lm.identity, adapter, plan.sources, plan.prefix_text, prefix_ids, tensors)
         kvcache.save(self.store.path(key), entry, tensors)
         tensors = self._publish(entry, tensors)
         self.store.put(entry, tensors, persist=False)
@@ -90,11 +101,54 @@ class ModelWorker:
     def _forget(self, key: str) -> None:
         self._refs.pop(key, None)
 
-    def build(self, plan: ChatPlan) -> tuple[KVCacheEntry, list[ray.ObjectRef]]:
+    def build(
+        self, plan: ChatPlan, adapter_refs: list[ray.ObjectRef] | None = None
+    ) -> tuple[KVCacheEntry, list[ray.ObjectRef]]:
         """Make sure this worker holds the cache of ``plan``'s prefix (built, or loaded from disk);
         returns it with its ObjectRef (in a list: the reference, not the value)."""
-        entry = self._ensure(plan)[0]
+        self._ensure_adapter(plan.adapter, adapter_refs)
+        with self.slots.use(plan.adapter.adapter_id if plan.adapter else None) as model:
+            entry = self._ensure(plan, model)[0]
         return entry, [self._refs[entry.key]]
+
+    # ------------------------------------------------------------ adapters
+
+    def _ensure_adapter(
+        self, ref: AdapterRef | None, refs: list[ray.ObjectRef] | None
+    ) -> tuple[AdapterStatus, float | None]:
+        if ref is None:
+            return "off", None
+        if self.slots.has(ref.adapter_id):
+            return "resident", None
+        if not refs:
+            raise Unavailable(f"worker {self.index} does not hold adapter {ref.adapter_id} and got no weights")
+        return "loaded", self.load_adapter(ref, refs)
+
+    def load_adapter(self, ref: AdapterRef, refs: list[ray.ObjectRef]) -> float:
+        """Load an adapter from the object store (mapped on this node, fetched from another); seconds taken,
+        measured here (mapping included)."""
+        start = time.perf_counter()
+        state = ray.get(refs[0])
+        self.slots.load(ref.adapter_id, ref.settings, state)
+        return time.perf_counter() - start
+
+    def drop_adapters(self, adapter_ids: list[str]) -> int:
+        dropped = sum(self.slots.remove(a) for a in adapter_ids)
+        stale = [k for k in self.store.keys() if any(f"|{a}|" in k for a in adapter_ids)]
+        for key in stale:  # caches computed under a dropped adapter go with it
+            self.store.remove(key)
+        return dropped
+
+    def adapters(self) -> list[str]:
+        return self.slots.resident()
+
+    def logits(self, token_ids: list[int], adapter_id: str | None) -> np.ndarray:
+        """The next-token logits after ``token_ids`` under an adapter (None: the base model), float32."""
+        import torch
+
+        with self.slots.use(adapter_id) as model, torch.no_grad():
+            out = model(input_ids=torch.tensor([token_ids]))
+        return out.logits[0, -1].float().numpy()
 
     def export(self, key: str) -> list[ray.ObjectRef]:
         """The cache's ObjectRef (in a list, so Ray hands over the reference, not the value)."""
@@ -135,10 +189,31 @@ class ModelWorker:
             )
 
     def _run(
-        self, plan: ChatPlan, adopt: list[ray.ObjectRef] | None, adopt_entry: KVCacheEntry | None
+        self,
+        plan: ChatPlan,
+        adopt: list[ray.ObjectRef] | None,
+        adopt_entry: KVCacheEntry | None,
+        adapter_refs: list[ray.ObjectRef] | None,
     ) -> Iterator[tuple[int, float, ChatOutcome | None]]:
         self._check_context(plan)
         start = time.perf_counter()
+        adapter_status, adapter_s = self._ensure_adapter(plan.adapter, adapter_refs)
+        switch = time.perf_counter()
+        with self.slots.use(plan.adapter.adapter_id if plan.adapter else None) as model:
+            if adapter_status == "resident":
+                adapter_s = time.perf_counter() - switch  # activating a resident adapter (0 if it was active)
+            yield from self._generate(plan, model, start, adopt, adopt_entry, adapter_status, adapter_s)
+
+    def _generate(
+        self,
+        plan: ChatPlan,
+        model: Any,
+        start: float,
+        adopt: list[ray.ObjectRef] | None,
+        adopt_entry: KVCacheEntry | None,
+        adapter_status: AdapterStatus,
+        adapter_s: float | None,
+    ) -> Iterator[tuple[int, float, ChatOutcome | None]]:
         adopt_s = None
         if plan.use_kv and adopt and adopt_entry is not None and not self.store.in_memory(adopt_entry.key):
             try:
@@ -146,7 +221,7 @@ class ModelWorker:
             except ray.exceptions.RayError:  # its owner died: _ensure loads it from disk or builds it
                 adopt_s = None
         if plan.use_kv:
-            entry, tensors, status, prefix_ids, suffix_ids = self._ensure(plan)
+            entry, tensors, status, prefix_ids, suffix_ids = self._ensure(plan, model)
             if adopt_s is not None and status == "hit":
                 status = "moved"
             kv: dict[str, Any] | None = tensors
@@ -158,7 +233,7 @@ class ModelWorker:
         tokens: list[int] = []
         ttft = 0.0
         for token, _ in kvcache.generate(
-            self.lm.model, self.eos, prefix_ids, suffix_ids, kv, plan.max_tokens, plan.temperature, plan.seed
+            model, self.eos, prefix_ids, suffix_ids, kv, plan.max_tokens, plan.temperature, plan.seed
         ):
             if not tokens:
                 ttft = time.perf_counter() - start  # includes building or loading the cache
@@ -176,25 +251,36 @@ class ModelWorker:
             kv_key=entry.key if entry else None,
             kv_tokens=entry.tokens if entry else 0,
             adopt_ms=None if adopt_s is None else adopt_s * 1000,
+            adapter=plan.adapter.adapter_id if plan.adapter else None,
+            adapter_status=adapter_status,
+            adapter_ms=None if adapter_s is None else adapter_s * 1000,
         )
         yield -1, 0.0, outcome
 
     def chat(
-        self, plan: ChatPlan, adopt: list[ray.ObjectRef] | None = None, adopt_entry: KVCacheEntry | None = None
+        self,
+        plan: ChatPlan,
+        adopt: list[ray.ObjectRef] | None = None,
+        adopt_entry: KVCacheEntry | None = None,
+        adapter_refs: list[ray.ObjectRef] | None = None,
     ) -> ChatOutcome:
-        for _, _, outcome in self._run(plan, adopt, adopt_entry):
+        for _, _, outcome in self._run(plan, adopt, adopt_entry, adapter_refs):
             if outcome is not None:
                 return outcome
         raise RuntimeError("generation ended without an outcome")  # pragma: no cover
 
     @ray.method(num_returns="streaming")  # type: ignore[misc]
     def chat_stream(
-        self, plan: ChatPlan, adopt: list[ray.ObjectRef] | None = None, adopt_entry: KVCacheEntry | None = None
+        self,
+        plan: ChatPlan,
+        adopt: list[ray.ObjectRef] | None = None,
+        adopt_entry: KVCacheEntry | None = None,
+        adapter_refs: list[ray.ObjectRef] | None = None,
     ) -> Iterator[str | ChatOutcome]:
         """Text pieces as they are decoded, then the outcome."""
         sent = ""
         tokens: list[int] = []
-        for token, _, outcome in self._run(plan, adopt, adopt_entry):
+        for token, _, outcome in self._run(plan, adopt, adopt_entry, adapter_refs):
             if outcome is not None:
                 yield outcome
                 return
@@ -216,6 +302,7 @@ class ModelWorker:
             "disk_loads": self.store.disk_loads,
             "prefills": self.prefills,
             "prefill_tokens": self.prefill_tokens,
+            "adapters": self.slots.stats(),
         }
 
 

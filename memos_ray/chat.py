@@ -6,9 +6,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from memos_ray.adapter_store import AdapterRef
 from memos_ray.models import ChatMessage, Id, MemoryRef, Strict
 
 KVStatus = Literal["hit", "moved", "loaded", "built", "off"]
+AdapterStatus = Literal["off", "resident", "loaded"]
 
 
 class ChatRequest(Strict):
@@ -21,6 +23,9 @@ class ChatRequest(Strict):
     top_k: int = Field(5, ge=0, le=20, description="memories retrieved for the question, besides the pinned ones")
     prefix: Literal["pinned", "retrieved"] = Field(
         "pinned", description="what the cached prefix holds: the pinned memories, or pinned + retrieved"
+    )
+    use_parametric_memory: bool = Field(
+        True, description="run under the first cube's active LoRA adapter, when it has one"
     )
     stream: bool = Field(False, description="server-sent events: token events, then one done event")
     worker: int | None = Field(None, ge=0, description="run on this model worker (placement tests, benchmarks)")
@@ -36,6 +41,7 @@ class ChatPlan(Strict):
     temperature: float
     seed: int
     use_kv: bool
+    adapter: AdapterRef | None = Field(None, description="the adapter to run under (None: the base model)")
 
 
 class KVInfo(Strict):
@@ -58,6 +64,9 @@ class ChatOutcome(Strict):
     kv_key: str | None = None
     kv_tokens: int = 0
     adopt_ms: float | None = Field(None, description="taking a moved cache from the object store, inside the call")
+    adapter: str | None = None
+    adapter_status: AdapterStatus = "off"
+    adapter_ms: float | None = Field(None, description="loading the adapter (loaded) or switching to it (resident)")
 
 
 class ChatResponse(Strict):
@@ -70,3 +79,6 @@ class ChatResponse(Strict):
     tokens_generated: int
     prefill_tokens: int
     prompt_tokens: int
+    adapter: str | None = Field(None, description="the LoRA adapter the answer ran under (parametric memory)")
+    adapter_status: AdapterStatus = "off"
+    adapter_ms: float | None = None

@@ -60,6 +60,10 @@ class WorkersConfig(_Config):
     count: int = Field(1, ge=1, description="model workers the Scheduler starts")
     num_cpus: float = Field(0.5, ge=0)
     kv_budget_mb: int = Field(512, ge=1, description="KV caches a worker keeps in memory (LRU; all stay on disk)")
+    adapter_budget_mb: int = Field(64, ge=1, description="LoRA adapters a worker keeps loaded (LRU); rank 8 is ~4 MB")
+    train_num_cpus: float = Field(
+        0.5, ge=0, description="Ray CPUs a LoRA training task asks for (it uses llm.num_threads)"
+    )
     resources: list[dict[str, float]] = Field(
         default_factory=list, description="custom resources per worker index, to pin workers to nodes"
     )

@@ -44,6 +44,7 @@ from memos_ray.models import (
 )
 from memos_ray.reader import read_messages
 from memos_ray.text import index_text
+from serve.adapter_routes import AdapterRoutes
 from serve.base import Auth, act, app, shielded
 from serve.chat_routes import ChatRoutes
 from serve.governance import GovernanceRoutes
@@ -51,8 +52,8 @@ from serve.governance import GovernanceRoutes
 
 @serve.deployment(name="memos_ingress")
 @serve.ingress(app)
-class MemosIngress(GovernanceRoutes, ChatRoutes):
-    """Cubes, memories and search here; chat and governance in their mixins; plumbing in ``serve.base``."""
+class MemosIngress(GovernanceRoutes, AdapterRoutes, ChatRoutes):
+    """Cubes, memories and search here; chat, adapters and governance in their mixins; plumbing in ``serve.base``."""
 
     def __init__(self, config: MemosConfig) -> None:
         super().__init__(config)
@@ -96,6 +97,7 @@ class MemosIngress(GovernanceRoutes, ChatRoutes):
     @shielded
     async def delete_cube(self, request: Request, cube_id: Id, who: Caller = Auth) -> Response:
         await self._call(self.directory, "delete_cube", cube_id, who)
+        await self._forget_adapters(cube_id)
         await self._audit(request, cube_id=cube_id, status=204)
         return Response(status_code=204)
 
@@ -191,7 +193,7 @@ class MemosIngress(GovernanceRoutes, ChatRoutes):
         item: MemoryItem = await self._cube(
             who, cube_id, Role.write, "update", memory_id, req, vec, who.principal, found
         )
-        await self._invalidate(memory_id)
+        await self._invalidate(cube_id, memory_id, "edited")
         details = {"version": item.version, **({"redacted": found} if found else {})}
         await self._audit(request, cube_id=cube_id, memory_ids=[memory_id], details=details)
         return item
@@ -209,7 +211,7 @@ class MemosIngress(GovernanceRoutes, ChatRoutes):
         item: MemoryItem = await self._cube(
             who, cube_id, Role.write, "delete", memory_id, expected_version, who.principal
         )
-        await self._invalidate(memory_id)
+        await self._invalidate(cube_id, memory_id, "deleted")
         await self._audit(request, cube_id=cube_id, memory_ids=[memory_id], details={"version": item.version})
         return item
 
@@ -223,7 +225,7 @@ class MemosIngress(GovernanceRoutes, ChatRoutes):
     async def purge_memory(self, request: Request, cube_id: Id, memory_id: Id, who: Caller = Auth) -> Response:
         """Erase every version of a memory (irreversible): admin role."""
         await self._cube(who, cube_id, Role.admin, "purge", memory_id)
-        await self._invalidate(memory_id)
+        await self._invalidate(cube_id, memory_id, "purged")
         await self._audit(request, cube_id=cube_id, memory_ids=[memory_id], status=204)
         return Response(status_code=204)
 

@@ -51,6 +51,7 @@ app = FastAPI(
 # Audit actions that only read. Failures of these are recorded only when access was denied.
 READ_ACTIONS = frozenset(
     {"cube.read", "memory.read", "search", "chat", "changes", "audit.read", "identity.read", "status", "docs"}
+    | {"adapter.read"}
 )
 DENIALS = frozenset({"unauthenticated", "forbidden", "cube_not_found", "principal_not_found", "key_not_found"})
 READ_METHODS = frozenset({"get", "list", "history", "search", "meta", "wait_changes"})
@@ -199,6 +200,7 @@ class IngressBase:
         self.embedder = runtime.embedder
         self.identity = app.state.identity = runtime.identity
         self.audit = app.state.audit = runtime.audit
+        self.adapters = runtime.adapters
         self.redactor = Redactor(config.governance.redaction)
 
     async def _call(self, handle: Any, method: str, *args: Any) -> Any:

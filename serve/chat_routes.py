@@ -40,6 +40,9 @@ def _response(outcome: ChatOutcome, info: Any, used: list[MemoryItem], agent: st
         tokens_generated=len(outcome.token_ids),
         prefill_tokens=outcome.prefill_tokens,
         prompt_tokens=outcome.prompt_tokens,
+        adapter=outcome.adapter,
+        adapter_status=outcome.adapter_status,
+        adapter_ms=outcome.adapter_ms,
     )
 
 
@@ -64,9 +67,14 @@ class ChatRoutes(IngressBase):
             workers[index] = ray.get_actor(worker_name(index), namespace=self.config.namespace)
         return workers[index]
 
-    async def _invalidate(self, memory_id: str) -> None:
-        """Drop caches built from a memory. The edit is already durable: a failure here must not undo its 2xx
-        (and cannot leave a stale cache in use: cache keys hash the rendered text)."""
+    async def _invalidate(self, cube_id: str, memory_id: str, what: str) -> None:
+        """Drop KV caches built from a memory, and mark adapters that learned from it stale. The edit is
+        already durable: a failure here must not undo its 2xx (and cannot leave a stale cache in use:
+        cache keys hash the rendered text)."""
+        try:
+            await self.adapters.memory_changed.remote(cube_id, [memory_id], what)
+        except Exception:
+            log.exception("marking adapters of %s stale failed", cube_id)
         scheduler = await self._scheduler(start=False)
         if scheduler is not None:
             try:
@@ -74,7 +82,19 @@ class ChatRoutes(IngressBase):
             except Exception:
                 log.exception("invalidating caches built from %s failed", memory_id)
 
-    async def _plan(self, who: Caller, req: ChatRequest) -> tuple[ChatPlan, list[MemoryItem]]:
+    async def _forget_adapters(self, cube_id: str) -> None:
+        """A deleted cube's adapters go from disk and from every worker."""
+        try:
+            ids = await self.adapters.drop_cube.remote(cube_id)
+            scheduler = await self._scheduler(start=False)
+            if ids and scheduler is not None:
+                await scheduler.drop_adapters.remote(ids)
+        except Exception:
+            log.exception("removing the adapters of deleted cube %s failed", cube_id)
+
+    async def _plan(
+        self, who: Caller, req: ChatRequest
+    ) -> tuple[ChatPlan, list[MemoryItem], list[ray.ObjectRef] | None]:
         """The cached prefix is the cubes' pinned memories (tag "pinned"), the retrieved memories
         riding in the prompt; or, with ``prefix="retrieved"``, the retrieval result itself."""
         active = [LifecycleState.active]
@@ -98,7 +118,13 @@ class ChatRoutes(IngressBase):
             if retrieved:
                 context = "Relevant memories:\n" + "\n".join(f"- {m.text}" for m in retrieved)
                 messages.insert(0, ChatMessage(role="system", content=context))
+        adapter, adapter_refs = None, None
+        if req.use_parametric_memory:  # the first cube's active adapter (the cubes were authorized above)
+            active = await self.adapters.active.remote(req.cube_ids[0])
+            if active is not None:
+                adapter, adapter_refs = active
         plan = ChatPlan(
+            adapter=adapter,
             prefix_text=kvcache.render_memories(prefix),
             sources=[m.ref for m in prefix],
             messages=messages,
@@ -107,13 +133,13 @@ class ChatRoutes(IngressBase):
             seed=req.seed,
             use_kv=req.use_activation_memory,
         )
-        return plan, pinned + retrieved
+        return plan, pinned + retrieved, adapter_refs
 
     @app.post("/v1/chat", tags=["chat"], response_model=ChatResponse, dependencies=[act("chat")])
     async def chat(self, req: ChatRequest, who: Caller = Auth) -> Any:
-        plan, used = await self._plan(who, req)
+        plan, used, adapter_refs = await self._plan(who, req)
         scheduler = await self._scheduler(start=True)
-        placement: Placement = await scheduler.place.remote(plan, req.worker)
+        placement: Placement = await scheduler.place.remote(plan, req.worker, adapter_refs)
         try:
             worker = self._worker(placement.worker)
         except Exception:
@@ -121,11 +147,12 @@ class ChatRoutes(IngressBase):
             raise
         if req.stream:
             return StreamingResponse(
-                self._sse(scheduler, worker, placement, plan, used, who.principal), media_type="text/event-stream"
+                self._sse(scheduler, worker, placement, plan, used, who.principal, adapter_refs),
+                media_type="text/event-stream",
             )
         outcome: ChatOutcome | None = None
         try:
-            outcome = await worker.chat.remote(plan, placement.adopt, placement.adopt_entry)
+            outcome = await worker.chat.remote(plan, placement.adopt, placement.adopt_entry, adapter_refs)
         finally:
             info = await scheduler.record.remote(placement, outcome)
         assert outcome is not None
@@ -139,10 +166,11 @@ class ChatRoutes(IngressBase):
         plan: ChatPlan,
         used: list[MemoryItem],
         agent: str,
+        adapter_refs: list[ray.ObjectRef] | None,
     ) -> AsyncIterator[str]:
         outcome: ChatOutcome | None = None
         try:
-            async for ref in worker.chat_stream.remote(plan, placement.adopt, placement.adopt_entry):
+            async for ref in worker.chat_stream.remote(plan, placement.adopt, placement.adopt_entry, adapter_refs):
                 piece = await ref
                 if isinstance(piece, ChatOutcome):
                     outcome = piece

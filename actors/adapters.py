@@ -1,0 +1,193 @@
+"""The Adapters actor: trains LoRA adapters off the request path and keeps every cube's adapters.
+
+Training is a Ray task with a CPU of its own: it loads a fresh float32 copy of the base model,
+fine-tunes a LoRA on the memories' texts, reports each step here (``progress``), and returns the
+weights through the object store. This actor then writes the adapter file, updates the cube's
+index and, when asked, makes it the active one. For chat it hands out the active adapter's
+weights as an ObjectRef: put in the object store once, then mapped by every worker that loads it
+(no shared filesystem needed). It runs on the head node, next to its files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import OrderedDict
+
+import numpy as np
+import ray
+
+from memos_ray.adapter_store import (
+    AdapterList,
+    AdapterRef,
+    AdapterRegistry,
+    TrainingJob,
+    new_adapter_id,
+    ref_of,
+)
+from memos_ray.adapters import AdapterInfo, AdapterSettings, TrainingMetrics, state_nbytes
+from memos_ray.config import LLMConfig, MemosConfig
+from memos_ray.errors import InvalidInput, NotFound
+from memos_ray.llm import ModelIdentity
+from memos_ray.models import MemoryRef, utcnow
+
+ADAPTERS_NAME = "memos_adapters"
+JOBS_KEPT = 1_000
+REFS_KEPT = 32
+log = logging.getLogger(__name__)
+
+
+@ray.remote(max_retries=0)
+def train_adapter(
+    config: MemosConfig, job_id: str, texts: list[str], settings: AdapterSettings
+) -> tuple[dict[str, np.ndarray], TrainingMetrics, ModelIdentity]:
+    """One training job, in its own worker process: a fresh float32 base model, so the job neither
+    shares nor disturbs the model workers' weights."""
+    from memos_ray.adapters import train_lora
+    from memos_ray.llm import load_model
+
+    llm = LLMConfig.model_validate({**config.llm.model_dump(), "dtype": "float32"})
+    lm = load_model(llm, config.storage.data_dir / "models")
+    manager = ray.get_actor(ADAPTERS_NAME, namespace=config.namespace)
+
+    def progress(step: int, steps: int, loss: float) -> None:
+        manager.progress.remote(job_id, step, steps, loss)  # fire and forget: training never waits on it
+
+    state, metrics = train_lora(lm.model, lm.tokenizer, texts, settings, progress)
+    return state, metrics, lm.identity
+
+
+@ray.remote(max_restarts=-1, max_concurrency=64)
+class Adapters:
+    def __init__(self, config: MemosConfig) -> None:
+        self.config = config
+        self.registry = AdapterRegistry(config.storage.data_dir / "adapters")
+        self.jobs: OrderedDict[str, TrainingJob] = OrderedDict()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.refs: OrderedDict[str, ray.ObjectRef] = OrderedDict()  # adapter id -> its weights in the store
+
+    async def ready(self) -> bool:
+        return True
+
+    # ------------------------------------------------------------ training
+
+    async def start_training(
+        self,
+        cube_id: str,
+        texts: list[str],
+        sources: list[MemoryRef],
+        settings: AdapterSettings,
+        activate: bool,
+        created_by: str,
+    ) -> TrainingJob:
+        if not texts:
+            raise InvalidInput(f"cube {cube_id} has no memories that match: nothing to train on")
+        job = TrainingJob(
+            id=f"job-{secrets.token_hex(6)}",
+            cube_id=cube_id,
+            steps=settings.steps,
+            memories=len(texts),
+            created_by=created_by,
+            created_at=utcnow(),
+        )
+        self.jobs[job.id] = job
+        while len(self.jobs) > JOBS_KEPT:
+            old, _ = self.jobs.popitem(last=False)
+            self._tasks.pop(old, None)
+        ref = train_adapter.options(num_cpus=self.config.workers.train_num_cpus).remote(
+            self.config, job.id, texts, settings
+        )
+        self._tasks[job.id] = asyncio.get_running_loop().create_task(
+            self._finish(job.id, ref, sources, settings, activate)
+        )
+        return job
+
+    async def progress(self, job_id: str, step: int, steps: int, loss: float) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None and job.state in ("queued", "running"):
+            self.jobs[job_id] = job.model_copy(
+                update={
+                    "state": "running",
+                    "step": step,
+                    "steps": steps,
+                    "percent": round(100.0 * step / steps, 1),
+                    "loss": loss,
+                    "started_at": job.started_at or utcnow(),
+                }
+            )
+
+    async def _finish(
+        self,
+        job_id: str,
+        ref: ray.ObjectRef,
+        sources: list[MemoryRef],
+        settings: AdapterSettings,
+        activate: bool,
+    ) -> None:
+        job = self.jobs[job_id]
+        try:
+            state, metrics, identity = await ref
+            info = AdapterInfo(
+                id=new_adapter_id(),
+                cube_id=job.cube_id,
+                version=self.registry.next_version(job.cube_id),
+                base_model=identity,
+                settings=settings,
+                sources=sources,
+                metrics=metrics,
+                created_at=utcnow(),
+                created_by=job.created_by,
+                bytes=state_nbytes(state),
+            )
+            await asyncio.to_thread(self.registry.add, info, state, activate)
+            update = {"state": "succeeded", "adapter_id": info.id, "percent": 100.0, "step": metrics.steps}
+        except Exception as exc:
+            log.exception("training job %s failed", job_id)
+            update = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        self.jobs[job_id] = self.jobs[job_id].model_copy(update={**update, "finished_at": utcnow()})
+
+    async def job(self, job_id: str) -> TrainingJob:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found", {"job_id": job_id})
+        return job
+
+    # ------------------------------------------------------------ a cube's adapters
+
+    async def listing(self, cube_id: str) -> AdapterList:
+        return self.registry.listing(cube_id)
+
+    async def set_active(self, cube_id: str, adapter_id: str | None) -> AdapterList:
+        return self.registry.set_active(cube_id, adapter_id)
+
+    async def active(self, cube_id: str) -> tuple[AdapterRef, list[ray.ObjectRef]] | None:
+        """The cube's active adapter with its weights in the object store (a reference, in a list)."""
+        listing = self.registry.listing(cube_id)
+        if listing.active is None:
+            return None
+        info = next(a for a in listing.adapters if a.id == listing.active)
+        ref = self.refs.get(info.id)
+        if ref is None:
+            _, state = await asyncio.to_thread(self.registry.state, cube_id, info.id)
+            ref = ray.put(state)
+            self.refs[info.id] = ref
+            while len(self.refs) > REFS_KEPT:
+                self.refs.popitem(last=False)
+        self.refs.move_to_end(info.id)
+        return ref_of(info), [ref]
+
+    async def memory_changed(self, cube_id: str, memory_ids: list[str], what: str) -> list[str]:
+        """Mark the adapters that learned from these memories stale."""
+        reason = f"memory {', '.join(sorted(memory_ids)[:3])} {what} after training"
+        return self.registry.mark_stale(cube_id, set(memory_ids), reason)
+
+    async def delete(self, cube_id: str, adapter_id: str) -> AdapterList:
+        self.refs.pop(adapter_id, None)
+        return self.registry.remove(cube_id, adapter_id)
+
+    async def drop_cube(self, cube_id: str) -> list[str]:
+        ids = self.registry.drop_cube(cube_id)
+        for adapter_id in ids:
+            self.refs.pop(adapter_id, None)
+        return ids

@@ -1,0 +1,182 @@
+"""A cube's adapters on disk, and the types the adapter API speaks.
+
+Layout under ``<data_dir>/adapters/<cube_id>/``: one ``<adapter_id>.safetensors`` per adapter
+version (weights, with its :class:`AdapterInfo` as metadata) and ``index.json``, which lists the
+versions and names the active one. The file is written before the index names it, and the index
+is replaced atomically, so a crash leaves either the old index or the new one. One process (the
+Adapters actor) owns the registry.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from memos_ray.adapters import AdapterInfo, AdapterSettings, load_adapter, save_adapter
+from memos_ray.errors import NotFound
+from memos_ray.models import Id, MemoryKind, Strict, Tag
+
+JobState = Literal["queued", "running", "succeeded", "failed"]
+
+
+def new_adapter_id() -> str:
+    return f"ad-{secrets.token_hex(6)}"
+
+
+class TrainRequest(Strict):
+    """Train an adapter from a cube's memories: its active facts by default, or a selection."""
+
+    settings: AdapterSettings = Field(default_factory=AdapterSettings)
+    kinds: list[MemoryKind] = Field(default_factory=lambda: [MemoryKind.fact], description="[] for every kind")
+    tags_any: list[Tag] = Field(default_factory=list, description="only memories with one of these tags")
+    memory_ids: list[Id] | None = Field(None, max_length=5_000, description="exactly these memories")
+    max_memories: int = Field(2_000, ge=1, le=20_000)
+    activate: bool = Field(True, description="make the new adapter the cube's active one when it is ready")
+
+
+class TrainingJob(Strict):
+    id: str
+    cube_id: str
+    state: JobState = "queued"
+    step: int = 0
+    steps: int
+    percent: float = 0.0
+    loss: float | None = None
+    memories: int = Field(description="memories it trains on")
+    adapter_id: str | None = Field(None, description="the adapter it made (when succeeded)")
+    error: str | None = None
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class AdapterList(Strict):
+    adapters: list[AdapterInfo]
+    active: str | None
+
+
+class ActiveAdapter(Strict):
+    adapter_id: Id | None = Field(description="the adapter chat uses for this cube; null: the base model")
+
+
+class AdapterRef(Strict):
+    """What a chat needs to run under a cube's adapter: which one, and how to build its LoRA layers."""
+
+    adapter_id: str
+    cube_id: str
+    version: int
+    settings: AdapterSettings
+    bytes: int
+
+
+class _Index(Strict):
+    active: str | None = None
+    adapters: list[AdapterInfo] = Field(default_factory=list)
+
+
+class AdapterRegistry:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, cube_id: str) -> Path:
+        return self.root / cube_id
+
+    def _index(self, cube_id: str) -> _Index:
+        path = self._dir(cube_id) / "index.json"
+        return _Index.model_validate_json(path.read_text()) if path.exists() else _Index()
+
+    def _write(self, cube_id: str, index: _Index) -> None:
+        folder = self._dir(cube_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".index.{os.getpid()}.tmp"
+        tmp.write_text(index.model_dump_json())
+        tmp.replace(folder / "index.json")
+
+    def listing(self, cube_id: str) -> AdapterList:
+        index = self._index(cube_id)
+        return AdapterList(adapters=index.adapters, active=index.active)
+
+    def get(self, cube_id: str, adapter_id: str) -> AdapterInfo:
+        for info in self._index(cube_id).adapters:
+            if info.id == adapter_id:
+                return info
+        raise NotFound(f"cube {cube_id} has no adapter {adapter_id}", {"cube_id": cube_id, "adapter_id": adapter_id})
+
+    def next_version(self, cube_id: str) -> int:
+        return 1 + max((a.version for a in self._index(cube_id).adapters), default=0)
+
+    def add(self, info: AdapterInfo, state: dict[str, np.ndarray], activate: bool) -> AdapterList:
+        save_adapter(self._dir(info.cube_id) / f"{info.id}.safetensors", info, state)  # the file first
+        index = self._index(info.cube_id)
+        index.adapters.append(info)
+        if activate:
+            index.active = info.id
+        self._write(info.cube_id, index)
+        return AdapterList(adapters=index.adapters, active=index.active)
+
+    def set_active(self, cube_id: str, adapter_id: str | None) -> AdapterList:
+        if adapter_id is not None:
+            self.get(cube_id, adapter_id)
+        index = self._index(cube_id)
+        index.active = adapter_id
+        self._write(cube_id, index)
+        return AdapterList(adapters=index.adapters, active=index.active)
+
+    def state(self, cube_id: str, adapter_id: str) -> tuple[AdapterInfo, dict[str, np.ndarray]]:
+        self.get(cube_id, adapter_id)
+        return load_adapter(self._dir(cube_id) / f"{adapter_id}.safetensors")
+
+    def mark_stale(self, cube_id: str, memory_ids: set[str], reason: str) -> list[str]:
+        """Adapters of the cube that learned from any of these memories: marked stale (and returned)."""
+        index = self._index(cube_id)
+        marked = []
+        for i, info in enumerate(index.adapters):
+            if not info.stale and any(s.memory_id in memory_ids for s in info.sources):
+                index.adapters[i] = info.model_copy(update={"stale": True, "stale_reason": reason})
+                marked.append(info.id)
+        if marked:
+            self._write(cube_id, index)
+        return marked
+
+    def remove(self, cube_id: str, adapter_id: str) -> AdapterList:
+        self.get(cube_id, adapter_id)
+        index = self._index(cube_id)
+        index.adapters = [a for a in index.adapters if a.id != adapter_id]
+        if index.active == adapter_id:
+            index.active = None
+        self._write(cube_id, index)  # the index first: a crash leaves an orphan file, not a dangling entry
+        (self._dir(cube_id) / f"{adapter_id}.safetensors").unlink(missing_ok=True)
+        return AdapterList(adapters=index.adapters, active=index.active)
+
+    def drop_cube(self, cube_id: str) -> list[str]:
+        ids = [a.id for a in self._index(cube_id).adapters]
+        shutil.rmtree(self._dir(cube_id), ignore_errors=True)
+        return ids
+
+
+def ref_of(info: AdapterInfo) -> AdapterRef:
+    return AdapterRef(
+        adapter_id=info.id, cube_id=info.cube_id, version=info.version, settings=info.settings, bytes=info.bytes
+    )
+
+
+__all__ = [
+    "ActiveAdapter",
+    "AdapterList",
+    "AdapterRef",
+    "AdapterRegistry",
+    "JobState",
+    "TrainRequest",
+    "TrainingJob",
+    "new_adapter_id",
+    "ref_of",
+]

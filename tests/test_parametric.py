@@ -1,0 +1,161 @@
+"""Parametric memory through the real server: a LoRA trained off the request path from a cube's
+memories, then chat under it on the model workers (float32 SmolLM2, settings tiny enough for seconds)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import ray
+
+from memos_ray.config import MemosConfig
+from tests.conftest import bearer
+
+TINY = {"rank": 4, "alpha": 8, "steps": 6, "learning_rate": 0.01, "max_tokens": 48, "batch_size": 4}
+FACTS = {
+    "param-a": [
+        "Zorblat the cat lives in Kyoto and eats plum jam.",
+        "The lighthouse keeper Ondine collects blue glass bottles.",
+        "Project Heron ships on the ninth of Quintember.",
+        "The vault code word is marmalade-seventeen.",
+    ],
+    "param-b": [
+        "Captain Ruelle sails a green submarine named Otter.",
+        "The bakery on Fennel Street sells saffron buns at dawn.",
+        "Team Kestrel meets in room 4B every Tuesday.",
+        "Mira's favourite mountain is Ben Lomond.",
+    ],
+}
+QUESTION = "Where does Zorblat the cat live?"
+
+
+@pytest.fixture(scope="module")
+def http(base_url: str, api_key: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=300, headers=bearer(api_key)) as client:
+        yield client
+
+
+def chat(http: httpx.Client, cube: str, **options: Any) -> dict[str, Any]:
+    body = {"cube_ids": [cube], "messages": [{"content": QUESTION}], "max_tokens": 8, "top_k": 0, **options}
+    r = http.post("/v1/chat", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def train(http: httpx.Client, cube: str) -> dict[str, Any]:
+    r = http.post(f"/v1/cubes/{cube}/adapters", json={"settings": TINY})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["state"] == "queued" and job["memories"] == 4
+    seen = set()
+    deadline = time.monotonic() + 240
+    while job["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(0.3)
+        job = http.get(f"/v1/jobs/{job['id']}").json()
+        seen.add(job["state"])
+    assert job["state"] == "succeeded", job
+    assert job["percent"] == 100.0 and job["adapter_id"]
+    return job
+
+
+@pytest.fixture(scope="module")
+def trained(http: httpx.Client) -> dict[str, Any]:
+    """Two cubes with their facts; the base model's answers captured before any adapter exists; one adapter
+    each. (param-c has memories but never an adapter.)"""
+    before = {}
+    for cube, facts in {**FACTS, "param-c": ["Nothing to learn here."]}.items():
+        assert http.post("/v1/cubes", json={"id": cube}).status_code == 201
+        r = http.post(f"/v1/cubes/{cube}/memories/batch", json={"items": [{"text": f} for f in facts]})
+        assert r.status_code == 201
+        before[cube] = chat(http, cube, use_activation_memory=False)["text"]
+    jobs = {cube: train(http, cube) for cube in FACTS}
+    return {"before": before, "jobs": jobs}
+
+
+def test_training_job_reports_progress_and_the_adapter_learns(http: httpx.Client, trained: dict[str, Any]) -> None:
+    listing = http.get("/v1/cubes/param-a/adapters").json()
+    (info,) = listing["adapters"]
+    assert listing["active"] == info["id"] == trained["jobs"]["param-a"]["adapter_id"]
+    m = info["metrics"]
+    assert m["nll_after"] < 0.8 * m["nll_before"] and m["loss_last"] < m["loss_first"] and m["tokens_per_s"] > 0
+    assert info["settings"]["rank"] == 4 and info["base_model"]["name"] == "smollm2-135m-instruct"
+    assert sorted(s["version"] for s in info["sources"]) == [1, 1, 1, 1] and not info["stale"]
+
+
+def test_chat_runs_under_the_cubes_adapter_and_a_cube_without_one_is_the_base(
+    http: httpx.Client, trained: dict[str, Any]
+) -> None:
+    a = chat(http, "param-a", use_activation_memory=False)
+    assert a["adapter"] == trained["jobs"]["param-a"]["adapter_id"] and a["adapter_status"] in ("loaded", "resident")
+    base = chat(http, "param-a", use_activation_memory=False, use_parametric_memory=False)
+    assert base["adapter"] is None and base["text"] == trained["before"]["param-a"]
+    c = chat(http, "param-c", use_activation_memory=False)  # no adapter: exactly what it said before training
+    assert c["adapter"] is None and c["text"] == trained["before"]["param-c"]
+    # a KV cache is keyed by the adapter: the same pinned prefix under the adapter and without it are two caches
+    with_kv = chat(http, "param-a")
+    without = chat(http, "param-a", use_parametric_memory=False)
+    assert with_kv["kv"]["key"] != without["kv"]["key"] and with_kv["adapter"] and not without["adapter"]
+
+
+def test_adapters_on_one_worker_do_not_leak_and_a_moved_adapter_gives_identical_logits(
+    http: httpx.Client, trained: dict[str, Any], config: MemosConfig
+) -> None:
+    ids = [1, 504, 3, 9218, 314, 34, 12]
+    w0, w1 = (ray.get_actor(f"memos_worker:{i}", namespace=config.namespace) for i in (0, 1))
+    adapters = ray.get_actor("memos_adapters", namespace=config.namespace)
+    a_ref, a_refs = ray.get(adapters.active.remote("param-a"))
+    b_ref, b_refs = ray.get(adapters.active.remote("param-b"))
+    ray.get(w0.load_adapter.remote(a_ref, a_refs))
+    base = ray.get(w0.logits.remote(ids, None))
+    a_first = ray.get(w0.logits.remote(ids, a_ref.adapter_id))
+    ray.get(w0.load_adapter.remote(b_ref, b_refs))  # both resident on worker 0
+    b = ray.get(w0.logits.remote(ids, b_ref.adapter_id))
+    a_again = ray.get(w0.logits.remote(ids, a_ref.adapter_id))
+    assert np.array_equal(a_first, a_again)  # B's arrival changed nothing for A
+    assert not np.allclose(a_first, b) and not np.allclose(a_first, base)
+    assert np.array_equal(ray.get(w0.logits.remote(ids, None)), base)  # the base is still the base
+    # moved: worker 1 maps A's weights from the object store
+    ray.get(w1.drop_adapters.remote([a_ref.adapter_id]))
+    seconds = ray.get(w1.load_adapter.remote(a_ref, a_refs))
+    assert seconds > 0 and np.array_equal(ray.get(w1.logits.remote(ids, a_ref.adapter_id)), a_first)
+    # and chat pinned to either worker answers the same under A
+    texts = {chat(http, "param-a", use_activation_memory=False, worker=w)["text"] for w in (0, 1)}
+    assert len(texts) == 1
+
+
+def test_editing_a_source_marks_the_adapter_stale_and_deleting_the_cube_removes_it(
+    http: httpx.Client, trained: dict[str, Any], config: MemosConfig
+) -> None:
+    memories = http.get("/v1/cubes/param-b/memories").json()["items"]
+    r = http.patch(f"/v1/cubes/param-b/memories/{memories[0]['id']}", json={"text": "Captain Ruelle retired."})
+    assert r.status_code == 200
+    (info,) = http.get("/v1/cubes/param-b/adapters").json()["adapters"]
+    assert info["stale"] and "edited" in info["stale_reason"]
+    # switching to the base and back
+    assert http.put("/v1/cubes/param-b/adapters/active", json={"adapter_id": None}).json()["active"] is None
+    assert chat(http, "param-b", use_activation_memory=False)["adapter"] is None
+    assert http.put("/v1/cubes/param-b/adapters/active", json={"adapter_id": info["id"]}).status_code == 200
+    chat(http, "param-b", use_activation_memory=False)  # loads it on a worker
+    folder = Path(config.storage.data_dir) / "adapters" / "param-b"
+    assert (folder / f"{info['id']}.safetensors").exists()
+    assert http.delete("/v1/cubes/param-b").status_code == 204
+    assert not folder.exists()
+    for i in (0, 1):
+        worker = ray.get_actor(f"memos_worker:{i}", namespace=config.namespace)
+        assert info["id"] not in ray.get(worker.adapters.remote())
+
+
+def test_bad_training_requests(http: httpx.Client, trained: dict[str, Any]) -> None:
+    r = http.post("/v1/cubes/param-a/adapters", json={"settings": {"rank": 0}})
+    assert r.status_code == 422
+    r = http.post("/v1/cubes/param-a/adapters", json={"tags_any": ["no-such-tag"]})
+    assert r.status_code == 422 and "nothing to train" in r.json()["error"]["message"]
+    assert http.post("/v1/cubes/nope/adapters", json={}).status_code == 404
+    assert http.get("/v1/jobs/job-000000000000").status_code == 404
+    r = http.put("/v1/cubes/param-a/adapters/active", json={"adapter_id": "ad-000000000000"})
+    assert r.status_code == 404
