@@ -29,7 +29,7 @@ from rich.table import Table
 from memos_ray.config import MemosConfig
 from memos_ray.models import MAX_BATCH, ChatMessage, MemoryKind
 from memos_ray.reader import context_of
-from serve import cli_governance  # noqa: F401  (registers keys, principals, share, audit, watch)
+from serve import cli_adapters, cli_governance  # noqa: F401  (register their commands)
 from serve.cli_base import _client, _clip, app, cubes_app, err, out
 from serve.client import MemosAPIError
 

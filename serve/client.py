@@ -61,6 +61,7 @@ from serve._request import (
     parse_answer,
     seg,
 )
+from serve.client_adapters import AdapterCalls
 from serve.client_governance import GovernanceCalls
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -355,6 +356,11 @@ class MemosClient:
     unshare = _sync(GovernanceCalls.unshare)
     audit = _sync(GovernanceCalls.audit)
     verify_audit = _sync(GovernanceCalls.verify_audit)
+    train_adapter = _sync(AdapterCalls.train_adapter)
+    training_job = _sync(AdapterCalls.training_job)
+    adapters = _sync(AdapterCalls.adapters)
+    activate_adapter = _sync(AdapterCalls.activate_adapter)
+    delete_adapter = _sync(AdapterCalls.delete_adapter)
 
 
 class AsyncMemosClient:
@@ -430,6 +436,11 @@ class AsyncMemosClient:
     unshare = _async(GovernanceCalls.unshare)
     audit = _async(GovernanceCalls.audit)
     verify_audit = _async(GovernanceCalls.verify_audit)
+    train_adapter = _async(AdapterCalls.train_adapter)
+    training_job = _async(AdapterCalls.training_job)
+    adapters = _async(AdapterCalls.adapters)
+    activate_adapter = _async(AdapterCalls.activate_adapter)
+    delete_adapter = _async(AdapterCalls.delete_adapter)
 
 
 __all__ = ["DEFAULT_URL", "AsyncMemosClient", "MemosAPIError", "MemosClient"]

@@ -159,3 +159,26 @@ def test_bad_training_requests(http: httpx.Client, trained: dict[str, Any]) -> N
     assert http.get("/v1/jobs/job-000000000000").status_code == 404
     r = http.put("/v1/cubes/param-a/adapters/active", json={"adapter_id": "ad-000000000000"})
     assert r.status_code == 404
+
+
+def test_sdk_and_cli_train_with_progress_and_choose_the_adapter(
+    base_url: str, api_key: str, trained: dict[str, Any]
+) -> None:
+    from typer.testing import CliRunner
+
+    from serve.cli import app as cli
+    from serve.client import MemosClient
+
+    runner = CliRunner(env={"MEMOS_RAY_URL": base_url, "MEMOS_RAY_API_KEY": api_key, "COLUMNS": "200"})
+    result = runner.invoke(cli, ["train", "param-c", "--rank", "2", "--steps", "3", "--lr", "0.01"])
+    assert result.exit_code == 0, result.output
+    assert "training on 1 memories" in result.output and "is ready for param-c" in result.output
+    with MemosClient(base_url, api_key=api_key) as mc:
+        listing = mc.adapters("param-c")
+        (info,) = listing.adapters
+        assert listing.active == info.id and info.settings.rank == 2 and info.metrics.steps == 3
+        shown = runner.invoke(cli, ["adapters", "param-c", "--base"])
+        assert shown.exit_code == 0 and info.id in shown.output
+        assert mc.adapters("param-c").active is None
+        mc.delete_adapter("param-c", info.id)
+        assert mc.adapters("param-c").adapters == []
