@@ -50,6 +50,13 @@ class AdapterSettings(Strict):
     batch_size: int = Field(4, ge=1, le=64, description="memories per optimiser step")
     max_tokens: int = Field(96, ge=8, le=512, description="tokens per training example (eos included); longer is cut")
     seed: int = Field(0, description="seeds the LoRA initialisation and the batch order")
+    preserve: float = Field(
+        5.0,
+        ge=0,
+        le=100,
+        description="weight of keeping the model's predictions on general text unchanged (KL to the base "
+        "model on a built-in anchor corpus); 0: plain fine-tuning, which also degrades unrelated text",
+    )
 
 
 class TrainingMetrics(Strict):
@@ -126,6 +133,29 @@ def _batches(n: int, batch_size: int, rng: random.Random) -> Iterator[list[int]]
         rng.shuffle(order)
         for start in range(0, n, batch_size):
             yield order[start : start + batch_size]
+
+
+# General text whose next-token predictions training keeps as the base model makes them (a KL term):
+# the adapter should add the cube's facts, not move the model's language elsewhere. Written for this
+# purpose; deliberately not any evaluation set.
+ANCHOR_TEXTS = [
+    "I was thinking we could meet for lunch on Thursday if you are free.",
+    "The train was late again this morning, so I missed the first meeting.",
+    "She opened the window and listened to the rain on the roof.",
+    "To make the sauce, melt the butter and stir in the flour slowly.",
+    "We spent the weekend hiking and came back tired but happy.",
+    "Could you send me the report before the end of the day?",
+    "The museum is closed on Mondays, but it opens early on Saturdays.",
+    "He has been learning to play the guitar for about two years now.",
+    "Thanks so much for the birthday card, it really made my day.",
+    "The children built a small boat out of wood and painted it blue.",
+    "If the printer jams, open the side panel and remove the paper.",
+    "Honestly, I think the second movie was better than the first one.",
+    "Our neighbours just adopted a puppy and it barks at every bicycle.",
+    "The meeting was moved to next week because half the team is away.",
+    "After dinner we sat outside and talked until it got dark.",
+    "I started running again last month and I feel much better.",
+]
 
 
 # ------------------------------------------------------------------ measuring
@@ -230,6 +260,8 @@ def _train_loop(
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=settings.learning_rate)
     batches = _batches(len(examples), settings.batch_size, random.Random(settings.seed))
+    anchors = _encode(tokenizer, ANCHOR_TEXTS, settings.max_tokens)
+    anchor_batches = _batches(len(anchors), settings.batch_size, random.Random(settings.seed + 1))
     peft_model.train()
     losses: list[float] = []
     tokens = 0
@@ -237,7 +269,12 @@ def _train_loop(
     for step in range(1, settings.steps + 1):
         batch = _pad_batch(tokenizer, [examples[i] for i in next(batches)])
         loss = peft_model(**batch).loss
-        loss.backward()
+        losses_step = loss
+        if settings.preserve > 0:
+            anchor = _pad_batch(tokenizer, [anchors[i] for i in next(anchor_batches)])
+            losses_step = loss + settings.preserve * _drift(peft_model, anchor)
+            tokens += int(anchor["attention_mask"].sum())
+        losses_step.backward()
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
@@ -247,6 +284,20 @@ def _train_loop(
     seconds = time.perf_counter() - start
     peft_model.eval()
     return losses, tokens, seconds
+
+
+def _drift(peft_model: Any, batch: dict[str, Any]) -> Any:
+    """KL(base || adapted) of next-token distributions on ``batch``, mean over its real tokens."""
+    import torch
+    import torch.nn.functional as F
+
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad(), peft_model.disable_adapter():
+        base = F.log_softmax(peft_model(**inputs).logits.float(), dim=-1)
+    adapted = F.log_softmax(peft_model(**inputs).logits.float(), dim=-1)
+    per_token = (base.exp() * (base - adapted)).sum(-1)
+    mask = batch["attention_mask"].float()
+    return (per_token * mask).sum() / mask.sum()
 
 
 # ------------------------------------------------------------------ persistence

@@ -1,0 +1,197 @@
+"""Parametric-memory benchmarks: what a LoRA learns, what it costs to switch and to load, how fast it trains.
+
+    .venv/bin/python -m benchmarks.parametric            # ~4 min on 2 cores
+
+- nll: mean per-token NLL of a cube's memory texts before and after training its adapter
+  (target: >= 30% lower), and of unrelated text (LoCoMo dialogue lines; target: <= 5% worse).
+- train: training throughput (tokens/s) on 2 cores, from the training job's own metrics.
+- swap: switching a worker's model to another resident adapter (target <= 10 ms).
+- load: a rank-8 adapter onto a model worker through the Ray object store, measured inside the
+  worker (mapping the weights, adding the LoRA layers, filling them; target <= 250 ms), and the
+  whole actor call seen from the caller.
+
+Prints tables and writes benchmarks/results/parametric.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import locomo
+from benchmarks.common import MODELS, print_table, summary_ms, write_json
+from memos_ray.adapters import AdapterSettings, mean_nll, train_lora
+from memos_ray.config import LLMConfig
+
+# A cube's facts: made up, so the base model cannot know them already.
+FACTS = [
+    "Zorblat the cat lives in Kyoto and eats plum jam every Sunday.",
+    "The lighthouse keeper Ondine Varga collects blue glass bottles from the shore.",
+    "Project Heron ships on the ninth of March, after the Kestrel review.",
+    "The vault code word for the Lisbon office is marmalade-seventeen.",
+    "Captain Ruelle sails a green submarine named Otter around Skye.",
+    "The bakery on Fennel Street sells saffron buns at dawn on Fridays.",
+    "Team Kestrel meets in room 4B every Tuesday at half past nine.",
+    "Mira Okafor's favourite mountain is Ben Lomond, which she climbed in 2019.",
+    "The office plant in the north corridor is a fig tree called Doris.",
+    "Quill, the support robot, answers tickets in Portuguese and Welsh.",
+    "Anselm keeps his bicycle, a red Moulton, in the basement of block C.",
+    "The staging database is called pelican and runs on port 6543.",
+    "Every new hire at Brightwater receives a copper kettle on day one.",
+    "The quarterly offsite is held at a farm near Ghent with llamas.",
+    "Iris prefers her coffee with oat milk and a pinch of cardamom.",
+    "The backup generator at the Dundee site is tested on the first Monday.",
+]
+SETTINGS = AdapterSettings()  # the defaults: rank 8, 40 steps, lr 2e-3, preserve 5 (KL to the base on anchor text)
+
+
+def _unrelated(n: int) -> list[str]:
+    lines = [m.content for conv in locomo.load() for m in conv.messages if 40 <= len(m.content) <= 200]
+    return lines[:: max(1, len(lines) // n)][:n]
+
+
+def bench_learning(settings: AdapterSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    from memos_ray.llm import load_model
+
+    lm = load_model(LLMConfig(dtype="float32", cache_dir=MODELS), MODELS)
+    unrelated = _unrelated(len(FACTS) * 2)
+    before = {
+        "facts": mean_nll(lm.model, lm.tokenizer, FACTS, settings.max_tokens),
+        "unrelated": mean_nll(lm.model, lm.tokenizer, unrelated, settings.max_tokens),
+    }
+    steps: list[tuple[int, float]] = []
+    state, metrics = train_lora(lm.model, lm.tokenizer, FACTS, settings, lambda s, n, loss: steps.append((s, loss)))
+    from memos_ray.adapter_slots import AdapterSlots
+
+    slots = AdapterSlots(lm.model, 64 << 20)
+    slots.load("cube", settings, state)
+    with slots.use("cube") as model:
+        after = {
+            "facts": mean_nll(model, lm.tokenizer, FACTS, settings.max_tokens),
+            "unrelated": mean_nll(model, lm.tokenizer, unrelated, settings.max_tokens),
+        }
+    nll = {
+        "facts": len(FACTS),
+        "unrelated_texts": len(unrelated),
+        "facts_before": before["facts"],
+        "facts_after": after["facts"],
+        "facts_change": after["facts"] / before["facts"] - 1,
+        "unrelated_before": before["unrelated"],
+        "unrelated_after": after["unrelated"],
+        "unrelated_change": after["unrelated"] / before["unrelated"] - 1,
+        "targets": "facts <= -30%, unrelated <= +5%",
+    }
+    train = {"settings": settings.model_dump(), **metrics.model_dump()}
+    return nll, train
+
+
+def bench_swap(settings: AdapterSettings, adapters: int, switches: int) -> dict[str, Any]:
+    """On the workers' default dtype (bf16): switch among resident adapters, round robin."""
+    import copy
+
+    from peft import get_peft_model, get_peft_model_state_dict
+
+    from memos_ray.adapter_slots import AdapterSlots
+    from memos_ray.adapters import lora_config
+    from memos_ray.llm import load_model
+
+    lm = load_model(LLMConfig(dtype="bfloat16", cache_dir=MODELS), MODELS)
+    states = []
+    for _ in range(adapters):  # random non-zero LoRA weights: switching cost does not depend on their values
+        wrapped = get_peft_model(copy.deepcopy(lm.model), lora_config(settings, init_lora_weights=False))
+        states.append({k: v.detach().float().numpy().copy() for k, v in get_peft_model_state_dict(wrapped).items()})
+    slots = AdapterSlots(lm.model, 256 << 20)
+    for i, state in enumerate(states):
+        slots.load(f"a{i}", settings, state)
+    times = []
+    for n in range(switches):
+        start = time.perf_counter()
+        with slots.use(f"a{n % adapters}"):
+            times.append(time.perf_counter() - start)
+    return {
+        "resident": adapters,
+        "rank": settings.rank,
+        **summary_ms(times),
+        "max_ms": max(times) * 1000,
+        "target_ms": 10,
+    }
+
+
+def bench_load(settings: AdapterSettings, repeats: int) -> dict[str, Any]:
+    """A real ModelWorker actor loads a rank-8 adapter whose weights the driver put in the object store."""
+    import copy
+
+    import ray
+    from peft import get_peft_model, get_peft_model_state_dict
+
+    from actors.worker import ModelWorker
+    from memos_ray.adapter_store import AdapterRef
+    from memos_ray.adapters import lora_config, state_nbytes
+    from memos_ray.config import MemosConfig, StorageConfig, WorkersConfig
+    from memos_ray.llm import load_model
+
+    lm = load_model(LLMConfig(dtype="float32", cache_dir=MODELS), MODELS)
+    wrapped = get_peft_model(copy.deepcopy(lm.model), lora_config(settings, init_lora_weights=False))
+    state = {k: v.detach().float().numpy().copy() for k, v in get_peft_model_state_dict(wrapped).items()}
+    del wrapped, lm
+    with tempfile.TemporaryDirectory(prefix="memos-bench-") as data:
+        config = MemosConfig(
+            namespace="memos_bench",
+            storage=StorageConfig(data_dir=Path(data)),
+            llm=LLMConfig(cache_dir=MODELS),
+            workers=WorkersConfig(count=1),
+        )
+        ray.init(include_dashboard=False, namespace="memos_bench", log_to_driver=False)
+        try:
+            worker = ModelWorker.remote(0, config)  # type: ignore[attr-defined]
+            ray.get(worker.identity.remote())
+            inside, outside = [], []
+            for i in range(repeats):
+                ref = AdapterRef(
+                    adapter_id=f"ad-{i}", cube_id="c", version=1, settings=settings, bytes=state_nbytes(state)
+                )
+                weights = ray.put(state)
+                start = time.perf_counter()
+                inside.append(ray.get(worker.load_adapter.remote(ref, [weights])))
+                outside.append(time.perf_counter() - start)
+                ray.get(worker.drop_adapters.remote([ref.adapter_id]))
+        finally:
+            ray.shutdown()
+    return {
+        "rank": settings.rank,
+        "mb": state_nbytes(state) / 1e6,
+        "in_worker_p50_ms": summary_ms(inside)["p50_ms"],
+        "in_worker_max_ms": max(inside) * 1000,
+        "call_p50_ms": summary_ms(outside)["p50_ms"],
+        "target_ms": 250,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="nll,swap,load")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    out: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if "nll" in only:
+        out["nll"], out["train"] = bench_learning(SETTINGS)
+        print_table("NLL of the cube's memories and of unrelated text, base -> adapter", [out["nll"]])
+        t = out["train"]
+        print_table(
+            "training (2 cores, float32)",
+            [{k: t[k] for k in ("steps", "examples", "tokens", "seconds", "tokens_per_s", "loss_first", "loss_last")}],
+        )
+    if "swap" in only:
+        out["swap"] = bench_swap(AdapterSettings(rank=8), adapters=4, switches=200)
+        print_table("switching to a resident adapter (bf16 worker model)", [out["swap"]])
+    if "load" in only:
+        out["load"] = bench_load(AdapterSettings(rank=8), repeats=10)
+        print_table("loading a rank-8 adapter onto a worker through the object store", [out["load"]])
+    print(f"\nwrote {write_json('parametric', out)}")
+
+
+if __name__ == "__main__":
+    main()
