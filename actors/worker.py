@@ -14,6 +14,7 @@ memory (no copy at all); on another node Ray's object manager transfers it.
 
 from __future__ import annotations
 
+import gc
 import time
 import warnings
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ import ray
 from memos_ray import kvcache
 from memos_ray.adapter_slots import AdapterSlots
 from memos_ray.adapter_store import AdapterRef
+from memos_ray.adapters import AdapterSettings
 from memos_ray.chat import AdapterStatus, ChatOutcome, ChatPlan, KVStatus
 from memos_ray.config import MemosConfig
 from memos_ray.errors import InvalidInput, Unavailable
@@ -49,6 +51,7 @@ class ModelWorker:
         )
         self._refs: dict[str, ray.ObjectRef] = {}  # key -> the cache in the object store
         self.slots = AdapterSlots(self.lm.model, config.workers.adapter_budget_mb * 1024 * 1024)
+        self.slots.warm(AdapterSettings())  # at start: wrapping the model is not the first adapter's cost
         self.prefills = 0
         self.prefill_tokens = 0
 
@@ -134,6 +137,8 @@ class ModelWorker:
 
     def drop_adapters(self, adapter_ids: list[str]) -> int:
         dropped = sum(self.slots.remove(a) for a in adapter_ids)
+        if dropped:
+            gc.collect()  # peft's removed layers are cycles: collect them now, not in a later adapter's load
         stale = [k for k in self.store.keys() if any(f"|{a}|" in k for a in adapter_ids)]
         for key in stale:  # caches computed under a dropped adapter go with it
             self.store.remove(key)

@@ -163,8 +163,11 @@ def bench_load(settings: AdapterSettings, repeats: int) -> dict[str, Any]:
     return {
         "rank": settings.rank,
         "mb": state_nbytes(state) / 1e6,
+        "n": len(inside),
         "in_worker_p50_ms": summary_ms(inside)["p50_ms"],
+        "in_worker_p95_ms": summary_ms(inside)["p95_ms"],
         "in_worker_max_ms": max(inside) * 1000,
+        "in_worker_first_ms": inside[0] * 1000,
         "call_p50_ms": summary_ms(outside)["p50_ms"],
         "target_ms": 250,
     }
@@ -188,7 +191,7 @@ def main() -> None:
         out["swap"] = bench_swap(AdapterSettings(rank=8), adapters=4, switches=200)
         print_table("switching to a resident adapter (bf16 worker model)", [out["swap"]])
     if "load" in only:
-        out["load"] = bench_load(AdapterSettings(rank=8), repeats=10)
+        out["load"] = bench_load(AdapterSettings(rank=8), repeats=30)
         print_table("loading a rank-8 adapter onto a worker through the object store", [out["load"]])
     print(f"\nwrote {write_json('parametric', out)}")
 

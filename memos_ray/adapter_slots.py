@@ -30,6 +30,9 @@ from memos_ray.adapters import AdapterSettings, lora_config, state_nbytes
 _PREFIX = "slot-"  # peft warns about (and may mis-handle) adapter names that are substrings of "lora_"
 
 
+WARM_ADAPTER = "memos-warm"  # see AdapterSlots.warm; never a slot's name (slots are prefixed)
+
+
 def _peft_name(name: str) -> str:
     return _PREFIX + name
 
@@ -92,6 +95,31 @@ class AdapterSlots:
             }
 
     # ------------------------------------------------------------------ loading
+
+    def warm(self, settings: AdapterSettings) -> float:
+        """Wrap the model now, with a permanent rank-1 adapter that is never activated (its B is zero).
+
+        The first adapter otherwise pays for wrapping every target module (~150 ms more than later
+        loads); with the wrapper in place each load only adds its own weights. ``settings`` gives the
+        target modules the adapters will use. Seconds taken.
+        """
+        from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+        with self._lock:
+            if self._peft is not None:
+                return 0.0
+            start = time.perf_counter()
+            config = lora_config(settings.model_copy(update={"rank": 1}))
+            self._peft = get_peft_model(self._base, config, adapter_name=WARM_ADAPTER)
+            # one full add, fill and removal, so first-time costs inside peft are paid here too
+            probe = _peft_name(WARM_ADAPTER)
+            self._peft.add_adapter(probe, lora_config(settings))
+            set_peft_model_state_dict(self._peft, get_peft_model_state_dict(self._peft, adapter_name=probe), probe)
+            self._discard(probe)
+            for p in self._peft.parameters():
+                p.requires_grad_(False)
+            self._peft.eval()
+            return time.perf_counter() - start
 
     def load(self, name: str, settings: AdapterSettings, state: dict[str, np.ndarray]) -> float:
         """Make ``name`` resident from its state dict; seconds taken (0 if it already was).
