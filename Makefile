@@ -1,7 +1,7 @@
 # The README names these targets. Each one installs what it needs first (scripts/bootstrap.sh).
 PY := .venv/bin/python
 
-.PHONY: setup up test test-fast bench bench-locomo bench-activation bench-governance lint format typecheck
+.PHONY: setup up test test-fast bench bench-locomo bench-activation bench-governance bench-parametric lint format typecheck
 
 setup:
 	@./scripts/bootstrap.sh
@@ -27,6 +27,9 @@ bench-activation: setup  ## TTFT with injected KV caches, moves between workers,
 
 bench-governance: setup  ## key/audit overhead, change-feed lag, 8 agents x 200 concurrent writes
 	$(PY) -m benchmarks.governance
+
+bench-parametric: setup  ## LoRA: NLL before/after, training tokens/s, adapter swap and load times
+	$(PY) -m benchmarks.parametric
 
 lint: setup
 	.venv/bin/ruff check .
