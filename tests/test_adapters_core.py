@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from memos_ray.adapter_slots import AdapterSlots
 from memos_ray.adapters import (
@@ -28,12 +29,6 @@ from memos_ray.config import LLMConfig
 from memos_ray.llm import LoadedModel, load_model
 from memos_ray.models import MemoryRef, utcnow
 from tests.conftest import MODELS
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("peft")
-
-if not any((d / "model.safetensors").exists() for d in MODELS.glob("*")):
-    pytest.skip(f"no converted model under {MODELS} (run the model worker once to convert it)", allow_module_level=True)
 
 FACTS = [
     "Zorblat the cat lives in Kyoto and eats plum jam.",
