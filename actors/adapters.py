@@ -28,7 +28,7 @@ from memos_ray.adapter_store import (
 )
 from memos_ray.adapters import AdapterInfo, AdapterSettings, TrainingMetrics, state_nbytes
 from memos_ray.config import LLMConfig, MemosConfig
-from memos_ray.errors import InvalidInput, NotFound
+from memos_ray.errors import InvalidInput, JobNotFound
 from memos_ray.llm import ModelIdentity
 from memos_ray.models import MemoryRef, utcnow
 
@@ -65,7 +65,13 @@ class Adapters:
         self.registry = AdapterRegistry(config.storage.data_dir / "adapters")
         self.jobs: OrderedDict[str, TrainingJob] = OrderedDict()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, tuple[ray.ObjectRef, list[MemoryRef]]] = {}  # job -> its task and sources
+        self._stale_jobs: dict[str, str] = {}  # job -> why its adapter will be stale on arrival
+        self._locks: dict[str, asyncio.Lock] = {}  # one per cube: every change of its index is serialised
         self.refs: OrderedDict[str, ray.ObjectRef] = OrderedDict()  # adapter id -> its weights in the store
+
+    def _lock(self, cube_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(cube_id, asyncio.Lock())
 
     async def ready(self) -> bool:
         return True
@@ -92,12 +98,14 @@ class Adapters:
             created_at=utcnow(),
         )
         self.jobs[job.id] = job
-        while len(self.jobs) > JOBS_KEPT:
-            old, _ = self.jobs.popitem(last=False)
+        finished = [j for j, v in self.jobs.items() if v.state in ("succeeded", "failed")]
+        for old in finished[: max(0, len(self.jobs) - JOBS_KEPT)]:  # forget finished jobs only
+            self.jobs.pop(old, None)
             self._tasks.pop(old, None)
         ref = train_adapter.options(num_cpus=self.config.workers.train_num_cpus).remote(
             self.config, job.id, texts, settings
         )
+        self._running[job.id] = (ref, sources)
         self._tasks[job.id] = asyncio.get_running_loop().create_task(
             self._finish(job.id, ref, sources, settings, activate)
         )
@@ -128,29 +136,41 @@ class Adapters:
         job = self.jobs[job_id]
         try:
             state, metrics, identity = await ref
-            info = AdapterInfo(
-                id=new_adapter_id(),
-                cube_id=job.cube_id,
-                version=self.registry.next_version(job.cube_id),
-                base_model=identity,
-                settings=settings,
-                sources=sources,
-                metrics=metrics,
-                created_at=utcnow(),
-                created_by=job.created_by,
-                bytes=state_nbytes(state),
-            )
-            await asyncio.to_thread(self.registry.add, info, state, activate)
+            async with self._lock(job.cube_id):
+                if self.jobs[job_id].state == "failed":  # cancelled: its cube was deleted meanwhile
+                    return
+                stale = self._stale_jobs.pop(job_id, None)
+                info = AdapterInfo(
+                    id=new_adapter_id(),
+                    cube_id=job.cube_id,
+                    version=self.registry.take_version(job.cube_id),
+                    base_model=identity,
+                    settings=settings,
+                    sources=sources,
+                    metrics=metrics,
+                    created_at=utcnow(),
+                    created_by=job.created_by,
+                    bytes=state_nbytes(state),
+                    stale=stale is not None,
+                    stale_reason=stale,
+                )
+                # a source edited during training: keep the adapter, but do not make a stale one active
+                await asyncio.to_thread(self.registry.add, info, state, activate and stale is None)
             update = {"state": "succeeded", "adapter_id": info.id, "percent": 100.0, "step": metrics.steps}
         except Exception as exc:
+            if self.jobs[job_id].state == "failed":
+                return
             log.exception("training job %s failed", job_id)
             update = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            self._running.pop(job_id, None)
+            self._stale_jobs.pop(job_id, None)
         self.jobs[job_id] = self.jobs[job_id].model_copy(update={**update, "finished_at": utcnow()})
 
     async def job(self, job_id: str) -> TrainingJob:
         job = self.jobs.get(job_id)
         if job is None:
-            raise NotFound(f"job {job_id} not found", {"job_id": job_id})
+            raise JobNotFound(f"job {job_id} not found", {"job_id": job_id})
         return job
 
     # ------------------------------------------------------------ a cube's adapters
@@ -159,14 +179,15 @@ class Adapters:
         return self.registry.listing(cube_id)
 
     async def set_active(self, cube_id: str, adapter_id: str | None) -> AdapterList:
-        return self.registry.set_active(cube_id, adapter_id)
+        async with self._lock(cube_id):
+            return self.registry.set_active(cube_id, adapter_id)
 
     async def active(self, cube_id: str) -> tuple[AdapterRef, list[ray.ObjectRef]] | None:
         """The cube's active adapter with its weights in the object store (a reference, in a list)."""
         listing = self.registry.listing(cube_id)
-        if listing.active is None:
+        info = next((a for a in listing.adapters if a.id == listing.active), None)
+        if info is None:
             return None
-        info = next(a for a in listing.adapters if a.id == listing.active)
         ref = self.refs.get(info.id)
         if ref is None:
             _, state = await asyncio.to_thread(self.registry.state, cube_id, info.id)
@@ -178,16 +199,37 @@ class Adapters:
         return ref_of(info), [ref]
 
     async def memory_changed(self, cube_id: str, memory_ids: list[str], what: str) -> list[str]:
-        """Mark the adapters that learned from these memories stale."""
+        """Mark the adapters that learned from these memories stale (and those still training: on arrival).
+        A purge also takes them out of use: erased text must not keep answering from the weights."""
         reason = f"memory {', '.join(sorted(memory_ids)[:3])} {what} after training"
-        return self.registry.mark_stale(cube_id, set(memory_ids), reason)
+        ids = set(memory_ids)
+        for job_id, (_, sources) in self._running.items():
+            if self.jobs[job_id].cube_id == cube_id and any(s.memory_id in ids for s in sources):
+                self._stale_jobs[job_id] = reason
+        async with self._lock(cube_id):
+            marked = self.registry.mark_stale(cube_id, ids, reason)
+            if what == "purged":
+                learned = {
+                    a.id for a in self.registry.listing(cube_id).adapters if any(s.memory_id in ids for s in a.sources)
+                }
+                self.registry.deactivate(cube_id, learned)
+        return marked
 
     async def delete(self, cube_id: str, adapter_id: str) -> AdapterList:
-        self.refs.pop(adapter_id, None)
-        return self.registry.remove(cube_id, adapter_id)
+        async with self._lock(cube_id):
+            self.refs.pop(adapter_id, None)
+            return self.registry.remove(cube_id, adapter_id)
 
     async def drop_cube(self, cube_id: str) -> list[str]:
-        ids = self.registry.drop_cube(cube_id)
+        """A deleted cube: its adapters go, and its running jobs are cancelled (they must not bring it back)."""
+        for job_id, (ref, _) in list(self._running.items()):
+            if self.jobs[job_id].cube_id == cube_id:
+                self.jobs[job_id] = self.jobs[job_id].model_copy(
+                    update={"state": "failed", "error": "the cube was deleted", "finished_at": utcnow()}
+                )
+                ray.cancel(ref, force=True)
+        async with self._lock(cube_id):
+            ids = self.registry.drop_cube(cube_id)
         for adapter_id in ids:
             self.refs.pop(adapter_id, None)
         return ids

@@ -29,7 +29,7 @@ from memos_ray.adapter_store import AdapterRef
 from memos_ray.adapters import AdapterSettings
 from memos_ray.chat import AdapterStatus, ChatOutcome, ChatPlan, KVStatus
 from memos_ray.config import MemosConfig
-from memos_ray.errors import InvalidInput, Unavailable
+from memos_ray.errors import Conflict, InvalidInput, Unavailable
 from memos_ray.kvcache import KVCacheEntry
 from memos_ray.kvstore import KVStore
 from memos_ray.llm import ModelIdentity, load_model
@@ -130,6 +130,12 @@ class ModelWorker:
     def load_adapter(self, ref: AdapterRef, refs: list[ray.ObjectRef]) -> float:
         """Load an adapter from the object store (mapped on this node, fetched from another); seconds taken,
         measured here (mapping included)."""
+        mine = self.lm.identity
+        if (ref.base_model.name, ref.base_model.file_sha256) != (mine.name, mine.file_sha256):  # dtype may differ
+            raise Conflict(
+                f"adapter {ref.adapter_id} was trained on {ref.base_model.key}; this worker runs {mine.key}",
+                {"adapter_id": ref.adapter_id},
+            )
         start = time.perf_counter()
         state = ray.get(refs[0])
         self.slots.load(ref.adapter_id, ref.settings, state)

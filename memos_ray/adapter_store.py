@@ -4,7 +4,7 @@ Layout under ``<data_dir>/adapters/<cube_id>/``: one ``<adapter_id>.safetensors`
 version (weights, with its :class:`AdapterInfo` as metadata) and ``index.json``, which lists the
 versions and names the active one. The file is written before the index names it, and the index
 is replaced atomically, so a crash leaves either the old index or the new one. One process (the
-Adapters actor) owns the registry.
+Adapters actor) owns the registry and serialises each cube's changes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pydantic import Field
 
 from memos_ray.adapters import AdapterInfo, AdapterSettings, load_adapter, save_adapter
 from memos_ray.errors import NotFound
+from memos_ray.llm import ModelIdentity
 from memos_ray.models import Id, MemoryKind, Strict, Tag
 
 JobState = Literal["queued", "running", "succeeded", "failed"]
@@ -73,6 +74,7 @@ class AdapterRef(Strict):
     adapter_id: str
     cube_id: str
     version: int
+    base_model: ModelIdentity
     settings: AdapterSettings
     bytes: int
 
@@ -80,6 +82,7 @@ class AdapterRef(Strict):
 class _Index(Strict):
     active: str | None = None
     adapters: list[AdapterInfo] = Field(default_factory=list)
+    next_version: int = Field(1, description="versions are never reused, even after a delete")
 
 
 class AdapterRegistry:
@@ -97,7 +100,7 @@ class AdapterRegistry:
     def _write(self, cube_id: str, index: _Index) -> None:
         folder = self._dir(cube_id)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".index.{os.getpid()}.tmp"
+        tmp = folder / f".index.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         tmp.write_text(index.model_dump_json())
         tmp.replace(folder / "index.json")
 
@@ -111,8 +114,12 @@ class AdapterRegistry:
                 return info
         raise NotFound(f"cube {cube_id} has no adapter {adapter_id}", {"cube_id": cube_id, "adapter_id": adapter_id})
 
-    def next_version(self, cube_id: str) -> int:
-        return 1 + max((a.version for a in self._index(cube_id).adapters), default=0)
+    def take_version(self, cube_id: str) -> int:
+        """The next version number, reserved (the caller holds the cube's lock)."""
+        index = self._index(cube_id)
+        version = max(index.next_version, 1 + max((a.version for a in index.adapters), default=0))
+        self._write(cube_id, index.model_copy(update={"next_version": version + 1}))
+        return version
 
     def add(self, info: AdapterInfo, state: dict[str, np.ndarray], activate: bool) -> AdapterList:
         save_adapter(self._dir(info.cube_id) / f"{info.id}.safetensors", info, state)  # the file first
@@ -123,6 +130,14 @@ class AdapterRegistry:
         self._write(info.cube_id, index)
         return AdapterList(adapters=index.adapters, active=index.active)
 
+    def deactivate(self, cube_id: str, adapter_ids: set[str]) -> bool:
+        index = self._index(cube_id)
+        if index.active not in adapter_ids:
+            return False
+        index.active = None
+        self._write(cube_id, index)
+        return True
+
     def set_active(self, cube_id: str, adapter_id: str | None) -> AdapterList:
         if adapter_id is not None:
             self.get(cube_id, adapter_id)
@@ -132,8 +147,9 @@ class AdapterRegistry:
         return AdapterList(adapters=index.adapters, active=index.active)
 
     def state(self, cube_id: str, adapter_id: str) -> tuple[AdapterInfo, dict[str, np.ndarray]]:
-        self.get(cube_id, adapter_id)
-        return load_adapter(self._dir(cube_id) / f"{adapter_id}.safetensors")
+        """The index's info (stale marks live there; the file keeps the info as trained) and the weights."""
+        info = self.get(cube_id, adapter_id)
+        return info, load_adapter(self._dir(cube_id) / f"{adapter_id}.safetensors")[1]
 
     def mark_stale(self, cube_id: str, memory_ids: set[str], reason: str) -> list[str]:
         """Adapters of the cube that learned from any of these memories: marked stale (and returned)."""
@@ -165,7 +181,12 @@ class AdapterRegistry:
 
 def ref_of(info: AdapterInfo) -> AdapterRef:
     return AdapterRef(
-        adapter_id=info.id, cube_id=info.cube_id, version=info.version, settings=info.settings, bytes=info.bytes
+        adapter_id=info.id,
+        cube_id=info.cube_id,
+        version=info.version,
+        base_model=info.base_model,
+        settings=info.settings,
+        bytes=info.bytes,
     )
 
 

@@ -13,7 +13,8 @@ they survive Ray's exception transport).
     │   ├── CubeNotFound
     │   ├── MemoryNotFound
     │   ├── PrincipalNotFound   also what a caller is told about a principal it may not manage
-    │   └── KeyNotFound         ... and about another principal's key
+    │   ├── KeyNotFound         ... and about another principal's key
+    │   └── JobNotFound         ... and about a training job on a cube it may not read
     ├── Conflict                                                                   (409)
     │   ├── CubeExists
     │   └── VersionConflict     optimistic concurrency: expected version differs
@@ -79,6 +80,10 @@ class KeyNotFound(NotFound):
     code = "key_not_found"
 
 
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
 class Conflict(MemosError):
     code = "conflict"
 
@@ -109,6 +114,7 @@ __all__ = [
     "CubeNotFound",
     "Forbidden",
     "InvalidInput",
+    "JobNotFound",
     "KeyNotFound",
     "MemoryNotFound",
     "MemosError",

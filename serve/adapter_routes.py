@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import Request, Response, status
 
 from memos_ray.adapter_store import ActiveAdapter, AdapterList, TrainingJob, TrainRequest
+from memos_ray.errors import JobNotFound, MemosError
 from memos_ray.identity import Caller
 from memos_ray.models import Id, LifecycleState, MemoryList, Role
 from serve.base import Auth, IngressBase, act, app, shielded
@@ -53,7 +54,10 @@ class AdapterRoutes(IngressBase):
     async def training_job(self, job_id: Id, who: Caller = Auth) -> TrainingJob:
         """A training job's state, step, percent and loss (read role on its cube)."""
         job: TrainingJob = await self._call(self.adapters, "job", job_id)
-        await self._call(self.directory, "authorize", job.cube_id, who, Role.read)
+        try:
+            await self._call(self.directory, "authorize", job.cube_id, who, Role.read)
+        except MemosError:  # someone else's job, or its cube is gone: it does not exist for this caller
+            raise JobNotFound(f"job {job_id} not found", {"job_id": job_id, "cube_id": job.cube_id}) from None
         return job
 
     @app.get("/v1/cubes/{cube_id}/adapters", tags=["adapters"], dependencies=[act("adapter.read")])

@@ -53,7 +53,9 @@ READ_ACTIONS = frozenset(
     {"cube.read", "memory.read", "search", "chat", "changes", "audit.read", "identity.read", "status", "docs"}
     | {"adapter.read"}
 )
-DENIALS = frozenset({"unauthenticated", "forbidden", "cube_not_found", "principal_not_found", "key_not_found"})
+DENIALS = frozenset(
+    {"unauthenticated", "forbidden", "cube_not_found", "principal_not_found", "key_not_found", "job_not_found"}
+)
 READ_METHODS = frozenset({"get", "list", "history", "search", "meta", "wait_changes"})
 MAX_FAN_OUT = 8  # cubes one search activates at once: a wide search must not flush every warm cube
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})

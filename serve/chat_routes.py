@@ -120,7 +120,11 @@ class ChatRoutes(IngressBase):
                 messages.insert(0, ChatMessage(role="system", content=context))
         adapter, adapter_refs = None, None
         if req.use_parametric_memory:  # the first cube's active adapter (the cubes were authorized above)
-            active = await self.adapters.active.remote(req.cube_ids[0])
+            try:
+                active = await self.adapters.active.remote(req.cube_ids[0])
+            except Exception:  # the adapter store is unreachable or broken: answer with the base model
+                log.exception("no adapter for cube %s; chatting with the base model", req.cube_ids[0])
+                active = None
             if active is not None:
                 adapter, adapter_refs = active
         plan = ChatPlan(

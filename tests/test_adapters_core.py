@@ -163,3 +163,24 @@ def test_slots_isolate_move_and_evict(llm: LoadedModel, base_logits: Any, traine
         assert torch.equal(_logits(model), base_logits)
     assert not any("lora" in name for name, _ in llm.model.named_modules())
     print("slots stats:", slots.stats())
+
+
+def test_registry_versions_active_stale_and_removal(tmp_path: Path, llm: LoadedModel, trained: Any) -> None:
+    from memos_ray.adapter_store import AdapterRegistry
+
+    state, metrics, _ = trained
+    reg = AdapterRegistry(tmp_path / "adapters")
+    first = _info(state, metrics, llm).model_copy(update={"version": reg.take_version("cube-1")})
+    reg.add(first, state, activate=True)
+    second = _info(state, metrics, llm).model_copy(update={"id": "ad-2", "version": reg.take_version("cube-1")})
+    reg.add(second, state, activate=True)
+    assert [a.version for a in reg.listing("cube-1").adapters] == [1, 2] and reg.listing("cube-1").active == "ad-2"
+    reg.remove("cube-1", "ad-2")
+    assert reg.listing("cube-1").active is None and reg.take_version("cube-1") == 3  # never reused
+    assert reg.mark_stale("cube-1", {"m0"}, "memory m0 edited after training") == ["ad-1"]
+    assert reg.mark_stale("cube-1", {"m0"}, "again") == []  # already stale
+    reg.set_active("cube-1", "ad-1")
+    assert reg.deactivate("cube-1", {"ad-1"}) and reg.listing("cube-1").active is None
+    info, loaded = reg.state("cube-1", "ad-1")
+    assert info.stale and all(np.array_equal(loaded[k], state[k]) for k in state)
+    assert reg.drop_cube("cube-1") == ["ad-1"] and reg.listing("cube-1").adapters == []

@@ -12,9 +12,11 @@ import httpx
 import numpy as np
 import pytest
 import ray
+import torch
 
-from memos_ray.config import MemosConfig
-from tests.conftest import bearer
+from memos_ray.config import LLMConfig, MemosConfig
+from memos_ray.llm import load_model
+from tests.conftest import MODELS, bearer
 
 TINY = {"rank": 4, "alpha": 8, "steps": 6, "learning_rate": 0.01, "max_tokens": 48, "batch_size": 4}
 FACTS = {
@@ -59,6 +61,7 @@ def train(http: httpx.Client, cube: str) -> dict[str, Any]:
         job = http.get(f"/v1/jobs/{job['id']}").json()
         seen.add(job["state"])
     assert job["state"] == "succeeded", job
+    assert "running" in seen  # progress was reported while it trained (a job takes seconds)
     assert job["percent"] == 100.0 and job["adapter_id"]
     return job
 
@@ -100,6 +103,9 @@ def test_chat_runs_under_the_cubes_adapter_and_a_cube_without_one_is_the_base(
     with_kv = chat(http, "param-a")
     without = chat(http, "param-a", use_parametric_memory=False)
     assert with_kv["kv"]["key"] != without["kv"]["key"] and with_kv["adapter"] and not without["adapter"]
+    # and under the adapter, the injected cache answers exactly as a full prefill under the adapter
+    assert chat(http, "param-a")["kv"]["status"] == "hit"
+    assert chat(http, "param-a")["text"] == chat(http, "param-a", use_activation_memory=False)["text"]
 
 
 def test_adapters_on_one_worker_do_not_leak_and_a_moved_adapter_gives_identical_logits(
@@ -119,10 +125,16 @@ def test_adapters_on_one_worker_do_not_leak_and_a_moved_adapter_gives_identical_
     assert np.array_equal(a_first, a_again)  # B's arrival changed nothing for A
     assert not np.allclose(a_first, b) and not np.allclose(a_first, base)
     assert np.array_equal(ray.get(w0.logits.remote(ids, None)), base)  # the base is still the base
+    plain = load_model(LLMConfig(dtype="float32", cache_dir=MODELS), MODELS).model  # no peft wrapper at all
+    with torch.no_grad():
+        expected = plain(input_ids=torch.tensor([ids])).logits[0, -1].float().numpy()
+    assert np.array_equal(base, expected)
     # moved: worker 1 maps A's weights from the object store
     ray.get(w1.drop_adapters.remote([a_ref.adapter_id]))
-    seconds = ray.get(w1.load_adapter.remote(a_ref, a_refs))
-    assert seconds > 0 and np.array_equal(ray.get(w1.logits.remote(ids, a_ref.adapter_id)), a_first)
+    ray.get(w1.load_adapter.remote(a_ref, a_refs))
+    assert a_ref.adapter_id in ray.get(w1.adapters.remote()) and np.array_equal(
+        ray.get(w1.logits.remote(ids, a_ref.adapter_id)), a_first
+    )
     # and chat pinned to either worker answers the same under A
     texts = {chat(http, "param-a", use_activation_memory=False, worker=w)["text"] for w in (0, 1)}
     assert len(texts) == 1
@@ -136,6 +148,10 @@ def test_editing_a_source_marks_the_adapter_stale_and_deleting_the_cube_removes_
     assert r.status_code == 200
     (info,) = http.get("/v1/cubes/param-b/adapters").json()["adapters"]
     assert info["stale"] and "edited" in info["stale_reason"]
+    assert http.get("/v1/cubes/param-b/adapters").json()["active"] == info["id"]  # stale, still in use
+    # a purge is erasure: the adapter that learned the purged text is taken out of use
+    assert http.post(f"/v1/cubes/param-b/memories/{memories[1]['id']}/purge").status_code == 204
+    assert http.get("/v1/cubes/param-b/adapters").json()["active"] is None
     # switching to the base and back
     assert http.put("/v1/cubes/param-b/adapters/active", json={"adapter_id": None}).json()["active"] is None
     assert chat(http, "param-b", use_activation_memory=False)["adapter"] is None
@@ -182,3 +198,30 @@ def test_sdk_and_cli_train_with_progress_and_choose_the_adapter(
         assert mc.adapters("param-c").active is None
         mc.delete_adapter("param-c", info.id)
         assert mc.adapters("param-c").adapters == []
+
+
+def test_adapter_routes_need_roles_on_the_cube(
+    base_url: str, admin_key: str, http: httpx.Client, trained: dict[str, Any]
+) -> None:
+    with httpx.Client(base_url=base_url, headers=bearer(admin_key), timeout=60) as admin:
+        for who in ("adapter-reader", "adapter-outsider"):
+            admin.post("/v1/principals", json={"id": who})
+        keys = {
+            w: admin.post("/v1/keys", json={"principal": w}).json()["key"]
+            for w in ("adapter-reader", "adapter-outsider")
+        }
+    http.put("/v1/cubes/param-a/grants/adapter-reader", json={"role": "read"})
+    job = trained["jobs"]["param-a"]
+    adapter = job["adapter_id"]
+    with httpx.Client(base_url=base_url, headers=bearer(keys["adapter-outsider"]), timeout=60) as outsider:
+        assert outsider.post("/v1/cubes/param-a/adapters", json={}).status_code == 404
+        assert outsider.get("/v1/cubes/param-a/adapters").status_code == 404
+        assert outsider.get(f"/v1/jobs/{job['id']}").status_code == 404  # the same answer as an unknown job
+        assert outsider.put("/v1/cubes/param-a/adapters/active", json={"adapter_id": None}).status_code == 404
+    with httpx.Client(base_url=base_url, headers=bearer(keys["adapter-reader"]), timeout=60) as reader:
+        assert reader.get("/v1/cubes/param-a/adapters").json()["active"] == adapter
+        assert reader.get(f"/v1/jobs/{job['id']}").json()["state"] == "succeeded"
+        assert reader.post("/v1/cubes/param-a/adapters", json={}).status_code == 403
+        assert reader.put("/v1/cubes/param-a/adapters/active", json={"adapter_id": None}).status_code == 403
+        assert reader.delete(f"/v1/cubes/param-a/adapters/{adapter}").status_code == 403
+    assert http.get("/v1/cubes/param-a/adapters").json()["active"] == adapter  # nothing changed
