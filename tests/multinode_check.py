@@ -2,7 +2,9 @@
 
 Two worker nodes carry custom resources ``worker_0`` / ``worker_1``; the Scheduler pins one
 model worker to each, builds a KV cache on the first node and moves it to the second
-through the object store. Prints one JSON line with what it saw.
+through the object store. Then a LoRA adapter's weights, put in the object store by this
+driver on the head node, are loaded by both workers (no shared filesystem). Prints one JSON
+line with what it saw.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def main(models: Path) -> None:
                         "tokens": outcome.token_ids,
                     }
                 )
+            adapter = _adapter_on_both(workers, models)
             stats = [ray.get(w.stats.remote()) for w in workers]
             print(
                 json.dumps(
@@ -77,12 +80,48 @@ def main(models: Path) -> None:
                         "node_ids": [n.node_id for n in nodes],
                         "head": cluster.head_node.node_id,
                         "chats": seen,
+                        "adapter": adapter,
                     }
                 )
             )
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def _adapter_on_both(workers: list[ray.actor.ActorHandle], models: Path) -> dict[str, object]:
+    """Random non-zero LoRA weights from the head node's object store, loaded on each worker node."""
+    import copy
+
+    import numpy as np
+    from peft import get_peft_model, get_peft_model_state_dict
+
+    from memos_ray.adapter_store import AdapterRef
+    from memos_ray.adapters import AdapterSettings, lora_config, state_nbytes
+    from memos_ray.llm import load_model
+
+    settings = AdapterSettings(rank=4)
+    lm = load_model(LLMConfig(dtype="float32", cache_dir=models), models)
+    wrapped = get_peft_model(copy.deepcopy(lm.model), lora_config(settings, init_lora_weights=False))
+    state = {k: v.detach().float().numpy().copy() for k, v in get_peft_model_state_dict(wrapped).items()}
+    ref = AdapterRef(
+        adapter_id="ad-cross",
+        cube_id="c",
+        version=1,
+        base_model=ray.get(workers[0].identity.remote()),
+        settings=settings,
+        bytes=state_nbytes(state),
+    )
+    weights = [ray.put(state)]
+    load_ms = [ray.get(w.load_adapter.remote(ref, weights)) * 1000 for w in workers]
+    ids = [1, 504, 3, 9218, 314]
+    logits = [ray.get(w.logits.remote(ids, ref.adapter_id)) for w in workers]
+    base = ray.get(workers[1].logits.remote(ids, None))
+    return {
+        "load_ms": load_ms,
+        "identical": bool(np.array_equal(logits[0], logits[1])),
+        "differs_from_base": not bool(np.allclose(logits[1], base)),
+    }
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Model workers on different Ray nodes (ray.cluster_utils.Cluster), a KV cache moved between them.
+"""Model workers on different Ray nodes (ray.cluster_utils.Cluster): a KV cache moved between them, and a
+LoRA adapter loaded on both from the object store.
 
 The cluster runs in a child process: this session's tests share one local Ray, and a
 process can join only one cluster.
@@ -14,7 +15,7 @@ from pathlib import Path
 from tests.conftest import MODELS
 
 
-def test_workers_on_two_nodes_move_a_cache_through_the_object_store() -> None:
+def test_workers_on_two_nodes_move_a_cache_and_an_adapter_through_the_object_store() -> None:
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
         [sys.executable, "-m", "tests.multinode_check", str(MODELS)],
@@ -33,3 +34,6 @@ def test_workers_on_two_nodes_move_a_cache_through_the_object_store() -> None:
     assert first["tokens"] == second["tokens"] and first["tokens"]
     assert second["move_ms"] is not None  # pulled from the other node's object store inside the chat call
     print(f"cross-node move: {second['moved_bytes'] / 1e6:.1f} MB in {second['move_ms']:.1f} ms")
+    adapter = seen["adapter"]  # LoRA weights from the head's object store, loaded on both worker nodes
+    assert adapter["identical"] and adapter["differs_from_base"], adapter
+    print(f"adapter loads across nodes: {adapter['load_ms']} ms")
