@@ -18,6 +18,7 @@ from collections import OrderedDict
 import numpy as np
 import ray
 
+from actors.audit import AUDIT_NAME
 from memos_ray.adapter_store import (
     AdapterList,
     AdapterRef,
@@ -27,6 +28,7 @@ from memos_ray.adapter_store import (
     ref_of,
 )
 from memos_ray.adapters import AdapterInfo, AdapterSettings, TrainingMetrics, state_nbytes
+from memos_ray.audit import AuditEvent
 from memos_ray.config import LLMConfig, MemosConfig
 from memos_ray.errors import InvalidInput, JobNotFound
 from memos_ray.llm import ModelIdentity
@@ -166,6 +168,24 @@ class Adapters:
             self._running.pop(job_id, None)
             self._stale_jobs.pop(job_id, None)
         self.jobs[job_id] = self.jobs[job_id].model_copy(update={**update, "finished_at": utcnow()})
+        await self._record(self.jobs[job_id], activate)
+
+    async def _record(self, job: TrainingJob, activate: bool) -> None:
+        """The job's end changes the cube (a new adapter version, maybe the active one): audited like a request."""
+        ok = job.state == "succeeded"
+        event = AuditEvent(
+            principal=job.created_by,
+            action="adapter.ready" if ok else "adapter.failed",
+            result="ok" if ok else "error",
+            status=200 if ok else 500,
+            cube_id=job.cube_id,
+            details={"job_id": job.id, "adapter_id": job.adapter_id, "activate": activate, "error": job.error},
+        )
+        try:
+            audit = ray.get_actor(AUDIT_NAME, namespace=self.config.namespace)
+            await audit.append.remote([event])
+        except Exception:
+            log.exception("could not audit the end of training job %s", job.id)
 
     async def job(self, job_id: str) -> TrainingJob:
         job = self.jobs.get(job_id)

@@ -20,6 +20,7 @@ from ray.serve import Application
 from actors.runtime import ensure_runtime, ensure_scheduler
 from memos_ray import __version__
 from memos_ray.config import MemosConfig
+from memos_ray.errors import Forbidden
 from memos_ray.identity import Caller
 from memos_ray.models import (
     AddResult,
@@ -67,6 +68,9 @@ class MemosIngress(GovernanceRoutes, AdapterRoutes, ChatRoutes):
 
     @app.get("/v1/status", tags=["system"], dependencies=[act("status")])
     async def get_status(self, who: Caller = Auth) -> Status:
+        """Cluster-wide counters: for administrators (they span every tenant)."""
+        if not who.admin:
+            raise Forbidden("the cluster's status is for administrators", {"principal": who.principal})
         directory, embedder = await asyncio.gather(self.directory.stats.remote(), self.embedder.stats.remote())
         return Status(version=__version__, directory=directory.model_dump(), embedder=embedder.model_dump())
 

@@ -225,8 +225,9 @@ def test_cube_crud(http: httpx.Client) -> None:
     assert http.delete(f"/v1/cubes/{cid}").status_code == 404
 
 
-def test_status(http: httpx.Client) -> None:
-    body = http.get("/v1/status").json()
+def test_status_is_for_administrators(http: httpx.Client, base_url: str, admin_key: str) -> None:
+    assert http.get("/v1/status").status_code == 403  # counters over every tenant's cubes
+    body = httpx.get(f"{base_url}/v1/status", headers=bearer(admin_key), timeout=30).json()
     assert body["directory"]["live"] >= 1 and body["embedder"]["sentences"] > 0
 
 

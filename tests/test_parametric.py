@@ -88,6 +88,9 @@ def test_training_job_reports_progress_and_the_adapter_learns(http: httpx.Client
     assert m["nll_after"] < 0.8 * m["nll_before"] and m["loss_last"] < m["loss_first"] and m["tokens_per_s"] > 0
     assert info["settings"]["rank"] == 4 and info["base_model"]["name"] == "smollm2-135m-instruct"
     assert sorted(s["version"] for s in info["sources"]) == [1, 1, 1, 1] and not info["stale"]
+    records = http.get("/v1/cubes/param-a/audit", params={"action": "adapter."}).json()["records"]
+    assert [r["action"] for r in records][:2] == ["adapter.train", "adapter.ready"]  # the request, then the result
+    assert records[1]["details"]["adapter_id"] == info["id"] and records[1]["principal"] == "tester"
 
 
 def test_chat_runs_under_the_cubes_adapter_and_a_cube_without_one_is_the_base(
