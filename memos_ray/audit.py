@@ -12,7 +12,6 @@ concurrent appends into one commit.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from memos_ray.models import Strict, UtcDatetime, utcnow
+from memos_ray.sqlite_store import open_sqlite
 
 Result = Literal["ok", "denied", "error"]
 GENESIS = "0" * 64
@@ -107,11 +107,7 @@ def _ts(value: datetime) -> str:
 
 class AuditStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(path, _SCHEMA)
         self._lock = threading.Lock()
         last = self._db.execute("SELECT seq, doc FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         self.seq = 0 if last is None else last[0]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 import threading
 from datetime import datetime
 from enum import StrEnum
@@ -25,6 +24,7 @@ from pydantic import Field
 
 from memos_ray.errors import Conflict, InvalidInput, KeyNotFound, PrincipalNotFound, Unauthenticated
 from memos_ray.models import Id, Strict, UtcDatetime, utcnow
+from memos_ray.sqlite_store import open_sqlite
 
 KEY_PREFIX = "mrk_"
 ADMIN = "admin"  # the bootstrap administrator's principal id
@@ -106,6 +106,13 @@ def new_key() -> tuple[str, str]:
     return key_id, f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
 
 
+def key_id_of(key: str | None) -> str | None:
+    """The public id inside a memos-ray key (never the secret): which key was refused, for the audit log."""
+    if key and key.startswith(KEY_PREFIX) and len(key) > len(KEY_PREFIX) + 12:
+        return key[len(KEY_PREFIX) : len(KEY_PREFIX) + 12]
+    return None
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS principals (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (key_id TEXT PRIMARY KEY, hash TEXT UNIQUE NOT NULL, doc TEXT NOT NULL);
@@ -114,11 +121,7 @@ CREATE TABLE IF NOT EXISTS api_keys (key_id TEXT PRIMARY KEY, hash TEXT UNIQUE N
 
 class IdentityStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(path, _SCHEMA)
         self._lock = threading.Lock()
         self.principals: dict[str, Principal] = {
             row[0]: Principal.model_validate_json(row[1]) for row in self._db.execute("SELECT id, doc FROM principals")

@@ -1,6 +1,7 @@
 """Parametric memory routes: train a LoRA adapter from a cube's memories, follow the job, list a
 cube's adapter versions, choose the active one, delete one.
 
+The routes stand on the chat mixin, which owns the way to the Scheduler and its model workers.
 Training runs off the request path (a Ray task, see ``actors/adapters.py``): the POST answers 202
 with the job, and ``GET /v1/jobs/{id}`` reports its state, percent and loss. Training needs the
 write role on the cube; choosing the active adapter too; deleting one, admin.
@@ -14,10 +15,11 @@ from memos_ray.adapter_store import ActiveAdapter, AdapterList, TrainingJob, Tra
 from memos_ray.errors import JobNotFound, MemosError
 from memos_ray.identity import Caller
 from memos_ray.models import Id, LifecycleState, MemoryList, Role
-from serve.base import Auth, IngressBase, act, app, shielded
+from serve.base import Auth, act, app, shielded
+from serve.chat_routes import ChatRoutes
 
 
-class AdapterRoutes(IngressBase):
+class AdapterRoutes(ChatRoutes):
     @app.post(
         "/v1/cubes/{cube_id}/adapters",
         status_code=status.HTTP_202_ACCEPTED,
@@ -87,8 +89,6 @@ class AdapterRoutes(IngressBase):
     async def delete_adapter(self, request: Request, cube_id: Id, adapter_id: Id, who: Caller = Auth) -> Response:
         await self._call(self.directory, "authorize", cube_id, who, Role.admin)
         await self._call(self.adapters, "delete", cube_id, adapter_id)
-        scheduler = await self._scheduler(start=False)  # type: ignore[attr-defined]
-        if scheduler is not None:
-            await scheduler.drop_adapters.remote([adapter_id])
+        await self._unload_adapters([adapter_id])
         await self._audit(request, cube_id=cube_id, details={"adapter_id": adapter_id}, status=204)
         return Response(status_code=204)

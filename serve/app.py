@@ -47,13 +47,12 @@ from memos_ray.reader import read_messages
 from memos_ray.text import index_text
 from serve.adapter_routes import AdapterRoutes
 from serve.base import Auth, act, app, shielded
-from serve.chat_routes import ChatRoutes
 from serve.governance import GovernanceRoutes
 
 
 @serve.deployment(name="memos_ingress")
 @serve.ingress(app)
-class MemosIngress(GovernanceRoutes, AdapterRoutes, ChatRoutes):
+class MemosIngress(GovernanceRoutes, AdapterRoutes):
     """Cubes, memories and search here; chat, adapters and governance in their mixins; plumbing in ``serve.base``."""
 
     def __init__(self, config: MemosConfig) -> None:

@@ -33,7 +33,7 @@ from memos_ray import __version__
 from memos_ray.audit import AuditEvent, Result
 from memos_ray.config import MemosConfig
 from memos_ray.errors import MemosError, Unauthenticated, Unavailable
-from memos_ray.identity import KEY_PREFIX, Caller
+from memos_ray.identity import Caller, key_id_of
 from memos_ray.models import MAX_SEARCH_CUBES, Role, SearchHit, SearchQuery, SearchResponse
 from memos_ray.redact import Redactor
 from serve.errors import error_body, install, unwrap
@@ -62,18 +62,11 @@ DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.jso
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def _key_id(key: str | None) -> str | None:
-    """The public id inside a memos-ray key (never the secret), to tell which key was refused."""
-    if key and key.startswith(KEY_PREFIX) and len(key) > len(KEY_PREFIX) + 12:
-        return key[len(KEY_PREFIX) : len(KEY_PREFIX) + 12]
-    return None
-
-
 def _event(request: Request, status: int, result: Result, **fields: Any) -> AuditEvent:
     who: Caller | None = getattr(request.state, "caller", None)
     return AuditEvent(
         principal=who.principal if who else None,
-        key_id=who.key_id if who else _key_id(getattr(request.state, "key", None)),
+        key_id=who.key_id if who else key_id_of(getattr(request.state, "key", None)),
         action=getattr(request.state, "action", None) or "request",
         result=result,
         status=status,
@@ -113,8 +106,9 @@ install(app, on_error=_audit_failure)
 
 
 @app.middleware("http")
-async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """413 before reading a body over the limit (declared or streamed); the request id for the audit log."""
+async def before_routes(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """What every request passes first: its id for the audit log, the key check of the OpenAPI pages
+    (routes check theirs in :func:`caller`), and 413 before reading a body over the limit."""
     # Serve's proxy takes the caller's X-Request-Id (or makes one) and echoes it in the answer: keep that id.
     given = _get_serve_request_context().request_id or request.headers.get("x-request-id") or ""
     request.state.request_id = given[:128] if _REQUEST_ID.fullmatch(given[:128]) else uuid.uuid4().hex

@@ -21,6 +21,7 @@ from actors.scheduler import SCHEDULER_NAME, Placement
 from actors.worker import worker_name
 from memos_ray import kvcache
 from memos_ray.chat import ChatOutcome, ChatPlan, ChatRequest, ChatResponse
+from memos_ray.config import MemosConfig
 from memos_ray.identity import Caller
 from memos_ray.models import ChatMessage, LifecycleState, MemoryItem, Role, SearchQuery
 from serve.base import Auth, IngressBase, act, app
@@ -47,8 +48,10 @@ def _response(outcome: ChatOutcome, info: Any, used: list[MemoryItem], agent: st
 
 
 class ChatRoutes(IngressBase):
-    _scheduler_handle: Any = None
-    _workers: dict[int, Any]
+    def __init__(self, config: MemosConfig) -> None:
+        super().__init__(config)
+        self._scheduler_handle: Any = None
+        self._workers: dict[int, Any] = {}
 
     async def _scheduler(self, start: bool) -> Any:
         """The Scheduler; started (with its model workers) by the first chat, never by a memory edit."""
@@ -62,10 +65,9 @@ class ChatRoutes(IngressBase):
         return self._scheduler_handle
 
     def _worker(self, index: int) -> Any:
-        workers = self.__dict__.setdefault("_workers", {})
-        if index not in workers:
-            workers[index] = ray.get_actor(worker_name(index), namespace=self.config.namespace)
-        return workers[index]
+        if index not in self._workers:
+            self._workers[index] = ray.get_actor(worker_name(index), namespace=self.config.namespace)
+        return self._workers[index]
 
     async def _invalidate(self, cube_id: str, memory_id: str, what: str) -> None:
         """Drop KV caches built from a memory, and mark adapters that learned from it stale. The edit is
@@ -85,12 +87,15 @@ class ChatRoutes(IngressBase):
     async def _forget_adapters(self, cube_id: str) -> None:
         """A deleted cube's adapters go from disk and from every worker."""
         try:
-            ids = await self.adapters.drop_cube.remote(cube_id)
-            scheduler = await self._scheduler(start=False)
-            if ids and scheduler is not None:
-                await scheduler.drop_adapters.remote(ids)
+            await self._unload_adapters(await self.adapters.drop_cube.remote(cube_id))
         except Exception:
             log.exception("removing the adapters of deleted cube %s failed", cube_id)
+
+    async def _unload_adapters(self, adapter_ids: list[str]) -> None:
+        """Off every model worker, with the KV caches computed under them (no workers yet: nothing to do)."""
+        scheduler = await self._scheduler(start=False)
+        if adapter_ids and scheduler is not None:
+            await scheduler.drop_adapters.remote(adapter_ids)
 
     async def _plan(
         self, who: Caller, req: ChatRequest

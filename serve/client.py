@@ -271,14 +271,24 @@ def _changes(cube_id: str, after_seq: int | None) -> tuple[str, Params]:
     return f"/v1/cubes/{seg(cube_id)}/changes", [] if after_seq is None else [("after_seq", after_seq)]
 
 
-def _sse_event(lines: list[str]) -> ChangeEvent | None:
-    """One SSE event's lines -> a ChangeEvent (None for other events); an error event raises."""
-    kind = next((line[6:].strip() for line in lines if line.startswith("event:")), "message")
-    data = "\n".join(line[5:].strip() for line in lines if line.startswith("data:"))
-    if kind == "error":
-        err = json.loads(data)["error"]
-        raise MemosAPIError(0, err["code"], err["message"], err.get("details"))
-    return ChangeEvent.model_validate_json(data) if kind == "change" else None
+class _ChangeStream:
+    """Reads a change feed line by line: an SSE event ends at a blank line. Shared by both clients."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def feed(self, line: str) -> ChangeEvent | None:
+        """The ChangeEvent this line completes, if any (other events are skipped); an error event raises."""
+        if line:
+            self.lines.append(line)
+            return None
+        lines, self.lines = self.lines, []
+        kind = next((x[6:].strip() for x in lines if x.startswith("event:")), "message")
+        data = "\n".join(x[5:].strip() for x in lines if x.startswith("data:"))
+        if kind == "error":
+            err = json.loads(data)["error"]
+            raise MemosAPIError(0, err["code"], err["message"], err.get("details"))
+        return ChangeEvent.model_validate_json(data) if kind == "change" else None
 
 
 class MemosClient:
@@ -312,14 +322,9 @@ class MemosClient:
             if not resp.is_success:
                 resp.read()
                 parse_answer(Call("GET", path, no_content), resp)
-            lines: list[str] = []
+            stream = _ChangeStream()
             for line in resp.iter_lines():
-                if line:
-                    lines.append(line)
-                    continue
-                event = _sse_event(lines)
-                lines = []
-                if event is not None:
+                if (event := stream.feed(line)) is not None:
                     yield event
 
     def __enter__(self) -> Self:
@@ -392,14 +397,9 @@ class AsyncMemosClient:
             if not resp.is_success:
                 await resp.aread()
                 parse_answer(Call("GET", path, no_content), resp)
-            lines: list[str] = []
+            stream = _ChangeStream()
             async for line in resp.aiter_lines():
-                if line:
-                    lines.append(line)
-                    continue
-                event = _sse_event(lines)
-                lines = []
-                if event is not None:
+                if (event := stream.feed(line)) is not None:
                     yield event
 
     async def __aenter__(self) -> Self:
