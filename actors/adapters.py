@@ -19,20 +19,22 @@ import numpy as np
 import ray
 
 from actors.audit import AUDIT_NAME
-from memos_ray.adapter_store import (
-    AdapterList,
-    AdapterRef,
-    AdapterRegistry,
-    TrainingJob,
-    new_adapter_id,
-    ref_of,
-)
-from memos_ray.adapters import AdapterInfo, AdapterSettings, TrainingMetrics, state_nbytes
-from memos_ray.audit import AuditEvent
 from memos_ray.config import LLMConfig, MemosConfig
 from memos_ray.errors import InvalidInput, JobNotFound
-from memos_ray.llm import ModelIdentity
-from memos_ray.models import MemoryRef, utcnow
+from memos_ray.parametric.registry import AdapterRegistry, new_adapter_id, ref_of
+from memos_ray.parametric.training import state_nbytes
+from memos_ray.types import (
+    AdapterInfo,
+    AdapterList,
+    AdapterRef,
+    AdapterSettings,
+    AuditEvent,
+    MemoryRef,
+    ModelIdentity,
+    TrainingJob,
+    TrainingMetrics,
+    utcnow,
+)
 
 ADAPTERS_NAME = "memos_adapters"
 JOBS_KEPT = 1_000
@@ -46,8 +48,8 @@ def train_adapter(
 ) -> tuple[dict[str, np.ndarray], TrainingMetrics, ModelIdentity]:
     """One training job, in its own worker process: a fresh float32 base model, so the job neither
     shares nor disturbs the model workers' weights."""
-    from memos_ray.adapters import train_lora
     from memos_ray.llm import load_model
+    from memos_ray.parametric.training import train_lora
 
     llm = LLMConfig.model_validate({**config.llm.model_dump(), "dtype": "float32"})
     lm = load_model(llm, config.storage.data_dir / "models")

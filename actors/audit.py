@@ -11,8 +11,9 @@ import asyncio
 
 import ray
 
-from memos_ray.audit import AuditEvent, AuditPage, AuditQuery, AuditStore, AuditVerification
 from memos_ray.config import MemosConfig
+from memos_ray.governance.audit import AuditStore
+from memos_ray.types import AuditEvent, AuditPage, AuditQuery, AuditVerification
 
 AUDIT_NAME = "memos_audit"
 

@@ -21,9 +21,9 @@ import numpy as np
 import ray
 
 from memos_ray.config import MemosConfig
-from memos_ray.cube import MemCube
 from memos_ray.errors import Unavailable
-from memos_ray.models import (
+from memos_ray.plaintext.cube import MemCube
+from memos_ray.types import (
     ChangeBatch,
     CubeMeta,
     LifecycleState,

@@ -23,25 +23,15 @@ import ray
 from ray.actor import ActorHandle
 
 from actors.cube import MemCubeActor, cube_actor_name
-from memos_ray.access import can, require
 from memos_ray.config import MemosConfig
 from memos_ray.errors import CubeExists, CubeNotFound, InvalidInput, MemosError, NotFound, Unavailable
-from memos_ray.identity import ADMIN, LEGACY_OWNER, Caller
-from memos_ray.models import CubeCreate, CubeList, CubeMeta, CubeUpdate, Grant, Role, Strict, utcnow
-from memos_ray.storage import CatalogStore, CubeStore
+from memos_ray.governance.access import can, require
+from memos_ray.governance.identity import ADMIN, LEGACY_OWNER
+from memos_ray.plaintext.storage import CatalogStore, CubeStore
+from memos_ray.types import Caller, CubeCreate, CubeList, CubeMeta, CubeUpdate, DirectoryStats, Grant, Role, utcnow
 
 DIRECTORY_NAME = "memos_directory"
 log = logging.getLogger(__name__)
-
-
-class DirectoryStats(Strict):
-    cubes: int
-    live: int
-    max_live: int
-    activations: int
-    passivations: int
-    activation_p50_s: float | None
-    activation_max_s: float | None
 
 
 def _new_cube_id() -> str:

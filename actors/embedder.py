@@ -15,18 +15,10 @@ import numpy as np
 import ray
 
 from memos_ray.config import EmbedderConfig
-from memos_ray.embedding import SentenceEncoder
-from memos_ray.models import Strict
+from memos_ray.plaintext.embedding import SentenceEncoder
+from memos_ray.types import EmbedderStats
 
 EMBEDDER_NAME = "memos_embedder"
-
-
-class EmbedderStats(Strict):
-    requests: int
-    sentences: int
-    batches: int
-    mean_batch: float
-    busy_s: float
 
 
 @dataclass

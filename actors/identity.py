@@ -14,10 +14,10 @@ import ray
 
 from memos_ray.config import MemosConfig
 from memos_ray.errors import Forbidden, KeyNotFound, PrincipalNotFound
-from memos_ray.identity import (
+from memos_ray.governance.identity import IdentityStore
+from memos_ray.types import (
     ApiKeyInfo,
     Caller,
-    IdentityStore,
     IssuedKey,
     KeyCreate,
     Principal,

@@ -21,13 +21,10 @@ from pydantic import ConfigDict
 from ray.actor import ActorHandle
 
 from actors.worker import ModelWorker, worker_name
-from memos_ray import kvcache
-from memos_ray.chat import ChatOutcome, ChatPlan, KVInfo, KVStatus
+from memos_ray.activation import kvcache
 from memos_ray.config import MemosConfig
 from memos_ray.errors import InvalidInput
-from memos_ray.kvcache import KVCacheEntry
-from memos_ray.llm import ModelIdentity
-from memos_ray.models import Strict
+from memos_ray.types import ChatOutcome, ChatPlan, KVCacheEntry, KVInfo, KVStatus, ModelIdentity, Strict
 
 SCHEDULER_NAME = "memos_scheduler"
 REFS_KEPT = 64

@@ -23,16 +23,22 @@ from typing import Any
 import numpy as np
 import ray
 
-from memos_ray import kvcache
-from memos_ray.adapter_slots import AdapterSlots
-from memos_ray.adapter_store import AdapterRef
-from memos_ray.adapters import AdapterSettings
-from memos_ray.chat import AdapterStatus, ChatOutcome, ChatPlan, KVStatus
+from memos_ray.activation import kvcache
+from memos_ray.activation.store import KVStore
 from memos_ray.config import MemosConfig
 from memos_ray.errors import Conflict, InvalidInput, Unavailable
-from memos_ray.kvcache import KVCacheEntry
-from memos_ray.kvstore import KVStore
-from memos_ray.llm import ModelIdentity, load_model
+from memos_ray.llm import load_model
+from memos_ray.parametric.slots import AdapterSlots
+from memos_ray.types import (
+    AdapterRef,
+    AdapterSettings,
+    AdapterStatus,
+    ChatOutcome,
+    ChatPlan,
+    KVCacheEntry,
+    KVStatus,
+    ModelIdentity,
+)
 
 
 def worker_name(index: int) -> str:

@@ -17,10 +17,10 @@ from typing import Any
 import ray
 
 from benchmarks.common import MODELS, check, print_table, stack, write_json
-from memos_ray import kvcache
+from memos_ray.activation import kvcache
 from memos_ray.config import LLMConfig
 from memos_ray.llm import LoadedModel, load_model
-from memos_ray.models import ChatMessage, MemoryItem, utcnow
+from memos_ray.types import ChatMessage, MemoryItem, utcnow
 
 QUESTION = "Which of these facts mention a red box, and how many marbles does it hold?"
 
@@ -85,7 +85,7 @@ def bench_move(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
     """Worker-to-worker through the object store (the Scheduler's move) vs an in-process copy of the same bytes."""
     import torch
 
-    from memos_ray.chat import ChatPlan
+    from memos_ray.types import ChatPlan
 
     rows = []
     with stack(port=8766, workers=2) as s:

@@ -19,14 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster on loopback
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from memos_ray.config import (
-    DirectoryConfig,
-    LLMConfig,
-    MemosConfig,
-    ServeConfig,
-    StorageConfig,
-    WorkersConfig,
-)
+from memos_ray.config import DirectoryConfig, LLMConfig, MemosConfig, ServeConfig, StorageConfig, WorkersConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = Path(__file__).resolve().parents[1] / ".memos-ray" / "models"  # the converted LLM, shared with tests

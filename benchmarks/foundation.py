@@ -21,8 +21,8 @@ import ray
 from benchmarks import locomo
 from benchmarks.common import Stack, check, corpus, pct, print_table, questions, stack, summary_ms, write_json
 from memos_ray.config import EmbedderConfig
-from memos_ray.embedding import SentenceEncoder
-from memos_ray.reader import context_of
+from memos_ray.plaintext.embedding import SentenceEncoder
+from memos_ray.plaintext.reader import context_of
 
 BATCH = 64
 

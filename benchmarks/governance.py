@@ -22,8 +22,8 @@ import httpx
 import ray
 
 from benchmarks.common import Stack, check, print_table, stack, summary_ms, write_json
-from memos_ray.audit import AuditEvent
-from serve.client import AsyncMemosClient, MemosClient
+from memos_ray.client.clients import AsyncMemosClient, MemosClient
+from memos_ray.types import AuditEvent
 
 
 def _agents(s: Stack, cube: str, n: int, role: str = "write") -> list[str]:

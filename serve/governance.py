@@ -19,26 +19,30 @@ from typing import Annotated
 from fastapi import Header, Query, Request, status
 from fastapi.responses import StreamingResponse
 
-from memos_ray.audit import AuditPage, AuditQuery, AuditVerification
 from memos_ray.errors import Forbidden, InvalidInput, MemosError
-from memos_ray.identity import (
+from memos_ray.types import (
     ApiKeyInfo,
+    AuditPage,
+    AuditQuery,
+    AuditVerification,
     Caller,
+    ChangeBatch,
+    CubeMeta,
+    CubeUpdate,
+    Grant,
+    GrantRole,
+    Id,
     IssuedKey,
     KeyCreate,
     Principal,
     PrincipalCreate,
     PrincipalUpdate,
+    Role,
 )
-from memos_ray.models import ChangeBatch, CubeMeta, CubeUpdate, Grant, Id, Role, Strict
 from serve.base import Auth, IngressBase, _audit_failure, act, app, shielded
 from serve.errors import error_body, status_of, unwrap
 
 FEED_POLL_S = 2.0  # a subscriber's key and role are re-checked at least this often
-
-
-class GrantRole(Strict):
-    role: Role
 
 
 def _require_admin(who: Caller) -> None:

@@ -20,7 +20,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private test cluster on 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from memos_ray.config import DirectoryConfig, GovernanceConfig, LLMConfig, MemosConfig, StorageConfig, WorkersConfig
-from memos_ray.identity import hash_key
+from memos_ray.governance.identity import hash_key
 
 # The suite's administrator key (registered by hash, as MEMOS_RAY_ADMIN_KEY would be).
 ADMIN_KEY = "mrk_000000000000_the-test-suites-administrator-key"
@@ -58,7 +58,7 @@ def storage(tmp_path: Path) -> StorageConfig:
 
 @pytest.fixture(scope="session")
 def encoder():  # type: ignore[no-untyped-def]
-    from memos_ray.embedding import SentenceEncoder
+    from memos_ray.plaintext.embedding import SentenceEncoder
 
     return SentenceEncoder(MemosConfig().embedder)
 

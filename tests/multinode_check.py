@@ -22,10 +22,9 @@ import ray
 from ray.cluster_utils import Cluster
 
 from actors.scheduler import Scheduler
-from memos_ray import kvcache
-from memos_ray.chat import ChatPlan
+from memos_ray.activation import kvcache
 from memos_ray.config import LLMConfig, MemosConfig, StorageConfig, WorkersConfig
-from memos_ray.models import ChatMessage, MemoryItem, utcnow
+from memos_ray.types import ChatMessage, ChatPlan, MemoryItem, utcnow
 
 
 def main(models: Path) -> None:
@@ -96,9 +95,9 @@ def _adapter_on_both(workers: list[ray.actor.ActorHandle], models: Path) -> dict
     import numpy as np
     from peft import get_peft_model, get_peft_model_state_dict
 
-    from memos_ray.adapter_store import AdapterRef
-    from memos_ray.adapters import AdapterSettings, lora_config, state_nbytes
     from memos_ray.llm import load_model
+    from memos_ray.parametric.training import lora_config, state_nbytes
+    from memos_ray.types import AdapterRef, AdapterSettings
 
     settings = AdapterSettings(rank=4)
     lm = load_model(LLMConfig(dtype="float32", cache_dir=models), models)

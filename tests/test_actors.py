@@ -11,8 +11,7 @@ import ray
 
 from actors.directory import Directory
 from memos_ray.config import DirectoryConfig, MemosConfig, StorageConfig
-from memos_ray.identity import Caller, PrincipalKind
-from memos_ray.models import CubeCreate, LifecycleState, MemoryCreate, MemoryUpdate
+from memos_ray.types import Caller, CubeCreate, LifecycleState, MemoryCreate, MemoryUpdate, PrincipalKind
 from tests.conftest import wait_for_condition
 
 ROOT = Caller(principal="root", kind=PrincipalKind.user, subjects=["root"], admin=True, key_id="test")

@@ -14,20 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from memos_ray.adapter_slots import AdapterSlots
-from memos_ray.adapters import (
-    AdapterInfo,
-    AdapterSettings,
-    TrainingMetrics,
-    load_adapter,
-    mean_nll,
-    save_adapter,
-    state_nbytes,
-    train_lora,
-)
 from memos_ray.config import LLMConfig
 from memos_ray.llm import LoadedModel, load_model
-from memos_ray.models import MemoryRef, utcnow
+from memos_ray.parametric.slots import AdapterSlots
+from memos_ray.parametric.training import load_adapter, mean_nll, save_adapter, state_nbytes, train_lora
+from memos_ray.types import AdapterInfo, AdapterSettings, MemoryRef, TrainingMetrics, utcnow
 from tests.conftest import MODELS
 
 FACTS = [
@@ -166,7 +157,7 @@ def test_slots_isolate_move_and_evict(llm: LoadedModel, base_logits: Any, traine
 
 
 def test_registry_versions_active_stale_and_removal(tmp_path: Path, llm: LoadedModel, trained: Any) -> None:
-    from memos_ray.adapter_store import AdapterRegistry
+    from memos_ray.parametric.registry import AdapterRegistry
 
     state, metrics, _ = trained
     reg = AdapterRegistry(tmp_path / "adapters")

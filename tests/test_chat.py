@@ -11,8 +11,8 @@ import httpx
 import pytest
 import ray
 
+from memos_ray.activation.store import KVStore
 from memos_ray.config import MemosConfig
-from memos_ray.kvstore import KVStore
 from tests.conftest import bearer, wait_for_condition
 
 PINNED = [

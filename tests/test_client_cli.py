@@ -1,4 +1,4 @@
-"""The SDK (serve/client.py) and the CLI (serve/cli.py) against canned HTTP answers: no Ray, no server."""
+"""The SDK (memos_ray/client/) and the CLI (serve/cli/) against canned HTTP answers: no Ray, no server."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from memos_ray.models import CubeMeta, MemoryItem, Provenance
-from serve import cli, cli_base
-from serve.client import AsyncMemosClient, MemosAPIError, MemosClient
+import serve.cli.base as cli_base
+import serve.cli.commands as cli
+from memos_ray.client.clients import AsyncMemosClient, MemosAPIError, MemosClient
+from memos_ray.types import CubeMeta, MemoryItem, Provenance
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 BASE = "http://memos.test:9000"

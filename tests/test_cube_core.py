@@ -6,19 +6,11 @@ import numpy as np
 import pytest
 
 from memos_ray.config import SearchConfig, StorageConfig
-from memos_ray.cube import MemCube
-from memos_ray.embedding import SentenceEncoder
 from memos_ray.errors import Conflict, InvalidInput, MemoryNotFound, QuotaExceeded, VersionConflict
-from memos_ray.models import (
-    CubeMeta,
-    CubeQuotas,
-    LifecycleState,
-    MemoryCreate,
-    MemoryUpdate,
-    SearchQuery,
-    utcnow,
-)
-from memos_ray.text import index_text
+from memos_ray.plaintext.cube import MemCube
+from memos_ray.plaintext.embedding import SentenceEncoder
+from memos_ray.plaintext.text import index_text
+from memos_ray.types import CubeMeta, CubeQuotas, LifecycleState, MemoryCreate, MemoryUpdate, SearchQuery, utcnow
 
 FACTS = [
     "Caroline went to an LGBTQ support group on Tuesday.",

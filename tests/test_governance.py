@@ -20,7 +20,7 @@ import httpx
 import pytest
 import ray
 
-from serve.client import AsyncMemosClient, MemosAPIError, MemosClient
+from memos_ray.client.clients import AsyncMemosClient, MemosAPIError, MemosClient
 from tests.conftest import bearer
 
 Keys = dict[str, str]
@@ -390,7 +390,7 @@ def test_quotas_refuse_with_429_and_keep_what_is_stored(base_url: str, keys: Key
 def test_sdk_and_cli_manage_keys_sharing_and_audit(base_url: str, admin_key: str, keys: Keys) -> None:
     from typer.testing import CliRunner
 
-    from serve.cli import app as cli
+    from serve.cli.commands import app as cli
 
     with MemosClient(base_url, api_key=keys["alice"]) as alice:
         assert alice.whoami().principal == "alice"

@@ -8,13 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from memos_ray.access import require, role_on
-from memos_ray.audit import AuditEvent, AuditQuery, AuditStore
 from memos_ray.config import RedactionConfig, RedactionPattern
 from memos_ray.errors import Conflict, CubeNotFound, Forbidden, InvalidInput, Unauthenticated
-from memos_ray.identity import ADMIN, IdentityStore, KeyCreate, PrincipalCreate, PrincipalUpdate, hash_key
-from memos_ray.models import CubeMeta, Grant, MemoryCreate, Role, utcnow
-from memos_ray.redact import Redactor
+from memos_ray.governance.access import require, role_on
+from memos_ray.governance.audit import AuditStore
+from memos_ray.governance.identity import ADMIN, IdentityStore, hash_key
+from memos_ray.governance.redact import Redactor
+from memos_ray.types import (
+    AuditEvent,
+    AuditQuery,
+    CubeMeta,
+    Grant,
+    KeyCreate,
+    MemoryCreate,
+    PrincipalCreate,
+    PrincipalUpdate,
+    Role,
+    utcnow,
+)
 
 
 @pytest.fixture()

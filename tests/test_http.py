@@ -237,8 +237,8 @@ def test_sdk_and_cli_against_the_real_server(base_url: str, api_key: str, tmp_pa
 
     from typer.testing import CliRunner
 
-    from serve.cli import app as cli
-    from serve.client import AsyncMemosClient, MemosAPIError, MemosClient
+    from memos_ray.client.clients import AsyncMemosClient, MemosAPIError, MemosClient
+    from serve.cli.commands import app as cli
 
     with MemosClient(base_url, api_key=api_key) as memos:
         memos.create_cube("sdk-team", name="Team memory")

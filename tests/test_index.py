@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from memos_ray.config import SearchConfig
-from memos_ray.index import HybridIndex
-from memos_ray.models import (
+from memos_ray.plaintext.index import HybridIndex
+from memos_ray.types import (
     LifecycleState,
     MemoryItem,
     MemoryKind,

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from memos_ray import kvcache as kv
+from memos_ray.activation import kvcache as kv
 from memos_ray.config import LLMConfig
 from memos_ray.llm import LoadedModel, load_model
-from memos_ray.models import ChatMessage, MemoryItem, utcnow
+from memos_ray.types import ChatMessage, MemoryItem, utcnow
 from tests.conftest import MODELS
 
 

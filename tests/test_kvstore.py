@@ -6,10 +6,8 @@ from pathlib import Path
 
 import torch
 
-from memos_ray.kvcache import KVCacheEntry
-from memos_ray.kvstore import KVStore
-from memos_ray.llm import ModelIdentity
-from memos_ray.models import MemoryRef, utcnow
+from memos_ray.activation.store import KVStore
+from memos_ray.types import KVCacheEntry, MemoryRef, ModelIdentity, utcnow
 
 MODEL = ModelIdentity(name="m", file_sha256="0" * 64, dtype="float32")
 

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from memos_ray import errors
-from memos_ray.models import CubeCreate, MemoryCreate, MemoryUpdate, MessagesCreate, SearchRequest, new_memory_id
+from memos_ray.types import CubeCreate, MemoryCreate, MemoryUpdate, MessagesCreate, SearchRequest, new_memory_id
 
 
 @pytest.mark.parametrize("bad", ["../etc", "a/b", "a.b", "", "-x", "x" * 65, "a b", "..", "%2e%2e"])

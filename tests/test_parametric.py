@@ -185,8 +185,8 @@ def test_sdk_and_cli_train_with_progress_and_choose_the_adapter(
 ) -> None:
     from typer.testing import CliRunner
 
-    from serve.cli import app as cli
-    from serve.client import MemosClient
+    from memos_ray.client.clients import MemosClient
+    from serve.cli.commands import app as cli
 
     runner = CliRunner(env={"MEMOS_RAY_URL": base_url, "MEMOS_RAY_API_KEY": api_key, "COLUMNS": "200"})
     result = runner.invoke(cli, ["train", "param-c", "--rank", "2", "--steps", "3", "--lr", "0.01"])

@@ -1,6 +1,6 @@
-from memos_ray.models import MessagesCreate
-from memos_ray.reader import read_messages
-from memos_ray.text import index_text, split_text, tokenize
+from memos_ray.plaintext.reader import read_messages
+from memos_ray.plaintext.text import index_text, split_text, tokenize
+from memos_ray.types import MessagesCreate
 
 
 def test_tokenize_drops_stop_words_and_stems() -> None:

@@ -1,0 +1,160 @@
+"""The audit log: append-only, durable, hash-chained, queryable.
+
+Every mutation and every denied access becomes an :class:`AuditRecord`: who (principal and
+key id), when, what (action, HTTP method and path), which cube and memory, and the result.
+Records live in one SQLite file under ``data_dir``; triggers refuse UPDATE and DELETE, and
+each record carries the SHA-256 of its predecessor's hash and its own content, so an edit
+made behind the database's back shows up in :meth:`AuditStore.verify`. Appends are
+committed (fsync) before they are acknowledged; :class:`actors.audit.AuditLog` groups
+concurrent appends into one commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from memos_ray.governance.sqlite import open_sqlite
+from memos_ray.types import AuditEvent, AuditPage, AuditQuery, AuditRecord, AuditVerification
+
+GENESIS = "0" * 64
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    principal TEXT,
+    action TEXT NOT NULL,
+    result TEXT NOT NULL,
+    cube_id TEXT,
+    memory_id TEXT,
+    request_id TEXT,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_cube ON audit (cube_id, seq);
+CREATE INDEX IF NOT EXISTS audit_principal ON audit (principal, seq);
+CREATE INDEX IF NOT EXISTS audit_request ON audit (request_id);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
+
+def _digest(prev_hash: str, event: AuditEvent, seq: int) -> str:
+    body = event.model_dump_json(include=set(AuditEvent.model_fields))
+    return hashlib.sha256(f"{prev_hash}|{seq}|{body}".encode()).hexdigest()
+
+
+def _ts(value: datetime) -> str:
+    """Sortable text: one fixed format, so SQLite compares times as strings."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class AuditStore:
+    def __init__(self, path: Path) -> None:
+        self._db = open_sqlite(path, _SCHEMA)
+        self._lock = threading.Lock()
+        last = self._db.execute("SELECT seq, doc FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        self.seq = 0 if last is None else last[0]
+        self._head = GENESIS if last is None else AuditRecord.model_validate_json(last[1]).hash
+
+    def append(self, events: list[AuditEvent]) -> list[AuditRecord]:
+        """Append in one transaction; durable when this returns."""
+        with self._lock:
+            records = []
+            seq, head = self.seq, self._head
+            for event in events:
+                seq += 1
+                digest = _digest(head, event, seq)
+                records.append(
+                    AuditRecord(
+                        **event.model_dump(include=set(AuditEvent.model_fields)), seq=seq, prev_hash=head, hash=digest
+                    )
+                )
+                head = digest
+            rows = [
+                (
+                    r.seq,
+                    _ts(r.at),
+                    r.principal,
+                    r.action,
+                    r.result,
+                    r.cube_id,
+                    r.memory_id,
+                    r.request_id,
+                    r.model_dump_json(),
+                )
+                for r in records
+            ]
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self.seq, self._head = seq, head
+            return records
+
+    def query(self, q: AuditQuery) -> AuditPage:
+        where: list[str] = ["seq > ?"]
+        args: list[str | int] = [q.after_seq]
+        for column in ("cube_id", "principal", "result", "memory_id", "request_id"):
+            value = getattr(q, column)
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if q.action is not None:
+            if q.action.endswith("."):
+                where.append("substr(action, 1, ?) = ?")
+                args += [len(q.action), q.action]
+            else:
+                where.append("action = ?")
+                args.append(q.action)
+        if q.since is not None:
+            where.append("at >= ?")
+            args.append(_ts(q.since))
+        if q.until is not None:
+            where.append("at < ?")
+            args.append(_ts(q.until))
+        sql = f"SELECT doc FROM audit WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(sql, [*args, q.limit + 1]).fetchall()
+        records = [AuditRecord.model_validate_json(row[0]) for row in rows[: q.limit]]
+        more = len(rows) > q.limit
+        return AuditPage(records=records, next_after_seq=records[-1].seq if more else None)
+
+    def verify(self) -> AuditVerification:
+        """Recompute the hash chain from the first record, and check the indexed columns against it.
+        (An unkeyed chain: whoever can rewrite the file can rewrite the whole chain, or cut its tail.)"""
+        head, count = GENESIS, 0
+        columns = "seq, at, principal, action, result, cube_id, memory_id, request_id"
+        with self._lock:
+            rows = self._db.execute(f"SELECT {columns}, doc FROM audit ORDER BY seq").fetchall()
+        for *indexed, doc in rows:
+            record = AuditRecord.model_validate_json(doc)
+            count += 1
+            seq = indexed[0]
+            # the queried columns must say what the hashed record says
+            expected = [
+                record.seq,
+                _ts(record.at),
+                record.principal,
+                record.action,
+                record.result,
+                record.cube_id,
+                record.memory_id,
+                record.request_id,
+            ]
+            if indexed != expected or record.prev_hash != head or _digest(head, record, seq) != record.hash:
+                return AuditVerification(ok=False, records=count, first_bad_seq=seq)
+            head = record.hash
+        return AuditVerification(ok=True, records=count)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,274 @@
+"""Parametric memory: a LoRA adapter trained from a set of text memories.
+
+An adapter is trained once, in a process that owns a fresh float32 copy of the base model, and
+travels as a plain state dict of float32 numpy arrays (the keys ``get_peft_model_state_dict``
+gives): in the object store between processes, in a safetensors file on disk. The pydantic
+:class:`AdapterInfo` beside it records what it was built from (base model identity, settings,
+the memory versions) so an edit or delete of a source marks it stale, exactly as a KV cache.
+
+torch and peft are imported inside the functions: importing this module stays cheap for the
+processes (HTTP, cube actors) that only handle :class:`AdapterInfo`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memos_ray.types import AdapterInfo, AdapterSettings, TrainingMetrics
+
+METADATA_KEY = "memos_adapter"
+TRAIN_ADAPTER = "memos-train"  # peft warns about names that are substrings of "lora_" (e.g. "a"); this is not
+
+Progress = Callable[[int, int, float], None]
+"""``progress(step, steps, loss)``, called after each optimiser step."""
+
+
+# ------------------------------------------------------------------ data
+
+
+def training_texts(texts: Sequence[str]) -> list[str]:
+    """One training example per memory, the plain memory text.
+
+    No chat template or preamble: the NLL benchmark scores the same plain text, so what is trained is
+    exactly what is measured, and short facts are not drowned in template tokens.
+    """
+    return [t.strip() for t in texts if t.strip()]
+
+
+def _encode(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> list[list[int]]:
+    """Token ids per text, eos appended (the memory ends there), cut to ``max_tokens``. Shared by training
+    and :func:`mean_nll` so both see the same tokens."""
+    eos = tokenizer.eos_token_id
+    out = []
+    for text in texts:
+        ids = list(tokenizer(text, add_special_tokens=False).input_ids)[: max_tokens - 1]
+        out.append([*ids, eos])
+    return out
+
+
+def _pad_batch(tokenizer: Any, examples: Sequence[list[int]]) -> dict[str, Any]:
+    """Right-padded input ids, attention mask, and labels with -100 on padding."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(e) for e in examples)
+    ids = torch.full((len(examples), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        ids[i, : len(e)] = torch.tensor(e)
+        mask[i, : len(e)] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _batches(n: int, batch_size: int, rng: random.Random) -> Iterator[list[int]]:
+    """Endless mini-batches of example indices: each epoch a fresh shuffle."""
+    while True:
+        order = list(range(n))
+        rng.shuffle(order)
+        for start in range(0, n, batch_size):
+            yield order[start : start + batch_size]
+
+
+# General text whose next-token predictions training keeps as the base model makes them (a KL term):
+# the adapter should add the cube's facts, not move the model's language elsewhere. Written for this
+# purpose; deliberately not any evaluation set.
+ANCHOR_TEXTS = [
+    "I was thinking we could meet for lunch on Thursday if you are free.",
+    "The train was late again this morning, so I missed the first meeting.",
+    "She opened the window and listened to the rain on the roof.",
+    "To make the sauce, melt the butter and stir in the flour slowly.",
+    "We spent the weekend hiking and came back tired but happy.",
+    "Could you send me the report before the end of the day?",
+    "The museum is closed on Mondays, but it opens early on Saturdays.",
+    "He has been learning to play the guitar for about two years now.",
+    "Thanks so much for the birthday card, it really made my day.",
+    "The children built a small boat out of wood and painted it blue.",
+    "If the printer jams, open the side panel and remove the paper.",
+    "Honestly, I think the second movie was better than the first one.",
+    "Our neighbours just adopted a puppy and it barks at every bicycle.",
+    "The meeting was moved to next week because half the team is away.",
+    "After dinner we sat outside and talked until it got dark.",
+    "I started running again last month and I feel much better.",
+]
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def mean_nll(model: Any, tokenizer: Any, texts: Sequence[str], max_tokens: int) -> float:
+    """Mean per-token negative log-likelihood of ``texts`` (eos appended), weighted by tokens: the
+    measure of how well the model "remembers" them. The model is left in eval mode."""
+    import torch
+
+    examples = _encode(tokenizer, training_texts(texts), max_tokens)
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for e in examples:
+            if len(e) < 2:
+                continue  # nothing is predicted from a single token
+            batch = _pad_batch(tokenizer, [e])
+            loss = model(**batch).loss  # mean over the len(e) - 1 predicted tokens
+            total += float(loss) * (len(e) - 1)
+            count += len(e) - 1
+    if count == 0:
+        raise ValueError("no text to score")
+    return total / count
+
+
+# ------------------------------------------------------------------ training
+
+
+def lora_config(settings: AdapterSettings, init_lora_weights: bool = True) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,  # type: ignore[arg-type]  # typed int, used as a float (alpha / r)
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        task_type="CAUSAL_LM",
+        init_lora_weights=init_lora_weights,
+    )
+
+
+def train_lora(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    settings: AdapterSettings,
+    progress: Progress | None = None,
+) -> tuple[dict[str, np.ndarray], TrainingMetrics]:
+    """Train a fresh LoRA on ``texts`` over the given base model; its weights and metrics.
+
+    The model is borrowed, not consumed: peft injects LoRA layers into it in place, and they are
+    unloaded afterwards (base weights are frozen, so untouched), eval mode and the parameters'
+    ``requires_grad`` flags restored. The caller should still own the model for the duration: a
+    concurrent forward would see the adapter.
+    """
+    import torch
+    from peft import get_peft_model, get_peft_model_state_dict
+
+    texts = training_texts(texts)
+    if not texts:
+        raise ValueError("no text to train on")
+    examples = _encode(tokenizer, texts, settings.max_tokens)
+    nll_before = mean_nll(model, tokenizer, texts, settings.max_tokens)
+    grad_flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    torch.manual_seed(settings.seed)  # after the base is built: only the LoRA init draws from it
+    peft_model = get_peft_model(model, lora_config(settings), adapter_name=TRAIN_ADAPTER)
+    try:
+        losses, tokens, seconds = _train_loop(peft_model, tokenizer, examples, settings, progress)
+        nll_after = mean_nll(peft_model, tokenizer, texts, settings.max_tokens)
+        state = get_peft_model_state_dict(peft_model, adapter_name=TRAIN_ADAPTER)
+        arrays = {k: v.detach().to(torch.float32).cpu().numpy().copy() for k, v in state.items()}
+    finally:
+        peft_model.unload()  # removes the LoRA layers from ``model`` in place
+        for name, p in model.named_parameters():
+            p.requires_grad_(grad_flags.get(name, p.requires_grad))
+        model.eval()
+    metrics = TrainingMetrics(
+        steps=settings.steps,
+        examples=len(examples),
+        tokens=tokens,
+        seconds=seconds,
+        tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
+        loss_first=losses[0],
+        loss_last=losses[-1],
+        nll_before=nll_before,
+        nll_after=nll_after,
+    )
+    return arrays, metrics
+
+
+def _train_loop(
+    peft_model: Any,
+    tokenizer: Any,
+    examples: list[list[int]],
+    settings: AdapterSettings,
+    progress: Progress | None,
+) -> tuple[list[float], int, float]:
+    """``settings.steps`` AdamW steps of causal-LM loss; (losses, tokens processed, seconds)."""
+    import torch
+
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=settings.learning_rate)
+    batches = _batches(len(examples), settings.batch_size, random.Random(settings.seed))
+    anchors = _encode(tokenizer, ANCHOR_TEXTS, settings.max_tokens)
+    anchor_batches = _batches(len(anchors), settings.batch_size, random.Random(settings.seed + 1))
+    peft_model.train()
+    losses: list[float] = []
+    tokens = 0
+    start = time.perf_counter()
+    for step in range(1, settings.steps + 1):
+        batch = _pad_batch(tokenizer, [examples[i] for i in next(batches)])
+        loss = peft_model(**batch).loss
+        losses_step = loss
+        if settings.preserve > 0:
+            anchor = _pad_batch(tokenizer, [anchors[i] for i in next(anchor_batches)])
+            losses_step = loss + settings.preserve * _drift(peft_model, anchor)
+            tokens += int(anchor["attention_mask"].sum())
+        losses_step.backward()
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        tokens += int(batch["attention_mask"].sum())
+        if progress is not None:
+            progress(step, settings.steps, losses[-1])
+    seconds = time.perf_counter() - start
+    peft_model.eval()
+    return losses, tokens, seconds
+
+
+def _drift(peft_model: Any, batch: dict[str, Any]) -> Any:
+    """KL(base || adapted) of next-token distributions on ``batch``, mean over its real tokens."""
+    import torch
+    import torch.nn.functional as F
+
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad(), peft_model.disable_adapter():
+        base = F.log_softmax(peft_model(**inputs).logits.float(), dim=-1)
+    adapted = F.log_softmax(peft_model(**inputs).logits.float(), dim=-1)
+    per_token = (base.exp() * (base - adapted)).sum(-1)
+    mask = batch["attention_mask"].float()
+    return (per_token * mask).sum() / mask.sum()
+
+
+# ------------------------------------------------------------------ persistence
+
+
+def state_nbytes(state: dict[str, np.ndarray]) -> int:
+    return int(sum(a.nbytes for a in state.values()))
+
+
+def save_adapter(path: Path, info: AdapterInfo, state: dict[str, np.ndarray]) -> None:
+    """safetensors, the info as metadata: no pickle. Written aside, then renamed into place, so a
+    reader never sees half a file."""
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
+    save_file(arrays, str(tmp), metadata={METADATA_KEY: info.model_dump_json()})
+    tmp.replace(path)
+
+
+def load_adapter(path: Path) -> tuple[AdapterInfo, dict[str, np.ndarray]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        meta = f.metadata() or {}
+        if METADATA_KEY not in meta:
+            raise ValueError(f"{path} is not a memos adapter (no {METADATA_KEY!r} metadata)")
+        info = AdapterInfo.model_validate(json.loads(meta[METADATA_KEY]))
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    return info, state

@@ -1,0 +1,336 @@
+"""A MemCube's plaintext memory: versions, lifecycle, quotas and hybrid search.
+
+Pure Python over :class:`CubeStore` (durable) and :class:`HybridIndex` (in memory), so it is
+tested without Ray; ``actors/cube.py`` runs one of these per cube actor. Every change
+writes the new version to storage first and only then updates memory and the index: an
+acknowledged change is durable, and a failed write leaves the cube as it was.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+
+from memos_ray.config import SearchConfig, StorageConfig
+from memos_ray.errors import Conflict, InvalidInput, MemoryNotFound, QuotaExceeded, VersionConflict
+from memos_ray.plaintext.index import HybridIndex
+from memos_ray.plaintext.storage import CubeStore
+from memos_ray.types import (
+    ChangeEvent,
+    ChangeOp,
+    CubeMeta,
+    LifecycleState,
+    MemoryCreate,
+    MemoryItem,
+    MemoryKind,
+    MemoryList,
+    MemoryUpdate,
+    Provenance,
+    SearchHit,
+    SearchQuery,
+    new_memory_id,
+    utcnow,
+)
+
+CHANGE_RING = 10_000  # recent change events kept for the feed; older ones are rebuilt from the versions
+
+
+def _text_bytes(text: str) -> int:
+    return len(text.encode())
+
+
+def _event(item: MemoryItem) -> ChangeEvent:
+    if item.state == LifecycleState.deleted:
+        op = ChangeOp.delete
+    else:
+        op = ChangeOp.add if item.version == 1 else ChangeOp.update
+    return ChangeEvent(
+        seq=item.seq,
+        cube_id=item.cube_id,
+        op=op,
+        memory_id=item.id,
+        version=item.version,
+        author=item.provenance.author,
+        at=item.updated_at,
+        memory=item,
+    )
+
+
+class MemCube:
+    def __init__(self, meta: CubeMeta, storage: StorageConfig, search: SearchConfig, dim: int) -> None:
+        self.meta = meta
+        self.dim = dim
+        self.store = CubeStore(storage, meta.id, dim)
+        self.index = HybridIndex(dim, search)
+        self.latest: dict[str, MemoryItem] = {}
+        self.history: dict[str, list[MemoryItem]] = {}
+        self._vecs: dict[str, np.ndarray] = {}
+        self._dirty_usage: set[str] = set()
+        self.seq = self.store.load_seq_floor()
+        self._load()
+        self.changes: deque[ChangeEvent] = deque(maxlen=CHANGE_RING)
+        self._ring_from = self.seq + 1  # every change from this seq on is in the ring (until it overflows)
+
+    def _load(self) -> None:
+        items, vecs = self.store.load()
+        for item in sorted(items, key=lambda i: (i.created_at, i.id, i.version)):
+            self.history.setdefault(item.id, []).append(item)
+            self.latest[item.id] = item
+            self.seq = max(self.seq, item.seq)
+        self._vecs = vecs
+        for memory_id, item in self.latest.items():
+            self.index.upsert(item, vecs[memory_id])
+
+    # ------------------------------------------------------------ counters
+
+    def live_meta(self) -> CubeMeta:
+        alive = [m for m in self.latest.values() if m.state != LifecycleState.deleted]
+        return self.meta.model_copy(
+            update={
+                "seq": self.seq,
+                "memory_count": len(alive),
+                "text_bytes": sum(_text_bytes(m.text) for m in alive),
+            }
+        )
+
+    def _check_quota(self, new_memories: int, new_bytes: int) -> None:
+        quotas = self.meta.quotas
+        if quotas.max_memories is None and quotas.max_bytes is None:
+            return
+        meta = self.live_meta()
+        if quotas.max_memories is not None and new_memories and meta.memory_count + new_memories > quotas.max_memories:
+            raise QuotaExceeded(
+                f"cube {self.meta.id} holds {meta.memory_count} memories; "
+                f"adding {new_memories} exceeds its quota of {quotas.max_memories}",
+                {"quota": "max_memories", "limit": quotas.max_memories},
+            )
+        if quotas.max_bytes is not None and new_bytes > 0 and meta.text_bytes + new_bytes > quotas.max_bytes:
+            raise QuotaExceeded(
+                f"cube {self.meta.id} holds {meta.text_bytes} bytes of text; "
+                f"adding {new_bytes} exceeds its quota of {quotas.max_bytes}",
+                {"quota": "max_bytes", "limit": quotas.max_bytes},
+            )
+
+    # ------------------------------------------------------------ writes
+
+    def _commit(self, items: list[MemoryItem], vecs: np.ndarray) -> None:
+        """Durable first, then memory and index."""
+        self.store.write(items, vecs)
+        for item, vec in zip(items, vecs, strict=True):
+            self.history.setdefault(item.id, []).append(item)
+            self.latest[item.id] = item
+            self._vecs[item.id] = vec
+            self.index.upsert(item, vec)
+            self._dirty_usage.discard(item.id)
+            self._record(_event(item))
+        self.seq = max(self.seq, max(i.seq for i in items))
+
+    def add(
+        self,
+        new: Sequence[MemoryCreate],
+        vecs: np.ndarray,
+        author: str,
+        redactions: Sequence[dict[str, int]] | None = None,
+    ) -> list[MemoryItem]:
+        """``redactions``: per item, what the ingress masked (recorded in the provenance)."""
+        masked = list(redactions) if redactions is not None else [{} for _ in new]
+        if len(new) != len(vecs) or len(masked) != len(new) or (len(vecs) and vecs.shape[1] != self.dim):
+            raise InvalidInput(f"expected {len(new)} vectors of dimension {self.dim}")
+        self._check_quota(len(new), sum(_text_bytes(m.text) for m in new))
+        now = utcnow()
+        items = [
+            MemoryItem(
+                id=new_memory_id(),
+                cube_id=self.meta.id,
+                version=1,
+                seq=self.seq + i + 1,
+                text=m.text,
+                context=m.context,
+                kind=m.kind,
+                tags=list(dict.fromkeys(m.tags)),
+                metadata=m.metadata,
+                provenance=Provenance(author=author, redactions=masked[i], **m.source.model_dump()),
+                said_at=m.said_at,
+                created_at=now,
+                updated_at=now,
+            )
+            for i, m in enumerate(new)
+        ]
+        if items:
+            self._commit(items, vecs)
+        return items
+
+    def _expect(self, cur: MemoryItem, expected_version: int | None) -> None:
+        if expected_version is not None and expected_version != cur.version:
+            raise VersionConflict(
+                f"memory {cur.id} is at version {cur.version}, not {expected_version}",
+                {"memory_id": cur.id, "current_version": cur.version},
+            )
+
+    def _current(self, memory_id: str) -> MemoryItem:
+        item = self.latest.get(memory_id)
+        if item is None:
+            raise MemoryNotFound(f"memory {memory_id} not found in cube {self.meta.id}", {"memory_id": memory_id})
+        return item
+
+    def _next_version(
+        self, cur: MemoryItem, author: str, redactions: dict[str, int] | None = None, **changes: object
+    ) -> MemoryItem:
+        """The source stays; the author and what was masked are this version's."""
+        provenance = cur.provenance.model_copy(update={"author": author, "redactions": redactions or {}})
+        return cur.model_copy(
+            update={
+                **changes,
+                "version": cur.version + 1,
+                "seq": self.seq + 1,
+                "updated_at": utcnow(),
+                "provenance": provenance,
+            }
+        )
+
+    def update(
+        self,
+        memory_id: str,
+        patch: MemoryUpdate,
+        vec: np.ndarray | None,
+        author: str,
+        redactions: dict[str, int] | None = None,
+    ) -> MemoryItem:
+        cur = self._current(memory_id)
+        self._expect(cur, patch.expected_version)
+        if cur.state == LifecycleState.deleted:
+            raise Conflict(f"memory {memory_id} is deleted; it cannot be updated", {"memory_id": memory_id})
+        # An explicit null means "no change", except for said_at, which may be cleared.
+        changes = {
+            k: v
+            for k, v in patch.model_dump(exclude_unset=True, exclude={"expected_version"}).items()
+            if v is not None or k == "said_at"
+        }
+        if "text" in changes and changes["text"] != cur.text:
+            if vec is None:
+                raise InvalidInput("a new text needs its embedding")
+            self._check_quota(0, _text_bytes(changes["text"]) - _text_bytes(cur.text))
+        else:
+            vec = self._vecs[memory_id]
+        if "kind" in changes:
+            changes["kind"] = MemoryKind(changes["kind"])
+        if "state" in changes:
+            changes["state"] = LifecycleState(changes["state"])
+        if "tags" in changes:
+            changes["tags"] = list(dict.fromkeys(changes["tags"]))
+        item = self._next_version(cur, author, redactions, **changes)
+        self._commit([item], vec[None, :])
+        return item
+
+    def delete(self, memory_id: str, expected_version: int | None, author: str) -> MemoryItem:
+        """Soft delete: a new version in state ``deleted``; ``purge`` removes the rows."""
+        cur = self._current(memory_id)
+        self._expect(cur, expected_version)
+        if cur.state == LifecycleState.deleted:
+            return cur
+        item = self._next_version(cur, author, state=LifecycleState.deleted)
+        self._commit([item], self._vecs[memory_id][None, :])
+        return item
+
+    def purge(self, memory_id: str) -> None:
+        """Remove every version of a memory from storage (irreversible)."""
+        self._current(memory_id)
+        versions = [v.version for v in self.history[memory_id]]
+        self.seq += 1
+        self.store.save_seq_floor(self.seq)
+        self.store.delete_versions(memory_id, versions)
+        del self.latest[memory_id], self.history[memory_id], self._vecs[memory_id]
+        self.index.remove(memory_id)
+        self._dirty_usage.discard(memory_id)
+        # erased means erased: the feed's recent events of this memory go too (the purge event stays)
+        kept = [e for e in self.changes if e.memory_id != memory_id]
+        self.changes.clear()
+        self.changes.extend(kept)
+        self._record(
+            ChangeEvent(seq=self.seq, cube_id=self.meta.id, op=ChangeOp.purge, memory_id=memory_id, at=utcnow())
+        )
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, memory_id: str, version: int | None = None) -> MemoryItem:
+        cur = self._current(memory_id)
+        if version is None:
+            return cur
+        for item in self.history[memory_id]:
+            if item.version == version:
+                return item
+        raise MemoryNotFound(
+            f"memory {memory_id} has no version {version}", {"memory_id": memory_id, "version": version}
+        )
+
+    def versions(self, memory_id: str) -> list[MemoryItem]:
+        self._current(memory_id)
+        return list(self.history[memory_id])
+
+    def page(
+        self,
+        offset: int,
+        limit: int,
+        states: Sequence[LifecycleState] = (LifecycleState.active,),
+        kinds: Sequence[MemoryKind] = (),
+        tag: str | None = None,
+    ) -> MemoryList:
+        chosen = [
+            m
+            for m in self.latest.values()
+            if m.state in states and (not kinds or m.kind in kinds) and (tag is None or tag in m.tags)
+        ]
+        return MemoryList(items=chosen[offset : offset + limit], total=len(chosen), offset=offset, limit=limit)
+
+    def search(self, q: SearchQuery, qvec: np.ndarray | None) -> list[SearchHit]:
+        scored = self.index.search(q, qvec)
+        now = utcnow()
+        hits = []
+        for s in scored:
+            item = self.latest[s.memory_id]
+            usage = item.usage.model_copy(update={"hits": item.usage.hits + 1, "last_used_at": now})
+            item = item.model_copy(update={"usage": usage})
+            self.latest[s.memory_id] = self.history[s.memory_id][-1] = item
+            self._dirty_usage.add(s.memory_id)
+            hits.append(SearchHit(memory=item, score=s.score, dense_score=s.dense, bm25_score=s.bm25))
+        return hits
+
+    def _record(self, event: ChangeEvent) -> None:
+        if len(self.changes) == CHANGE_RING:  # the oldest falls out: the ring now starts later
+            self._ring_from = self.changes[1].seq
+        self.changes.append(event)
+
+    def changes_after(self, after_seq: int, limit: int = 1_000) -> list[ChangeEvent]:
+        """Changes with ``seq > after_seq``, oldest first. Recent ones come from the ring; older
+        ones (or all, after a reactivation) are rebuilt from the stored versions, where a purged
+        memory has left nothing to report."""
+        if after_seq >= self.seq:
+            return []
+        if self._ring_from <= after_seq + 1:
+            return [e for e in self.changes if e.seq > after_seq][:limit]
+        versions = [v for history in self.history.values() for v in history if v.seq > after_seq]
+        versions.sort(key=lambda v: v.seq)
+        return [_event(v) for v in versions[:limit]]
+
+    # ------------------------------------------------------------ lifecycle
+
+    def persist_usage(self) -> int:
+        """Usage counters are written at passivation, not on every search: a crash loses the counts
+        gathered since the cube was last activated (they are statistics, not memories)."""
+        dirty = [self.latest[i] for i in self._dirty_usage if i in self.latest]
+        if dirty:
+            self.store.write(dirty, np.stack([self._vecs[i.id] for i in dirty]))
+        self._dirty_usage.clear()
+        return len(dirty)
+
+    def close(self) -> None:
+        """Persist usage, checkpoint (fast reactivation) and release storage."""
+        self.persist_usage()
+        items = [v for versions in self.history.values() for v in versions]
+        self.store.save_checkpoint(self.seq, items, self._vecs)
+        self.store.close()
+
+    def destroy(self) -> None:
+        self.store.destroy()

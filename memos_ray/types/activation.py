@@ -1,0 +1,107 @@
+"""Activation memory: the model's identity, KV cache entries, and what a chat asks and answers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from memos_ray.types.base import (
+    Id,
+    MemoryRef,
+    Strict,
+)
+from memos_ray.types.memory import (
+    ChatMessage,
+)
+from memos_ray.types.model import ModelIdentity
+from memos_ray.types.parametric import AdapterRef
+
+
+class KVCacheEntry(Strict):
+    key: str
+    model: ModelIdentity
+    adapter: str | None = None
+    sources: list[MemoryRef]
+    tokens: int
+    bytes: int
+    content_hash: str
+    created_at: datetime
+
+
+KVStatus = Literal["hit", "moved", "loaded", "built", "off"]
+
+
+AdapterStatus = Literal["off", "resident", "loaded"]
+
+
+class ChatRequest(Strict):
+    cube_ids: list[Id] = Field(min_length=1, max_length=8)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
+    use_activation_memory: bool = Field(True, description="inject the KV cache of the cubes' pinned memories")
+    max_tokens: int = Field(64, ge=1, le=512)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy")
+    seed: int = 0
+    top_k: int = Field(5, ge=0, le=20, description="memories retrieved for the question, besides the pinned ones")
+    prefix: Literal["pinned", "retrieved"] = Field(
+        "pinned", description="what the cached prefix holds: the pinned memories, or pinned + retrieved"
+    )
+    use_parametric_memory: bool = Field(
+        True, description="run under the first cube's active LoRA adapter, when it has one"
+    )
+    stream: bool = Field(False, description="server-sent events: token events, then one done event")
+    worker: int | None = Field(None, ge=0, description="run on this model worker (placement tests, benchmarks)")
+
+
+class ChatPlan(Strict):
+    """A prompt split for activation memory: the prefix (pinned memories) and the rest."""
+
+    prefix_text: str
+    sources: list[MemoryRef]
+    messages: list[ChatMessage]
+    max_tokens: int
+    temperature: float
+    seed: int
+    use_kv: bool
+    adapter: AdapterRef | None = Field(None, description="the adapter to run under (None: the base model)")
+
+
+class KVInfo(Strict):
+    status: KVStatus
+    key: str | None = None
+    tokens: int = 0
+    worker: int
+    moved_bytes: int = 0
+    move_ms: float | None = Field(None, description="what the move added to this request (adopting the cache)")
+
+
+class ChatOutcome(Strict):
+    text: str
+    token_ids: list[int]
+    ttft_ms: float
+    total_ms: float
+    prefill_tokens: int
+    prompt_tokens: int
+    kv_status: KVStatus
+    kv_key: str | None = None
+    kv_tokens: int = 0
+    adopt_ms: float | None = Field(None, description="taking a moved cache from the object store, inside the call")
+    adapter: str | None = None
+    adapter_status: AdapterStatus = "off"
+    adapter_ms: float | None = Field(None, description="loading the adapter (loaded) or switching to it (resident)")
+
+
+class ChatResponse(Strict):
+    agent: str = Field(description="the principal that asked (from its API key)")
+    text: str
+    memories_used: list[MemoryRef]
+    kv: KVInfo
+    ttft_ms: float
+    total_ms: float
+    tokens_generated: int
+    prefill_tokens: int
+    prompt_tokens: int
+    adapter: str | None = Field(None, description="the LoRA adapter the answer ran under (parametric memory)")
+    adapter_status: AdapterStatus = "off"
+    adapter_ms: float | None = None

@@ -1,0 +1,63 @@
+"""The audit log's records, queries and verification."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from memos_ray.types.base import (
+    Strict,
+    UtcDatetime,
+    utcnow,
+)
+
+Result = Literal["ok", "denied", "error"]
+
+
+class AuditEvent(Strict):
+    """What happened, as the ingress reports it."""
+
+    at: datetime = Field(default_factory=utcnow)
+    principal: str | None = Field(None, description="None when the caller could not be authenticated")
+    key_id: str | None = None
+    action: str = Field(description="e.g. memory.add, cube.share, key.revoke, access")
+    result: Result = "ok"
+    status: int = 200
+    cube_id: str | None = None
+    memory_id: str | None = None
+    method: str = ""
+    path: str = ""
+    request_id: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditRecord(AuditEvent):
+    seq: int
+    prev_hash: str
+    hash: str
+
+
+class AuditQuery(Strict):
+    cube_id: str | None = None
+    principal: str | None = None
+    action: str | None = Field(None, description="exact action, or a prefix ending in '.' (memory.)")
+    result: Result | None = None
+    memory_id: str | None = None
+    request_id: str | None = None
+    since: UtcDatetime | None = None
+    until: UtcDatetime | None = None
+    after_seq: int = Field(0, ge=0, description="page: records after this sequence number")
+    limit: int = Field(100, ge=1, le=1_000)
+
+
+class AuditPage(Strict):
+    records: list[AuditRecord]
+    next_after_seq: int | None = Field(None, description="pass as after_seq for the next page; None at the end")
+
+
+class AuditVerification(Strict):
+    ok: bool
+    records: int
+    first_bad_seq: int | None = None

@@ -1,0 +1,99 @@
+"""Ids, times and the base model every schema type derives from."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+# Ids are used as actor names and file names: a strict alphabet, no dots or slashes.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+
+_ID_RE = re.compile(ID_PATTERN)
+
+
+MAX_TEXT_CHARS = 16_000
+
+
+MAX_TAGS = 32
+
+
+MAX_BATCH = 1_000
+
+
+MAX_CONTEXT_CHARS = 2_000
+
+
+MAX_SEARCH_CUBES = 64
+
+
+def _check_id(value: str) -> str:
+    if not _ID_RE.fullmatch(value):
+        raise ValueError(
+            f"invalid id {value!r}: 1-64 characters of letters, digits, '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("text is blank")
+    return value
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+
+
+Tag = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+MetaKey = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+MetaValue = Annotated[str, Field(max_length=1_024)] | int | float | bool | None
+
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)]
+
+
+def new_memory_id() -> str:
+    """Time-ordered, collision-resistant id: 12 hex digits of milliseconds + 10 random."""
+    return f"m{int(time.time() * 1000):012x}{secrets.token_hex(5)}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Naive datetimes are taken as UTC, so every stored time is comparable."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+"""A datetime stored in UTC; a naive one is taken as UTC."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Role(StrEnum):
+    read = "read"
+    write = "write"
+    admin = "admin"
+
+
+class MemoryRef(Strict):
+    """One version of one memory: what a derived artefact records as its source."""
+
+    memory_id: str
+    version: int

@@ -1,0 +1,239 @@
+"""Plaintext memory on the wire and on disk: memory versions, writes, search, the change feed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+from memos_ray.types.base import (
+    MAX_BATCH,
+    MAX_CONTEXT_CHARS,
+    MAX_SEARCH_CUBES,
+    MAX_TAGS,
+    MAX_TEXT_CHARS,
+    Id,
+    MemoryRef,
+    MetaKey,
+    MetaValue,
+    Strict,
+    Tag,
+    Text,
+    UtcDatetime,
+    _not_blank,
+)
+
+
+class MemoryKind(StrEnum):
+    fact = "fact"
+    dialogue = "dialogue"
+    document = "document"
+    preference = "preference"
+    event = "event"
+    note = "note"
+
+
+class LifecycleState(StrEnum):
+    active = "active"
+    archived = "archived"
+    expired = "expired"
+    deleted = "deleted"
+
+
+class SourceType(StrEnum):
+    api = "api"
+    message = "message"
+    import_ = "import"
+    document = "document"
+    derived = "derived"
+
+
+class Provenance(Strict):
+    """Where a memory came from. Kept on every version."""
+
+    author: str = Field("local", description="principal that wrote this version")
+    source_type: SourceType = SourceType.api
+    source_id: str | None = Field(None, max_length=256, description="message id, file name, dia_id...")
+    conversation_id: str | None = Field(None, max_length=256)
+    speaker: str | None = Field(None, max_length=128)
+    role: str | None = Field(None, max_length=32)
+    derived_from: list[MemoryRef] = Field(default_factory=list)
+    redactions: dict[str, int] = Field(
+        default_factory=dict, description="what redaction on ingest masked in this version: detector -> count"
+    )
+
+
+class Usage(Strict):
+    hits: int = 0
+    last_used_at: datetime | None = None
+
+
+class MemoryItem(Strict):
+    """One version of a plaintext memory, as stored and as returned."""
+
+    id: str
+    cube_id: str
+    version: int = Field(ge=1)
+    seq: int = Field(0, ge=0, description="the cube's change sequence number when this version was written")
+    text: str
+    context: str | None = Field(
+        None, description="what it was said after (the preceding message); searched, not part of the memory"
+    )
+    kind: MemoryKind = MemoryKind.fact
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, MetaValue] = Field(default_factory=dict)
+    provenance: Provenance = Field(default_factory=Provenance)
+    said_at: datetime | None = Field(None, description="when it was said or happened")
+    created_at: datetime = Field(description="when the first version was stored")
+    updated_at: datetime = Field(description="when this version was stored")
+    state: LifecycleState = LifecycleState.active
+    usage: Usage = Field(default_factory=Usage)
+
+    @property
+    def ref(self) -> MemoryRef:
+        return MemoryRef(memory_id=self.id, version=self.version)
+
+
+class SourceIn(Strict):
+    source_type: SourceType = SourceType.api
+    source_id: str | None = Field(None, max_length=256)
+    conversation_id: str | None = Field(None, max_length=256)
+    speaker: str | None = Field(None, max_length=128)
+    role: str | None = Field(None, max_length=32)
+
+
+class MemoryCreate(Strict):
+    text: Text
+    context: str | None = Field(
+        None, max_length=MAX_CONTEXT_CHARS, description="the preceding message, for keyword search"
+    )
+    kind: MemoryKind = MemoryKind.fact
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    metadata: dict[MetaKey, MetaValue] = Field(default_factory=dict, max_length=64)
+    said_at: UtcDatetime | None = None
+    source: SourceIn = Field(default_factory=SourceIn)
+
+
+class MemoryBatchCreate(Strict):
+    items: list[MemoryCreate] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class MemoryUpdate(Strict):
+    """A partial update: absent fields keep their value. Makes a new version."""
+
+    text: Text | None = None
+    kind: MemoryKind | None = None
+    tags: list[Tag] | None = Field(None, max_length=MAX_TAGS)
+    metadata: dict[MetaKey, MetaValue] | None = Field(None, max_length=64)
+    said_at: UtcDatetime | None = None
+    state: Literal[LifecycleState.active, LifecycleState.archived] | None = None
+    expected_version: int | None = Field(None, ge=1, description="409 when the current version differs")
+
+
+class ChatMessage(Strict):
+    role: Literal["user", "assistant", "system", "tool"] = "user"
+    content: Annotated[str, Field(min_length=1, max_length=1_000_000), AfterValidator(_not_blank)]
+    speaker: str | None = Field(None, max_length=128)
+    timestamp: UtcDatetime | None = None
+    id: str | None = Field(None, max_length=256)
+
+
+class MessagesCreate(Strict):
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_BATCH)
+    kind: MemoryKind = MemoryKind.dialogue
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    conversation_id: str | None = Field(None, max_length=256)
+    max_chunk_chars: int = Field(1_000, ge=100, le=MAX_TEXT_CHARS)
+    context: str | None = Field(
+        None,
+        max_length=MAX_CONTEXT_CHARS,
+        description="the message before the first one, when a conversation arrives in parts",
+    )
+
+
+class SearchFilter(Strict):
+    tags_any: list[Tag] = Field(default_factory=list)
+    tags_all: list[Tag] = Field(default_factory=list)
+    kinds: list[MemoryKind] = Field(default_factory=list)
+    states: list[LifecycleState] = Field(default_factory=lambda: [LifecycleState.active])
+    said_after: UtcDatetime | None = None
+    said_before: UtcDatetime | None = None
+    speakers: list[str] = Field(default_factory=list)
+
+
+class TimePreference(Strict):
+    """Favour memories said near ``anchor`` (default: now): score *= (1-w) + w * 2^(-|dt|/half_life)."""
+
+    anchor: UtcDatetime | None = None
+    half_life_days: float = Field(30.0, gt=0)
+    weight: float = Field(0.3, ge=0, le=1)
+
+
+class SearchQuery(Strict):
+    """What one cube's search runs (the embedding travels beside it)."""
+
+    query: str = Field(min_length=1, max_length=4_096)
+    top_k: int = Field(10, ge=1, le=200)
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    filter: SearchFilter = Field(default_factory=SearchFilter)
+    prefer_time: TimePreference | None = None
+
+
+class SearchRequest(SearchQuery):
+    cube_ids: list[Id] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_SEARCH_CUBES,
+        description="the cubes to search; None: every cube the caller may read (the most recently updated 64)",
+    )
+
+
+class SearchHit(Strict):
+    memory: MemoryItem
+    score: float
+    dense_score: float | None = None
+    bm25_score: float | None = None
+
+
+class SearchResponse(Strict):
+    hits: list[SearchHit]
+    took_ms: float
+    cube_ids: list[str] = Field(default_factory=list, description="the cubes searched")
+
+
+class ChangeOp(StrEnum):
+    add = "add"
+    update = "update"
+    delete = "delete"
+    purge = "purge"
+
+
+class ChangeEvent(Strict):
+    """One change to a cube, in the order of its ``seq``: what a change feed subscriber receives."""
+
+    seq: int
+    cube_id: str
+    op: ChangeOp
+    memory_id: str
+    version: int | None = None
+    author: str | None = None
+    at: datetime
+    memory: MemoryItem | None = Field(None, description="the new version (None for a purge)")
+
+
+class ChangeBatch(Strict):
+    events: list[ChangeEvent]
+    seq: int = Field(description="the cube's seq when the batch was taken: resume after it")
+
+
+class MemoryList(Strict):
+    items: list[MemoryItem]
+    total: int
+    offset: int
+    limit: int
+
+
+class AddResult(Strict):
+    items: list[MemoryRef]

@@ -1,0 +1,124 @@
+"""Parametric memory: LoRA adapter settings and metadata, training requests and jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from memos_ray.types.base import (
+    Id,
+    MemoryRef,
+    Strict,
+    Tag,
+)
+from memos_ray.types.memory import (
+    MemoryKind,
+)
+from memos_ray.types.model import ModelIdentity
+
+
+class AdapterSettings(Strict):
+    """How an adapter is shaped and trained. Stored with it: loading needs the same LoRA shape."""
+
+    rank: int = Field(8, ge=1, le=64, description="LoRA rank r")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (the update is scaled by alpha / rank)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout during training")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1,
+        description="names of the linear layers that get a LoRA update",
+    )
+    steps: int = Field(40, ge=1, le=5000, description="optimiser steps")
+    learning_rate: float = Field(2e-3, gt=0, le=1, description="AdamW learning rate")
+    batch_size: int = Field(4, ge=1, le=64, description="memories per optimiser step")
+    max_tokens: int = Field(96, ge=8, le=512, description="tokens per training example (eos included); longer is cut")
+    seed: int = Field(0, description="seeds the LoRA initialisation and the batch order")
+    preserve: float = Field(
+        5.0,
+        ge=0,
+        le=100,
+        description="weight of keeping the model's predictions on general text unchanged (KL to the base "
+        "model on a built-in anchor corpus); 0: plain fine-tuning, which also degrades unrelated text",
+    )
+
+
+class TrainingMetrics(Strict):
+    steps: int = Field(description="optimiser steps taken")
+    examples: int = Field(description="distinct training examples (memories)")
+    tokens: int = Field(description="non-padding tokens processed over all steps")
+    seconds: float = Field(description="wall time of the training loop (NLL measurements excluded)")
+    tokens_per_s: float
+    loss_first: float = Field(description="training loss of the first step")
+    loss_last: float = Field(description="training loss of the last step")
+    nll_before: float = Field(description="mean per-token NLL of the training texts under the base model")
+    nll_after: float = Field(description="mean per-token NLL of the training texts with the adapter")
+
+
+class AdapterInfo(Strict):
+    """What a stored adapter is: everything but its weights."""
+
+    id: str
+    cube_id: str
+    version: int
+    base_model: ModelIdentity
+    settings: AdapterSettings
+    sources: list[MemoryRef]
+    metrics: TrainingMetrics
+    created_at: datetime
+    created_by: str
+    bytes: int
+    stale: bool = False
+    stale_reason: str | None = None
+
+
+JobState = Literal["queued", "running", "succeeded", "failed"]
+
+
+class TrainRequest(Strict):
+    """Train an adapter from a cube's memories: its active facts by default, or a selection."""
+
+    settings: AdapterSettings = Field(default_factory=AdapterSettings)
+    kinds: list[MemoryKind] = Field(default_factory=lambda: [MemoryKind.fact], description="[] for every kind")
+    tags_any: list[Tag] = Field(default_factory=list, description="only memories with one of these tags")
+    memory_ids: list[Id] | None = Field(None, max_length=5_000, description="exactly these memories")
+    max_memories: int = Field(2_000, ge=1, le=20_000)
+    activate: bool = Field(True, description="make the new adapter the cube's active one when it is ready")
+
+
+class TrainingJob(Strict):
+    id: str
+    cube_id: str
+    state: JobState = "queued"
+    step: int = 0
+    steps: int
+    percent: float = 0.0
+    loss: float | None = None
+    memories: int = Field(description="memories it trains on")
+    adapter_id: str | None = Field(None, description="the adapter it made (when succeeded)")
+    error: str | None = None
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class AdapterList(Strict):
+    adapters: list[AdapterInfo]
+    active: str | None
+
+
+class ActiveAdapter(Strict):
+    adapter_id: Id | None = Field(description="the adapter chat uses for this cube; null: the base model")
+
+
+class AdapterRef(Strict):
+    """What a chat needs to run under a cube's adapter: which one, and how to build its LoRA layers."""
+
+    adapter_id: str
+    cube_id: str
+    version: int
+    base_model: ModelIdentity
+    settings: AdapterSettings
+    bytes: int
