@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 import serve.cli.base as cli_base
 import serve.cli.commands as cli
-from memos_ray.client.clients import AsyncMemosClient, MemosAPIError, MemosClient
+from memos_ray import AsyncMemosClient, MemosClient
+from memos_ray.errors import CubeNotFound, MemosError, NotFound
 from memos_ray.types import CubeMeta, MemoryItem, Provenance
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -179,19 +180,20 @@ def test_search_single_and_many_cubes() -> None:
         assert body["prefer_time"] == {"weight": 0.5}
 
 
-def test_error_body_becomes_memos_api_error() -> None:
+def test_error_body_becomes_the_servers_error_class() -> None:
     server = Server({("GET", "/v1/cubes/nobody"): not_found(), ("GET", "/v1/health"): (502, "Bad Gateway")})
     with sync_client(server) as mc:
-        with pytest.raises(MemosAPIError) as info:
+        with pytest.raises(CubeNotFound) as info:  # the server's class, not one catch-all
             mc.get_cube("nobody")
         exc = info.value
+        assert isinstance(exc, NotFound) and isinstance(exc, MemosError)
         assert (exc.status_code, exc.code, exc.message) == (404, "cube_not_found", "cube nobody not found")
         assert exc.details == {"cube_id": "nobody"}
         assert str(exc) == "404 cube_not_found: cube nobody not found"
         again = pickle.loads(pickle.dumps(exc))
         assert (again.status_code, again.code, again.details) == (404, "cube_not_found", {"cube_id": "nobody"})
 
-        with pytest.raises(MemosAPIError) as info:
+        with pytest.raises(MemosError) as info:
             mc.health()  # a proxy's plain-text error page
         assert (info.value.status_code, info.value.code, info.value.message) == (502, "http_error", "Bad Gateway")
 
@@ -212,7 +214,7 @@ def test_client_side_validation_sends_nothing() -> None:
 
 def test_ids_are_quoted_into_one_path_segment() -> None:
     server = Server({})
-    with sync_client(server) as mc, pytest.raises(MemosAPIError):
+    with sync_client(server) as mc, pytest.raises(MemosError):
         mc.get_cube("a/../b")
     assert server.last.url.raw_path == b"/v1/cubes/a%2F..%2Fb"
 
@@ -241,7 +243,7 @@ async def test_async_client_same_requests_and_errors() -> None:
         assert added.id == "m1" and server.last.method == "POST"
         assert server.body() == {"text": "Alice lives in Lisbon", "tags": ["home"]}
         assert [m.id for m in await mc.history("alice", "m1")] == ["m1"]
-        with pytest.raises(MemosAPIError) as info:
+        with pytest.raises(CubeNotFound) as info:
             await mc.get("nobody", "m1")
         assert info.value.status_code == 404 and info.value.code == "cube_not_found"
 

@@ -57,4 +57,5 @@ def test_memory_ids_are_time_ordered_and_unique() -> None:
 def test_error_tree() -> None:
     err = errors.VersionConflict("at 3", {"current_version": 3})
     assert isinstance(err, errors.Conflict) and isinstance(err, errors.MemosError)
-    assert err.to_dict() == {"code": "version_conflict", "message": "at 3", "details": {"current_version": 3}}
+    assert (err.code, err.message, err.details) == ("version_conflict", "at 3", {"current_version": 3})
+    assert err.status_code == 409 and errors.status_of(errors.CubeNotFound) == 404

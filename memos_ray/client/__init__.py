@@ -7,6 +7,6 @@ It needs only :mod:`memos_ray.types`, :mod:`memos_ray.errors` and httpx, so an a
 
 from __future__ import annotations
 
-from memos_ray.client.clients import DEFAULT_URL, AsyncMemosClient, MemosAPIError, MemosClient
+from memos_ray.client.clients import DEFAULT_URL, AsyncMemosClient, MemosClient
 
-__all__ = ["DEFAULT_URL", "AsyncMemosClient", "MemosAPIError", "MemosClient"]
+__all__ = ["DEFAULT_URL", "AsyncMemosClient", "MemosClient"]

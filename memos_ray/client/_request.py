@@ -1,4 +1,4 @@
-"""The SDK's request layer: what one call sends, how an answer is read, and the API error.
+"""The SDK's request layer: what one call sends, and how an answer is read (a non-2xx one raises the error tree).
 
 Shared by the request builders of ``memos_ray/client/memory.py``, ``governance.py`` and ``adapters.py``.
 """
@@ -13,26 +13,11 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
-from memos_ray.errors import MemosError
+from memos_ray.errors import from_answer
 
 T = TypeVar("T")
 Json = dict[str, Any]
 Params = list[tuple[str, str | int | float | bool | None]]
-
-
-class MemosAPIError(MemosError):
-    """A non-2xx answer: ``status_code`` plus the server's ``{"error": {code, message, details}}``."""
-
-    def __init__(self, status_code: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message, details)
-        self.status_code = status_code
-        self.code = code
-
-    def __str__(self) -> str:
-        return f"{self.status_code} {self.code}: {self.message}"
-
-    def __reduce__(self) -> tuple[Any, ...]:  # picklable (e.g. across Ray) despite the wider __init__
-        return (type(self), (self.status_code, self.code, self.message, self.details))
 
 
 @dataclass(frozen=True)
@@ -47,13 +32,14 @@ class Call(Generic[T]):
 
 
 def parse_answer(call: Call[T], resp: httpx.Response) -> T:
-    """The one response reader: 2xx -> ``call.parse(json or None)``; anything else -> MemosAPIError."""
+    """The one response reader: 2xx -> ``call.parse(json or None)``; anything else raises the server's error
+    class (:func:`memos_ray.errors.from_answer`), or one chosen by status when the body is not ours."""
     if not resp.is_success:
         try:
             err = resp.json()["error"]
-            exc = MemosAPIError(resp.status_code, str(err["code"]), str(err["message"]), dict(err.get("details") or {}))
+            exc = from_answer(resp.status_code, str(err["code"]), str(err["message"]), dict(err.get("details") or {}))
         except (ValueError, KeyError, TypeError, AttributeError):
-            exc = MemosAPIError(resp.status_code, "http_error", resp.text[:500] or resp.reason_phrase)
+            exc = from_answer(resp.status_code, "http_error", resp.text[:500] or resp.reason_phrase)
         raise exc
     return call.parse(resp.json() if resp.content else None)
 

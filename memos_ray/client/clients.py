@@ -8,7 +8,8 @@
 Both clients have the same methods, made once from the request builders of :class:`MemoryCalls`:
 a builder validates its arguments through the pydantic request models (a bad call raises
 ``pydantic.ValidationError`` before any I/O) and returns a :class:`Call` saying what to
-send and how to read the answer. A non-2xx answer raises :class:`MemosAPIError`; transport
+send and how to read the answer. A non-2xx answer raises the server's error class from
+:mod:`memos_ray.errors` (``CubeNotFound``, ``VersionConflict``, ...) with its status and details; transport
 failures raise httpx's own errors (``httpx.TransportError``).
 """
 
@@ -25,7 +26,6 @@ import httpx
 
 from memos_ray.client._request import (
     Call,
-    MemosAPIError,
     Params,
     no_content,
     parse_answer,
@@ -34,6 +34,7 @@ from memos_ray.client._request import (
 from memos_ray.client.adapters import AdapterCalls
 from memos_ray.client.governance import GovernanceCalls
 from memos_ray.client.memory import MemoryCalls
+from memos_ray.errors import from_answer
 from memos_ray.types import (
     ChangeEvent,
 )
@@ -98,7 +99,7 @@ class _ChangeStream:
         data = "\n".join(x[5:].strip() for x in lines if x.startswith("data:"))
         if kind == "error":
             err = json.loads(data)["error"]
-            raise MemosAPIError(0, err["code"], err["message"], err.get("details"))
+            raise from_answer(int(err.get("status", 0)), err["code"], err["message"], err.get("details"))
         return ChangeEvent.model_validate_json(data) if kind == "change" else None
 
 
@@ -254,4 +255,4 @@ class AsyncMemosClient:
     delete_adapter = _async(AdapterCalls.delete_adapter)
 
 
-__all__ = ["DEFAULT_URL", "AsyncMemosClient", "MemosAPIError", "MemosClient"]
+__all__ = ["DEFAULT_URL", "AsyncMemosClient", "MemosClient"]

@@ -17,10 +17,9 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from memos_ray.types import AdapterSettings
-from serve.cli.base import _client, app, err, out
+from serve.cli.base import connect, err, out
 
 
-@app.command()
 def train(
     ctx: typer.Context,
     cube: Annotated[str, typer.Argument(help="cube id")],
@@ -43,7 +42,7 @@ def train(
         learning_rate=learning_rate,
         **({"target_modules": target} if target else {}),
     )
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         job = client.train_adapter(cube, settings=settings, tags_any=tag, kinds=[] if all_kinds else None)
         out.print(escape(f"job {job.id}: training on {job.memories} memories of {cube}"))
         if not wait:
@@ -68,7 +67,6 @@ def train(
     out.print(escape(f"adapter {job.adapter_id} is ready for {cube}"))
 
 
-@app.command()
 def adapters(
     ctx: typer.Context,
     cube: Annotated[str, typer.Argument(help="cube id")],
@@ -76,7 +74,7 @@ def adapters(
     base: Annotated[bool, typer.Option("--base", help="chat with the base model (no adapter)")] = False,
 ) -> None:
     """A cube's adapters (versions, metrics, stale marks); --activate ID or --base chooses the active one."""
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         listing = client.activate_adapter(cube, None if base else activate) if (activate or base) else None
         listing = listing or client.adapters(cube)
     table = Table("id", "v", "active", "rank", "steps", "memories", "NLL before → after", "tok/s", "stale", "created")
@@ -95,3 +93,9 @@ def adapters(
             a.created_at.isoformat(timespec="seconds"),
         )
     out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``memos-ray`` app."""
+    app.command()(train)
+    app.command()(adapters)

@@ -16,8 +16,9 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from memos_ray.client.clients import DEFAULT_URL, MemosAPIError, MemosClient
+from memos_ray.client.clients import DEFAULT_URL, MemosClient
 from memos_ray.config import MemosConfig
+from memos_ray.errors import MemosError
 
 app = typer.Typer(
     name="memos-ray",
@@ -25,8 +26,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-cubes_app = typer.Typer(help="List cubes (no subcommand), or create / delete one.")
-app.add_typer(cubes_app, name="cubes")
 
 out = Console()
 err = Console(stderr=True)
@@ -48,7 +47,6 @@ def local_admin_key() -> str | None:
         return None
 
 
-@app.callback()
 def _root(
     ctx: typer.Context,
     url: Annotated[str, typer.Option(envvar="MEMOS_RAY_URL", help="server base URL (client commands)")] = DEFAULT_URL,
@@ -61,15 +59,18 @@ def _root(
     ctx.obj = Target(url=url, timeout=timeout, api_key=api_key)
 
 
+app.callback()(_root)
+
+
 @contextmanager
-def _client(ctx: typer.Context) -> Iterator[MemosClient]:
+def connect(ctx: typer.Context) -> Iterator[MemosClient]:
     """A client on ``--url``; API and connection errors become a one-line message and exit 1."""
     target: Target = ctx.obj
     try:
         key = target.api_key or local_admin_key()
         with MemosClient(target.url, timeout=target.timeout, api_key=key) as client:
             yield client
-    except MemosAPIError as exc:
+    except MemosError as exc:
         typer.echo(f"error {exc.status_code} {exc.code}: {exc.message}", err=True)
         raise typer.Exit(1) from None
     except httpx.HTTPError as exc:
@@ -81,6 +82,6 @@ def _client(ctx: typer.Context) -> Iterator[MemosClient]:
         raise typer.Exit(2) from None
 
 
-def _clip(text: str, width: int = 80) -> str:
+def clip(text: str, width: int = 80) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"

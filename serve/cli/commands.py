@@ -26,11 +26,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from memos_ray.client.clients import MemosAPIError
 from memos_ray.config import MemosConfig
+from memos_ray.errors import MemosError
 from memos_ray.plaintext.reader import context_of
 from memos_ray.types import MAX_BATCH, ChatMessage, MemoryKind
-from serve.cli.base import _client, _clip, app, cubes_app, err, out
+from serve.cli import adapters, governance
+from serve.cli.base import app, clip, connect, err, out
 
 
 class SearchMode(StrEnum):
@@ -57,7 +58,6 @@ def _up_config(host: str | None, port: int | None, data_dir: Path | None, max_li
     return MemosConfig.model_validate(data)
 
 
-@app.command()
 def up(
     host: Annotated[str | None, typer.Option(help="bind address [env MEMOS_RAY_HOST; 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port [env MEMOS_RAY_PORT; 8000]")] = None,
@@ -114,10 +114,9 @@ def up(
 # ---------------------------------------------------------------- client commands
 
 
-@app.command()
 def status(ctx: typer.Context) -> None:
     """Server health, plus Directory and Embedder statistics."""
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         health, stats = client.health(), client.status()
     out.print(escape(f"{ctx.obj.url}: {health.get('status')} (version {health.get('version')})"))
     for section in ("directory", "embedder"):
@@ -127,7 +126,6 @@ def status(ctx: typer.Context) -> None:
         out.print(table)
 
 
-@app.command()
 def add(
     ctx: typer.Context,
     cube: Annotated[str, typer.Argument(help="cube id")],
@@ -138,12 +136,11 @@ def add(
 ) -> None:
     """Add one memory to a cube."""
     source = None if speaker is None else {"speaker": speaker}
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         item = client.add(cube, text, kind=kind, tags=tag or None, source=source)
     out.print(escape(f"added {item.id} (version {item.version}) to {item.cube_id}"))
 
 
-@app.command()
 def search(
     ctx: typer.Context,
     cubes: Annotated[list[str], typer.Argument(help="one or more cube ids", show_default=False)],
@@ -153,7 +150,7 @@ def search(
 ) -> None:
     """Search one or more cubes: CUBE... QUERY."""
     target: str | list[str] = cubes[0] if len(cubes) == 1 else cubes
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         res = client.search(target, query, top_k=top_k, mode=mode.value)
     table = Table("score", "id", "v", *(["cube"] if len(cubes) > 1 else []), "speaker", "text")
     for hit in res.hits:
@@ -165,13 +162,12 @@ def search(
             str(m.version),
             *cube_col,
             escape(m.provenance.speaker or ""),
-            escape(_clip(m.text)),
+            escape(clip(m.text)),
         )
     out.print(table)
     out.print(f"{len(res.hits)} hits in {res.took_ms:.1f} ms")
 
 
-@cubes_app.callback(invoke_without_command=True)
 def cubes_list(
     ctx: typer.Context,
     offset: Annotated[int, typer.Option(min=0)] = 0,
@@ -180,7 +176,7 @@ def cubes_list(
     """List cubes; or `cubes create ID` / `cubes delete ID`."""
     if ctx.invoked_subcommand is not None:
         return
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         page = client.list_cubes(offset, limit)
     table = Table("id", "name", "memories", "text bytes", "updated")
     for c in page.cubes:
@@ -191,7 +187,6 @@ def cubes_list(
     out.print(f"{len(page.cubes)} of {page.total} cubes")
 
 
-@cubes_app.command("create")
 def cubes_create(
     ctx: typer.Context,
     cube_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="cube id (generated when absent)")] = None,
@@ -199,15 +194,14 @@ def cubes_create(
     description: Annotated[str, typer.Option(help="free text")] = "",
 ) -> None:
     """Create a cube."""
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         cube = client.create_cube(cube_id, name=name, description=description)
     out.print(escape(f"created cube {cube.id}"))
 
 
-@cubes_app.command("delete")
 def cubes_delete(ctx: typer.Context, cube_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Delete a cube and all its memories."""
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         client.delete_cube(cube_id)
     out.print(escape(f"deleted cube {cube_id}"))
 
@@ -258,7 +252,6 @@ def read_conversation(path: Path) -> list[ChatMessage]:
     return messages
 
 
-@app.command("import")
 def import_(
     ctx: typer.Context,
     cube: Annotated[str, typer.Argument(help="cube id")],
@@ -275,7 +268,7 @@ def import_(
         raise typer.Exit(2) from None
     created = sent = 0
     columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TextColumn("messages"), TimeElapsedColumn())
-    with _client(ctx) as client, Progress(*columns, console=err) as progress:
+    with connect(ctx) as client, Progress(*columns, console=err) as progress:
         bar = progress.add_task("import", total=len(messages))
         try:
             for start in range(0, len(messages), batch_size):
@@ -287,7 +280,7 @@ def import_(
                 created += len(res.items)
                 sent += len(batch)
                 progress.advance(bar, len(batch))
-        except (MemosAPIError, httpx.HTTPError):
+        except (MemosError, httpx.HTTPError):
             progress.stop()
             typer.echo(f"stopped after {sent} of {len(messages)} messages ({created} memories created)", err=True)
             raise
@@ -295,8 +288,27 @@ def import_(
 
 
 def main() -> None:
-    app()
+    app()  # pragma: no cover
 
 
 if __name__ == "__main__":
     main()
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``memos-ray`` app."""
+    cubes_app = typer.Typer(help="List cubes (no subcommand), or create / delete one.")
+    app.add_typer(cubes_app, name="cubes")
+    app.command()(up)
+    app.command()(status)
+    app.command()(add)
+    app.command()(search)
+    cubes_app.callback(invoke_without_command=True)(cubes_list)
+    cubes_app.command("create")(cubes_create)
+    cubes_app.command("delete")(cubes_delete)
+    app.command("import")(import_)
+
+
+register(app)
+governance.register(app)
+adapters.register(app)

@@ -18,18 +18,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from memos_ray.types import PrincipalKind, Role
-from serve.cli.base import _client, _clip, app, out
-
-principals_app = typer.Typer(help="Users, agents and teams: list (no subcommand), create, disable, enable.")
-keys_app = typer.Typer(help="API keys: list (no subcommand), issue, revoke.")
-app.add_typer(principals_app, name="principals")
-app.add_typer(keys_app, name="keys")
+from serve.cli.base import clip, connect, out
 
 
-@app.command()
 def whoami(ctx: typer.Context) -> None:
     """The principal of the API key in use."""
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         me = client.whoami()
     admin = " (administrator)" if me.admin else ""
     out.print(
@@ -37,11 +31,10 @@ def whoami(ctx: typer.Context) -> None:
     )
 
 
-@principals_app.callback(invoke_without_command=True)
 def principals_list(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         principals = client.list_principals()
     table = Table("id", "kind", "parent", "teams", "admin", "disabled")
     for p in principals:
@@ -51,7 +44,6 @@ def principals_list(ctx: typer.Context) -> None:
     out.print(table)
 
 
-@principals_app.command("create")
 def principals_create(
     ctx: typer.Context,
     principal_id: Annotated[str, typer.Argument(metavar="ID")],
@@ -61,35 +53,32 @@ def principals_create(
     admin: Annotated[bool, typer.Option("--admin", help="a system administrator")] = False,
 ) -> None:
     """Create a user, team or agent."""
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         p = client.create_principal(principal_id, kind, parent=parent, teams=team, admin=admin or None)
     out.print(escape(f"created {p.kind} {p.id}"))
 
 
 def _set_disabled(ctx: typer.Context, principal_id: str, disabled: bool) -> None:
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         p = client.update_principal(principal_id, disabled=disabled)
     out.print(escape(f"{p.id} {'disabled' if p.disabled else 'enabled'}"))
 
 
-@principals_app.command("disable")
 def principals_disable(ctx: typer.Context, principal_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Disable a principal: its keys (and its agents' keys) stop working at once."""
     _set_disabled(ctx, principal_id, True)
 
 
-@principals_app.command("enable")
 def principals_enable(ctx: typer.Context, principal_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     _set_disabled(ctx, principal_id, False)
 
 
-@keys_app.callback(invoke_without_command=True)
 def keys_list(
     ctx: typer.Context, principal: Annotated[str | None, typer.Option(help="only this principal's keys")] = None
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         keys = client.list_keys(principal)
     table = Table("key id", "principal", "label", "created", "expires", "revoked")
     for k in keys:
@@ -98,28 +87,25 @@ def keys_list(
     out.print(table)
 
 
-@keys_app.command("issue")
 def keys_issue(
     ctx: typer.Context,
     principal: Annotated[str, typer.Argument(help="a user or agent")],
     label: Annotated[str, typer.Option(help="what the key is for")] = "",
 ) -> None:
     """Issue a key; it is printed this once (stdout, alone on the last line)."""
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         issued = client.issue_key(principal, label=label)
     typer.echo(f"key {issued.info.key_id} for {principal} (shown once):", err=True)
     typer.echo(issued.key)
 
 
-@keys_app.command("revoke")
 def keys_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(metavar="KEY_ID")]) -> None:
     """Revoke a key: refused from the next request on."""
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         info = client.revoke_key(key_id)
     out.print(escape(f"revoked key {info.key_id} of {info.principal}"))
 
 
-@app.command()
 def share(
     ctx: typer.Context,
     cube: Annotated[str, typer.Argument(help="cube id")],
@@ -127,24 +113,22 @@ def share(
     role: Annotated[Role, typer.Option("--role", "-r")] = Role.read,
 ) -> None:
     """Grant a role on a cube (replaces the principal's earlier grant)."""
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         client.share(cube, principal, role)
     out.print(escape(f"{principal} may now {role.value} cube {cube}"))
 
 
-@app.command()
 def unshare(
     ctx: typer.Context,
     cube: Annotated[str, typer.Argument(help="cube id")],
     principal: Annotated[str, typer.Argument(help="a user, agent or team")],
 ) -> None:
     """Revoke a principal's grant on a cube."""
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         client.unshare(cube, principal)
     out.print(escape(f"revoked {principal}'s access to cube {cube}"))
 
 
-@app.command()
 def audit(
     ctx: typer.Context,
     cube: Annotated[str | None, typer.Argument(help="a cube (its admins); none: everything (administrators)")] = None,
@@ -155,7 +139,7 @@ def audit(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
 ) -> None:
     """Query the audit log."""
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         page = client.audit(
             cube,
             action=action,
@@ -174,24 +158,23 @@ def audit(
             f"{r.result} {r.status}",
             r.cube_id or "",
             r.memory_id or "",
-            escape(_clip(str(r.details), 60)),
+            escape(clip(str(r.details), 60)),
         )
     out.print(table)
     if page.next_after_seq is not None:
         out.print(f"more: --after-seq {page.next_after_seq}")
 
 
-@app.command()
 def watch(
     ctx: typer.Context,
     cube: Annotated[str, typer.Argument(help="cube id")],
     after_seq: Annotated[int | None, typer.Option(help="replay the changes after this seq first")] = None,
 ) -> None:
     """Follow a cube's changes as they happen (Ctrl-C to stop)."""
-    with _client(ctx) as client:
+    with connect(ctx) as client:
         try:
             for event in client.watch(cube, after_seq):
-                text = _clip(event.memory.text) if event.memory else ""
+                text = clip(event.memory.text) if event.memory else ""
                 out.print(
                     escape(
                         f"{event.seq} {event.op} {event.memory_id} v{event.version or '-'} by {event.author}: {text}"
@@ -199,3 +182,23 @@ def watch(
                 )
         except KeyboardInterrupt:
             pass
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``memos-ray`` app."""
+    principals_app = typer.Typer(help="Users, agents and teams: list (no subcommand), create, disable, enable.")
+    app.add_typer(principals_app, name="principals")
+    keys_app = typer.Typer(help="API keys: list (no subcommand), issue, revoke.")
+    app.add_typer(keys_app, name="keys")
+    app.command()(whoami)
+    principals_app.callback(invoke_without_command=True)(principals_list)
+    principals_app.command("create")(principals_create)
+    principals_app.command("disable")(principals_disable)
+    principals_app.command("enable")(principals_enable)
+    keys_app.callback(invoke_without_command=True)(keys_list)
+    keys_app.command("issue")(keys_issue)
+    keys_app.command("revoke")(keys_revoke)
+    app.command()(share)
+    app.command()(unshare)
+    app.command()(audit)
+    app.command()(watch)
