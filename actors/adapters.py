@@ -11,6 +11,7 @@ weights as an ObjectRef: put in the object store once, then mapped by every work
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections import OrderedDict
@@ -18,7 +19,10 @@ from collections import OrderedDict
 import numpy as np
 import ray
 
-from actors.audit import AUDIT_NAME
+from actors.audit import AUDIT_NAME, AuditLog
+from actors.calls import actor_class, call
+from actors.handoff import AdapterWeights
+from actors.scheduler import SCHEDULER_NAME, Scheduler
 from memos_ray.config import LLMConfig, MemosConfig
 from memos_ray.errors import InvalidInput, JobNotFound
 from memos_ray.parametric.registry import AdapterRegistry, new_adapter_id, ref_of
@@ -26,9 +30,10 @@ from memos_ray.parametric.training import state_nbytes
 from memos_ray.types import (
     AdapterInfo,
     AdapterList,
-    AdapterRef,
     AdapterSettings,
+    AuditAction,
     AuditEvent,
+    MemoryChangeKind,
     MemoryRef,
     ModelIdentity,
     TrainingJob,
@@ -62,7 +67,6 @@ def train_adapter(
     return state, metrics, lm.identity
 
 
-@ray.remote(max_restarts=-1, max_concurrency=64)
 class Adapters:
     def __init__(self, config: MemosConfig) -> None:
         self.config = config
@@ -177,7 +181,7 @@ class Adapters:
         ok = job.state == "succeeded"
         event = AuditEvent(
             principal=job.created_by,
-            action="adapter.ready" if ok else "adapter.failed",
+            action=AuditAction.adapter_ready if ok else AuditAction.adapter_failed,
             result="ok" if ok else "error",
             status=200 if ok else 500,
             cube_id=job.cube_id,
@@ -185,7 +189,7 @@ class Adapters:
         )
         try:
             audit = ray.get_actor(AUDIT_NAME, namespace=self.config.namespace)
-            await audit.append.remote([event])
+            await call(audit, AuditLog.append, [event])
         except Exception:
             log.exception("could not audit the end of training job %s", job.id)
 
@@ -204,8 +208,8 @@ class Adapters:
         async with self._lock(cube_id):
             return self.registry.set_active(cube_id, adapter_id)
 
-    async def active(self, cube_id: str) -> tuple[AdapterRef, list[ray.ObjectRef]] | None:
-        """The cube's active adapter with its weights in the object store (a reference, in a list)."""
+    async def active(self, cube_id: str) -> AdapterWeights | None:
+        """The cube's active adapter with its weights in the object store (a reference)."""
         listing = self.registry.listing(cube_id)
         info = next((a for a in listing.adapters if a.id == listing.active), None)
         if info is None:
@@ -218,9 +222,9 @@ class Adapters:
             while len(self.refs) > REFS_KEPT:
                 self.refs.popitem(last=False)
         self.refs.move_to_end(info.id)
-        return ref_of(info), [ref]
+        return AdapterWeights(ref_of(info), ref)
 
-    async def memory_changed(self, cube_id: str, memory_ids: list[str], what: str) -> list[str]:
+    async def memory_changed(self, cube_id: str, memory_ids: list[str], what: MemoryChangeKind) -> list[str]:
         """Mark the adapters that learned from these memories stale (and those still training: on arrival).
         A purge also takes them out of use: erased text must not keep answering from the weights."""
         reason = f"memory {', '.join(sorted(memory_ids)[:3])} {what} after training"
@@ -238,9 +242,15 @@ class Adapters:
         return marked
 
     async def delete(self, cube_id: str, adapter_id: str) -> AdapterList:
+        """Remove one adapter version: from disk, then from every model worker (with the caches computed
+        under it)."""
         async with self._lock(cube_id):
             self.refs.pop(adapter_id, None)
-            return self.registry.remove(cube_id, adapter_id)
+            listing = self.registry.remove(cube_id, adapter_id)
+        with contextlib.suppress(ValueError):  # no Scheduler: no worker ever loaded it
+            scheduler = ray.get_actor(SCHEDULER_NAME, namespace=self.config.namespace)
+            await call(scheduler, Scheduler.drop_adapters, [adapter_id])
+        return listing
 
     async def drop_cube(self, cube_id: str) -> list[str]:
         """A deleted cube: its adapters go, and its running jobs are cancelled (they must not bring it back)."""
@@ -255,3 +265,6 @@ class Adapters:
         for adapter_id in ids:
             self.refs.pop(adapter_id, None)
         return ids
+
+
+AdaptersActor = actor_class(Adapters, max_restarts=-1, max_concurrency=64)

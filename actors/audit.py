@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-import ray
-
+from actors.calls import actor_class
 from memos_ray.config import MemosConfig
 from memos_ray.governance.audit import AuditStore
 from memos_ray.types import AuditEvent, AuditPage, AuditQuery, AuditVerification
@@ -18,7 +17,6 @@ from memos_ray.types import AuditEvent, AuditPage, AuditQuery, AuditVerification
 AUDIT_NAME = "memos_audit"
 
 
-@ray.remote(max_restarts=-1, max_concurrency=1000)
 class AuditLog:
     def __init__(self, config: MemosConfig) -> None:
         self.store = AuditStore(config.storage.data_dir / "audit.db")
@@ -57,3 +55,6 @@ class AuditLog:
 
     async def verify(self) -> AuditVerification:
         return await asyncio.to_thread(self.store.verify)
+
+
+AuditLogActor = actor_class(AuditLog, max_restarts=-1, max_concurrency=1000)

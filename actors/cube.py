@@ -1,9 +1,12 @@
 """One Ray actor per MemCube, named ``memcube:<id>`` in the memos namespace.
 
-A thin shell over :class:`memos_ray.cube.MemCube`, holding the cube's index in its own
+A thin shell over :class:`memos_ray.plaintext.cube.MemCube`, holding the cube's index in its own
 process. It is an asyncio actor so that change-feed subscribers can wait in it
-(``wait_changes``) without blocking it; every other method is synchronous code that runs to
-completion on the event loop, one at a time, so state changes need no locks. Restarted by
+(``wait_changes``) without blocking it; every change to the cube's state is synchronous code that
+runs to completion on the event loop, one at a time, so state changes need no locks. After an
+edit, delete or purge is durable the actor runs its cascade (``actors/cascade.py``): the KV
+caches built from the memory and the adapters that learned it, through a durable outbox, so no
+entry point can skip it and a failure is retried. Restarted by
 Ray after a crash (``max_restarts=-1``), it reloads everything from durable storage; the
 Directory passivates it (``passivate`` flushes and releases the file) and reactivates it.
 """
@@ -11,32 +14,42 @@ Directory passivates it (``passivate`` flushes and releases the file) and reacti
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import functools
+import inspect
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
-import ray
 
+from actors.calls import actor_class, read_only
+from actors.cascade import Cascade
 from memos_ray.config import MemosConfig
 from memos_ray.errors import Unavailable
 from memos_ray.plaintext.cube import MemCube
+from memos_ray.plaintext.outbox import CascadeOutbox
 from memos_ray.types import (
     ChangeBatch,
     CubeMeta,
     LifecycleState,
+    MemoryChangeKind,
     MemoryCreate,
     MemoryItem,
     MemoryKind,
     MemoryList,
     MemoryUpdate,
+    PendingCascade,
+    Recall,
     SearchHit,
     SearchQuery,
+    TrainRequest,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
 
 
 def cube_actor_name(cube_id: str) -> str:
@@ -49,13 +62,15 @@ def _passivated(cube_id: str) -> Unavailable:
 
 def _open(method: F) -> F:
     """Calls that arrive after passivation fail with Unavailable: the caller reactivates and retries.
-    The wrapper is a coroutine (this is an asyncio actor); the method itself never awaits."""
+    The wrapper is a coroutine (this is an asyncio actor). A method changes the cube's state without
+    awaiting; only what follows a durable change (its cascade) awaits."""
 
     @functools.wraps(method)
-    async def wrapper(self: MemCubeActor, *args: Any, **kwargs: Any) -> Any:
+    async def wrapper(self: CubeHost, *args: Any, **kwargs: Any) -> Any:
         if self.closed:
             raise _passivated(self.cube.meta.id)
-        return method(self, *args, **kwargs)
+        result = method(self, *args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
 
     return wrapper  # type: ignore[return-value]
 
@@ -64,7 +79,7 @@ def _changes(method: F) -> F:
     """A method that changes the cube wakes the change-feed subscribers waiting in ``wait_changes``."""
 
     @functools.wraps(method)
-    def wrapper(self: MemCubeActor, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: CubeHost, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         finally:
@@ -73,14 +88,60 @@ def _changes(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)
-class MemCubeActor:
+class CubeHost:
+    """Hosts one :class:`MemCube` in its own process (the actor is :data:`CubeActor`)."""
+
     def __init__(self, meta: CubeMeta, config: MemosConfig) -> None:
         start = time.perf_counter()
         self.cube = MemCube(meta, config.storage, config.search, config.embedder.dim)
         self.load_s = time.perf_counter() - start
         self.closed = False
         self._changed: asyncio.Event | None = None
+        self.cascade = Cascade(config.namespace)
+        self.outbox = CascadeOutbox(config.storage.data_dir / "cascades" / f"{meta.id}.json")
+        self._retrying: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ the cascade
+
+    async def _cascade(self, memory_ids: list[str], what: MemoryChangeKind) -> None:
+        """Run a durable change's cascade through the outbox: kept until done. A purge raises when it cannot
+        be done now (erased text must not keep answering from a cache or an adapter); an edit or delete has
+        already answered for itself, and its cascade is retried in the background."""
+        item = PendingCascade(memory_ids=memory_ids, what=what)
+        self.outbox.add(item)
+        if not await self._attempt(item) and what == "purged":
+            raise Unavailable(
+                f"memory {memory_ids[0]} was erased from cube {self.cube.meta.id}, but the caches and adapters "
+                "built from it could not be reached yet; this is retried until done, and a repeated purge waits "
+                "for it",
+                {"cube_id": self.cube.meta.id, "memory_id": memory_ids[0], "cascade": "pending"},
+            )
+
+    async def _attempt(self, item: PendingCascade) -> bool:
+        try:
+            await self.cascade.memories_changed(self.cube.meta.id, item.memory_ids, item.what)
+        except Exception as exc:
+            log.warning("cascade of %s %s in cube %s failed: %s", item.what, item.memory_ids, self.cube.meta.id, exc)
+            self.outbox.update(item, item.model_copy(update={"attempts": item.attempts + 1, "error": repr(exc)}))
+            self._retry_later()
+            return False
+        self.outbox.update(item, None)
+        return True
+
+    def _retry_later(self) -> None:
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.get_running_loop().create_task(self._retry())
+
+    async def _retry(self) -> None:
+        delay = 0.5
+        while self.outbox.items and not self.closed:
+            await asyncio.sleep(delay)
+            for item in list(self.outbox.items):
+                await self._attempt(item)
+            delay = min(delay * 2, 30.0)
+
+    async def _pending_purge(self, memory_id: str) -> PendingCascade | None:
+        return next((i for i in self.outbox.items if i.what == "purged" and memory_id in i.memory_ids), None)
 
     def _wake(self) -> None:
         if self._changed is not None:
@@ -104,10 +165,13 @@ class MemCubeActor:
                 await asyncio.wait_for(self._changed.wait(), left)
 
     @_open
-    def ready(self) -> CubeMeta:
+    async def ready(self) -> CubeMeta:
+        if self.outbox.items:  # left by an earlier life of this cube: finish them
+            self._retry_later()
         return self.cube.live_meta()
 
     @_open
+    @read_only
     def meta(self) -> CubeMeta:
         return self.cube.live_meta()
 
@@ -115,22 +179,23 @@ class MemCubeActor:
     @_changes
     def add(
         self, items: list[MemoryCreate], vecs: np.ndarray, author: str, redactions: list[dict[str, int]] | None = None
-    ) -> list[MemoryItem]:
+    ) -> builtins.list[MemoryItem]:
         return self.cube.add(items, vecs, author, redactions)
 
     @_open
+    @read_only
     def get(self, memory_id: str, version: int | None = None) -> MemoryItem:
         return self.cube.get(memory_id, version)
 
     @_open
+    @read_only
     def list(
         self, offset: int, limit: int, states: list[LifecycleState], kinds: list[MemoryKind], tag: str | None
     ) -> MemoryList:
         return self.cube.page(offset, limit, states, kinds, tag)
 
     @_open
-    @_changes
-    def update(
+    async def update(
         self,
         memory_id: str,
         patch: MemoryUpdate,
@@ -138,25 +203,59 @@ class MemCubeActor:
         author: str,
         redactions: dict[str, int] | None = None,
     ) -> MemoryItem:
-        return self.cube.update(memory_id, patch, vec, author, redactions)
+        with self._changing():
+            item = self.cube.update(memory_id, patch, vec, author, redactions)
+        await self._cascade([memory_id], "edited")  # any change: tags decide what is pinned, too
+        return item
 
     @_open
-    @_changes
-    def delete(self, memory_id: str, expected_version: int | None, author: str) -> MemoryItem:
-        return self.cube.delete(memory_id, expected_version, author)
+    async def delete(self, memory_id: str, expected_version: int | None, author: str) -> MemoryItem:
+        with self._changing():
+            item = self.cube.delete(memory_id, expected_version, author)
+        await self._cascade([memory_id], "deleted")
+        return item
 
     @_open
-    @_changes
-    def purge(self, memory_id: str) -> None:
-        self.cube.purge(memory_id)
+    async def purge(self, memory_id: str) -> None:
+        """Erase every version (durable), then its caches and adapters (the cascade): answers when all is done."""
+        pending = await self._pending_purge(memory_id)
+        if pending is not None:  # erased already; its cascade failed before: this call retries it
+            if not await self._attempt(pending):
+                raise Unavailable(
+                    f"memory {memory_id} is erased; its caches and adapters are still being reached",
+                    {"cube_id": self.cube.meta.id, "memory_id": memory_id, "cascade": "pending"},
+                )
+            return
+        with self._changing():
+            self.cube.purge(memory_id)
+        await self._cascade([memory_id], "purged")
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            self._wake()
 
     @_open
-    def history(self, memory_id: str) -> list[MemoryItem]:
+    @read_only
+    def history(self, memory_id: str) -> builtins.list[MemoryItem]:
         return self.cube.versions(memory_id)
 
     @_open
-    def search(self, q: SearchQuery, qvec: np.ndarray | None) -> list[SearchHit]:
+    @read_only
+    def search(self, q: SearchQuery, qvec: np.ndarray | None) -> builtins.list[SearchHit]:
         return self.cube.search(q, qvec)
+
+    @_open
+    @read_only
+    def recall(self, pinned_tag: str, q: SearchQuery | None, qvec: np.ndarray | None) -> Recall:
+        return self.cube.recall(pinned_tag, q, qvec)
+
+    @_open
+    @read_only
+    def training_set(self, req: TrainRequest) -> builtins.list[MemoryItem]:
+        return self.cube.training_set(req)
 
     @_open
     def stats(self) -> dict[str, Any]:
@@ -179,3 +278,8 @@ class MemCubeActor:
     @_open
     def destroy(self) -> None:
         self.cube.destroy()
+        self.outbox.destroy()
+
+
+CubeActor = actor_class(CubeHost, max_restarts=-1, max_task_retries=0, max_concurrency=1000)
+"""One per live cube, named :func:`cube_actor_name`; started and passivated by the Directory."""

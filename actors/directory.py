@@ -18,19 +18,35 @@ import secrets
 import statistics
 import time
 from collections import OrderedDict, deque
+from dataclasses import dataclass
 
 import ray
 from ray.actor import ActorHandle
 
-from actors.cube import MemCubeActor, cube_actor_name
+from actors.calls import actor_class, call
+from actors.cascade import Cascade
+from actors.cube import CubeActor, CubeHost, cube_actor_name
 from memos_ray.config import MemosConfig
 from memos_ray.errors import CubeExists, CubeNotFound, InvalidInput, MemosError, NotFound, Unavailable
 from memos_ray.governance.access import can, require
 from memos_ray.governance.identity import ADMIN, LEGACY_OWNER
+from memos_ray.plaintext.outbox import CascadeOutbox
 from memos_ray.plaintext.storage import CatalogStore, CubeStore
 from memos_ray.types import Caller, CubeCreate, CubeList, CubeMeta, CubeUpdate, DirectoryStats, Grant, Role, utcnow
 
 DIRECTORY_NAME = "memos_directory"
+MAX_STARTS = 8
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A live cube's actor and the caller's role on it: what every cube call starts from."""
+
+    cube_id: str
+    handle: ActorHandle
+    role: Role
+
+
 log = logging.getLogger(__name__)
 
 
@@ -38,7 +54,6 @@ def _new_cube_id() -> str:
     return f"cube-{secrets.token_hex(6)}"
 
 
-@ray.remote(max_restarts=-1, max_concurrency=1000)
 class Directory:
     def __init__(self, config: MemosConfig) -> None:
         self.config = config
@@ -60,6 +75,7 @@ class Directory:
         self._activations = 0
         self._passivations = 0
         self._activation_s: deque[float] = deque(maxlen=1000)
+        self.cascade = Cascade(config.namespace)
 
     async def ready(self) -> int:
         return len(self.cubes)
@@ -116,7 +132,7 @@ class Directory:
         if handle is not None:
             # A cube being passivated refuses the call; then the catalog's copy is current enough.
             with contextlib.suppress(MemosError, ray.exceptions.RayActorError):
-                return self._counters(cube_id, await handle.meta.remote())
+                return self._counters(cube_id, await call(handle, CubeHost.meta))
         return self.cubes[cube_id]
 
     def readable(self, caller: Caller) -> list[str]:
@@ -138,7 +154,7 @@ class Directory:
         handle = self.live.get(meta.id)
         if handle is not None:
             with contextlib.suppress(MemosError, ray.exceptions.RayActorError):  # passivating: reads the catalog
-                await handle.set_meta.remote(meta)
+                await call(handle, CubeHost.set_meta, meta)
         return meta
 
     async def update_cube(self, cube_id: str, req: CubeUpdate, caller: Caller) -> CubeMeta:
@@ -182,31 +198,43 @@ class Directory:
             self.cubes.pop(cube_id, None)
         finally:
             self._deleting.discard(cube_id)
+        await self.cascade.cube_deleted(cube_id)  # its adapters, from disk and from every worker
 
     def _destroy_storage(self, cube_id: str) -> None:
         CubeStore(self.config.storage, cube_id, self.config.embedder.dim).destroy()
+        CascadeOutbox(self.config.storage.data_dir / "cascades" / f"{cube_id}.json").destroy()
 
     # ------------------------------------------------------------ live actors
 
-    async def activate(self, cube_id: str, caller: Caller | None = None, need: Role = Role.read) -> ActorHandle:
-        """The cube's live actor, started from durable state when it was passivated. With a caller,
-        only if it holds ``need`` on the cube (None: an internal call, already authorized)."""
-        if caller is not None:
-            self.authorize(cube_id, caller, need)
+    async def activate(self, cube_id: str, caller: Caller | None = None, need: Role = Role.read) -> Activation:
+        """The cube's live actor, started from durable state when it was passivated, with the caller's
+        role on it. With a caller, only if it holds ``need`` (None: an internal call, already authorized)."""
+        role = require(self._known(cube_id), caller, need) if caller is not None else Role.admin
         self._touch(cube_id)
         handle = self.live.get(cube_id)
         if handle is not None:
             self.live.move_to_end(cube_id)
-            return handle
-        self._known(cube_id)
+            return Activation(cube_id, handle, role)
         task = self._starting.get(cube_id)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._start(cube_id))
             self._starting[cube_id] = task
         handle = await asyncio.shield(task)
         if caller is not None:  # a grant revoked while the cube was starting counts
-            self.authorize(cube_id, caller, need)
-        return handle
+            role = require(self._known(cube_id), caller, need)
+        return Activation(cube_id, handle, role)
+
+    async def activate_many(self, cube_ids: list[str], caller: Caller, need: Role) -> list[Activation]:
+        """All or nothing: every cube is authorized before any is started (the first refused one raises).
+        At most ``MAX_STARTS`` start at once: a wide search must not flush every warm cube together."""
+        self.authorize_many(cube_ids, caller, need)
+        starts = asyncio.Semaphore(MAX_STARTS)
+
+        async def one(cube_id: str) -> Activation:
+            async with starts:
+                return await self.activate(cube_id, caller, need)
+
+        return list(await asyncio.gather(*(one(c) for c in cube_ids)))
 
     async def _start(self, cube_id: str) -> ActorHandle:
         start = time.perf_counter()
@@ -220,12 +248,13 @@ class Directory:
             self._known(cube_id)  # deleted while we waited?
             handle = await self._create_actor(cube_id)
             try:
-                meta = await asyncio.wait_for(handle.ready.remote(), timeout=self.config.directory.activation_timeout_s)
-            except (TimeoutError, ray.exceptions.RayError) as exc:
+                timeout = self.config.directory.activation_timeout_s
+                meta = await asyncio.wait_for(call(handle, CubeHost.ready), timeout=timeout)
+            except Exception as exc:  # timed out, died starting, or its storage failed: not live
                 ray.kill(handle, no_restart=True)
                 raise Unavailable(f"cube {cube_id} could not be activated: {exc}", {"cube_id": cube_id}) from exc
             if meta.updated_at != self.cubes[cube_id].updated_at:  # grants or quotas changed while it started
-                await handle.set_meta.remote(self.cubes[cube_id])
+                await call(handle, CubeHost.set_meta, self.cubes[cube_id])
             self._counters(cube_id, meta)
             self.live[cube_id] = handle
             self._live_since[cube_id] = time.monotonic()
@@ -241,7 +270,7 @@ class Directory:
         deadline = time.monotonic() + 10.0
         while True:
             try:
-                return MemCubeActor.options(  # type: ignore[attr-defined]
+                return CubeActor.options(  # type: ignore[attr-defined]
                     name=cube_actor_name(cube_id),
                     namespace=self.config.namespace,
                     num_cpus=self.config.directory.cube_num_cpus,
@@ -302,7 +331,7 @@ class Directory:
 
     async def _passivate_actor(self, cube_id: str, handle: ActorHandle) -> None:
         try:
-            meta = await handle.passivate.remote()
+            meta = await call(handle, CubeHost.passivate)
             if cube_id not in self._deleting and cube_id in self.cubes:
                 self.catalog.put(self._counters(cube_id, meta))
         except Exception as exc:  # its rows were durable when acknowledged: stop it anyway
@@ -356,3 +385,6 @@ class Directory:
         for cube_id in list(self.live):
             await self.passivate(cube_id)
         self.catalog.close()
+
+
+DirectoryActor = actor_class(Directory, max_restarts=-1, max_concurrency=1000)

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import ray
 
+from actors.calls import actor_class
 from memos_ray.config import EmbedderConfig
 from memos_ray.plaintext.embedding import SentenceEncoder
 from memos_ray.types import EmbedderStats
@@ -27,7 +27,6 @@ class _Pending:
     future: asyncio.Future[np.ndarray] = field(repr=False)
 
 
-@ray.remote(max_restarts=-1, max_concurrency=1000)
 class Embedder:
     def __init__(self, config: EmbedderConfig) -> None:
         self.config = config
@@ -91,3 +90,6 @@ class Embedder:
             mean_batch=self._sentences / self._batches if self._batches else 0.0,
             busy_s=self._busy,
         )
+
+
+EmbedderActor = actor_class(Embedder, max_restarts=-1, max_concurrency=1000)

@@ -10,8 +10,7 @@ them, issue and revoke their keys). Teams and membership are the administrators'
 
 from __future__ import annotations
 
-import ray
-
+from actors.calls import actor_class
 from memos_ray.config import MemosConfig
 from memos_ray.errors import Forbidden, KeyNotFound, PrincipalNotFound
 from memos_ray.governance.identity import IdentityStore
@@ -29,7 +28,6 @@ from memos_ray.types import (
 IDENTITY_NAME = "memos_identity"
 
 
-@ray.remote(max_restarts=-1, max_concurrency=1)
 class Identity:
     def __init__(self, config: MemosConfig) -> None:
         data = config.storage.data_dir
@@ -110,3 +108,6 @@ class Identity:
         except PrincipalNotFound:
             raise KeyNotFound(f"key {key_id} not found", {"key_id": key_id}) from None
         return self.store.revoke_key(key_id)
+
+
+IdentityActor = actor_class(Identity, max_restarts=-1, max_concurrency=1)

@@ -15,12 +15,12 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from actors.adapters import ADAPTERS_NAME, Adapters
-from actors.audit import AUDIT_NAME, AuditLog
-from actors.directory import DIRECTORY_NAME, Directory
-from actors.embedder import EMBEDDER_NAME, Embedder
-from actors.identity import IDENTITY_NAME, Identity
-from actors.scheduler import SCHEDULER_NAME, Scheduler
+from actors.adapters import ADAPTERS_NAME, AdaptersActor
+from actors.audit import AUDIT_NAME, AuditLogActor
+from actors.directory import DIRECTORY_NAME, Directory, DirectoryActor
+from actors.embedder import EMBEDDER_NAME, EmbedderActor
+from actors.identity import IDENTITY_NAME, IdentityActor
+from actors.scheduler import SCHEDULER_NAME, SchedulerActor
 from memos_ray.config import MemosConfig
 
 
@@ -53,11 +53,11 @@ def _shared(
 
 
 def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
-    directory = _shared(Directory, DIRECTORY_NAME, config, 0.01, config, on_head=True)
-    embedder = _shared(Embedder, EMBEDDER_NAME, config, config.embedder.num_cpus, config.embedder)
-    identity = _shared(Identity, IDENTITY_NAME, config, 0.01, config, on_head=True)
-    audit = _shared(AuditLog, AUDIT_NAME, config, 0.01, config, on_head=True)
-    adapters = _shared(Adapters, ADAPTERS_NAME, config, 0.01, config, on_head=True)
+    directory = _shared(DirectoryActor, DIRECTORY_NAME, config, 0.01, config, on_head=True)
+    embedder = _shared(EmbedderActor, EMBEDDER_NAME, config, config.embedder.num_cpus, config.embedder)
+    identity = _shared(IdentityActor, IDENTITY_NAME, config, 0.01, config, on_head=True)
+    audit = _shared(AuditLogActor, AUDIT_NAME, config, 0.01, config, on_head=True)
+    adapters = _shared(AdaptersActor, ADAPTERS_NAME, config, 0.01, config, on_head=True)
     if wait:
         ray.get([a.ready.remote() for a in (directory, embedder, identity, audit, adapters)])
     return Runtime(directory=directory, embedder=embedder, identity=identity, audit=audit, adapters=adapters)
@@ -65,7 +65,7 @@ def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
 
 def ensure_scheduler(config: MemosConfig, wait: bool = True) -> ActorHandle:
     """The Scheduler and its model workers (started on first use: loading the LLM costs seconds)."""
-    scheduler = _shared(Scheduler, SCHEDULER_NAME, config, 0.01, config)
+    scheduler = _shared(SchedulerActor, SCHEDULER_NAME, config, 0.01, config)
     if wait:
         ray.get(scheduler.ready.remote())
     return scheduler
@@ -80,5 +80,5 @@ def shutdown_runtime(config: MemosConfig) -> None:
             continue
         if name == DIRECTORY_NAME:
             with contextlib.suppress(ray.exceptions.RayError):  # gone already: nothing left to flush
-                ray.get(handle.shutdown.remote(), timeout=60)
+                ray.get(getattr(handle, Directory.shutdown.__name__).remote(), timeout=60)
         ray.kill(handle, no_restart=True)

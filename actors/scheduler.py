@@ -17,38 +17,26 @@ from collections import OrderedDict
 from typing import Any
 
 import ray
-from pydantic import ConfigDict
 from ray.actor import ActorHandle
 
-from actors.worker import ModelWorker, worker_name
+from actors.calls import actor_class, call
+from actors.handoff import AdapterWeights, KVHandle, Placement
+from actors.worker import ModelWorker, WorkerActor, worker_name
 from memos_ray.activation import kvcache
 from memos_ray.config import MemosConfig
 from memos_ray.errors import InvalidInput
-from memos_ray.types import ChatOutcome, ChatPlan, KVCacheEntry, KVInfo, KVStatus, ModelIdentity, Strict
+from memos_ray.types import ChatPlan, KVCacheEntry, KVInfo, ModelIdentity
 
 SCHEDULER_NAME = "memos_scheduler"
-REFS_KEPT = 64
+REFS_KEPT = 64  # ObjectRefs of recent caches kept for moves (a held reference pins the cache in the store)
 
 
-class Placement(Strict):
-    """Where a chat runs. ``adopt`` carries a cache held elsewhere: the chosen worker takes it from
-    the object store inside the chat call itself, so a move adds no round trip to the request."""
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-    worker: int
-    key: str | None
-    built_here: bool = False
-    adopt: list[ray.ObjectRef] | None = None
-    adopt_entry: KVCacheEntry | None = None
-
-
-@ray.remote(max_restarts=-1, max_concurrency=256)
 class Scheduler:
     def __init__(self, config: MemosConfig) -> None:
         self.config = config
         cfg = config.workers
         self.workers: list[ActorHandle] = [
-            ModelWorker.options(  # type: ignore[attr-defined]
+            WorkerActor.options(  # type: ignore[attr-defined]
                 name=worker_name(i),
                 namespace=config.namespace,
                 num_cpus=cfg.num_cpus,
@@ -68,7 +56,7 @@ class Scheduler:
         self.moves = self.moved_bytes = self.builds = self.invalidated = 0
 
     async def ready(self) -> ModelIdentity:
-        identities = await asyncio.gather(*(w.identity.remote() for w in self.workers))
+        identities = await asyncio.gather(*(call(w, ModelWorker.identity) for w in self.workers))
         if len({i.key for i in identities}) != 1:
             raise RuntimeError(f"workers disagree on the model: {identities}")
         self.identity = identities[0]
@@ -84,19 +72,23 @@ class Scheduler:
         holders = self.adapter_where.get(plan.adapter.adapter_id, set()) if plan and plan.adapter else set()
         return min(among, key=lambda i: (self.inflight[i], i not in holders, i))
 
+    def _placement(self, w: int, key: str | None, **kwargs: Any) -> Placement:
+        return Placement(worker=w, handle=self.workers[w], key=key, **kwargs)
+
     async def place(
-        self, plan: ChatPlan, pinned: int | None = None, adapter_refs: list[ray.ObjectRef] | None = None
+        self, plan: ChatPlan, pinned: int | None = None, adapter: AdapterWeights | None = None
     ) -> Placement:
-        """Choose a worker and make sure it holds the cache (move or build); the caller then runs the chat."""
+        """Choose a worker and make sure it holds the cache (move or build); the caller then runs the chat
+        on ``placement.handle`` and reports its end with :meth:`release`."""
         if pinned is not None and not 0 <= pinned < len(self.workers):
             raise InvalidInput(f"worker {pinned} does not exist (0..{len(self.workers) - 1})", {"worker": pinned})
         everyone = list(range(len(self.workers)))
         if not plan.use_kv:
             w = pinned if pinned is not None else self._least_busy(everyone, plan)
             self.inflight[w] += 1
-            return Placement(worker=w, key=None)
-        adapter = plan.adapter.adapter_id if plan.adapter else None
-        key, _ = kvcache.cache_key(await self._identity(), adapter, plan.prefix_text)
+            return self._placement(w, None)
+        adapter_id = plan.adapter.adapter_id if plan.adapter else None
+        key, _ = kvcache.cache_key(await self._identity(), adapter_id, plan.prefix_text)
         holders = sorted(self.where.get(key, ()))
         if pinned is not None:
             w = pinned
@@ -108,36 +100,36 @@ class Scheduler:
         else:
             w = self._least_busy(everyone, plan)
         self.inflight[w] += 1
-        placement = Placement(worker=w, key=key)
         try:
             if w in holders:
-                return placement
+                return self._placement(w, key)
             if holders:
-                return await self._move(key, self._least_busy(holders), w, placement)
+                return await self._move(key, self._least_busy(holders), w)
+            built = False
             if key not in self.entries:  # nobody has it, not even on disk: build it once
                 task = self._builds.get(key)
                 if task is None:
-                    task = asyncio.get_running_loop().create_task(self._build(key, w, plan, adapter_refs))
+                    task = asyncio.get_running_loop().create_task(self._build(key, w, plan, adapter))
                     self._builds[key] = task
-                    placement.built_here = True
+                    built = True
                 entry = await asyncio.shield(task)
                 if w not in self.where.get(key, ()):  # another worker built it meanwhile: move it here
-                    return await self._move(entry.key, self._least_busy(sorted(self.where[key])), w, placement)
-            return placement
+                    return await self._move(entry.key, self._least_busy(sorted(self.where[key])), w)
+            return self._placement(w, key, built=built)
         except BaseException:
             self.inflight[w] -= 1
             raise
 
-    async def _build(self, key: str, w: int, plan: ChatPlan, adapter_refs: list[ray.ObjectRef] | None) -> KVCacheEntry:
+    async def _build(self, key: str, w: int, plan: ChatPlan, adapter: AdapterWeights | None) -> KVCacheEntry:
         try:
-            entry, refs = await self.workers[w].build.remote(plan, adapter_refs)
+            kv = await call(self.workers[w], ModelWorker.build, plan, adapter)
             if plan.adapter:
                 self.adapter_where.setdefault(plan.adapter.adapter_id, set()).add(w)
-            self._keep_ref(key, refs[0])
-            self.entries[key] = entry
+            self._keep_ref(key, kv.ref)
+            self.entries[key] = kv.entry
             self.where.setdefault(key, set()).add(w)
             self.builds += 1
-            return entry
+            return kv.entry
         finally:
             self._builds.pop(key, None)
 
@@ -147,83 +139,64 @@ class Scheduler:
         while len(self.refs) > REFS_KEPT:
             self.refs.popitem(last=False)
 
-    async def _move(self, key: str, src: int, dst: int, placement: Placement) -> Placement:
+    async def _move(self, key: str, src: int, dst: int) -> Placement:
         """Hand ``dst`` the cache's ObjectRef with its chat (asking the holder for it when not kept)."""
         ref = self.refs.get(key)
         if ref is None:
             try:
-                ref = (await self.workers[src].export.remote(key))[0]  # a reference: the bytes stay put
+                ref = (await call(self.workers[src], ModelWorker.export, key)).ref  # a reference: the bytes stay
             except ray.exceptions.RayError:  # the holder lost it: dst loads it from disk or builds it
                 self.where.get(key, set()).discard(src)
-                return placement
+                return self._placement(dst, key)
             self._keep_ref(key, ref)
-        placement.adopt = [ref]
-        placement.adopt_entry = self.entries[key]
-        return placement
+        return self._placement(dst, key, adopt=KVHandle(self.entries[key], ref))
 
-    async def record(self, placement: Placement, outcome: ChatOutcome | None) -> KVInfo:
-        """The caller's chat ended (outcome None: it failed): free the slot, note where caches are."""
-        w = placement.worker
-        self.inflight[w] = max(0, self.inflight[w] - 1)
-        status: KVStatus = "off"
-        moved_bytes = 0
-        if outcome is not None and outcome.adapter is not None:
-            self.adapter_where.setdefault(outcome.adapter, set()).add(w)
-        if outcome is not None and outcome.kv_key is not None:
-            if outcome.kv_key in self.entries:  # not invalidated while this chat ran
-                self.where.setdefault(outcome.kv_key, set()).add(w)
-            status = outcome.kv_status
-            if status == "moved" and placement.adopt_entry is not None:
-                moved_bytes = placement.adopt_entry.bytes
+    def release(self, worker: int, kv: KVInfo | None, adapter: str | None) -> None:
+        """A chat placed on ``worker`` ended (``kv`` None: it failed): free its slot, note where caches and
+        adapters now are. Sent fire-and-forget: it is bookkeeping, not on the request's path."""
+        self.inflight[worker] = max(0, self.inflight[worker] - 1)
+        if adapter is not None:
+            self.adapter_where.setdefault(adapter, set()).add(worker)
+        if kv is not None and kv.key is not None:
+            if kv.key in self.entries:  # not invalidated while this chat ran
+                self.where.setdefault(kv.key, set()).add(worker)
+            if kv.status == "moved":
                 self.moves += 1
-                self.moved_bytes += moved_bytes
-            elif placement.built_here:
-                status = "built"
-        return KVInfo(
-            status=status,
-            key=outcome.kv_key if outcome else None,
-            tokens=outcome.kv_tokens if outcome else 0,
-            worker=w,
-            moved_bytes=moved_bytes,
-            move_ms=outcome.adopt_ms if outcome else None,
-        )
+                self.moved_bytes += kv.moved_bytes
 
     # ------------------------------------------------------------ invalidation
+
+    def _forget(self, keys: list[str]) -> None:
+        for key in keys:
+            self.entries.pop(key, None)
+            self.where.pop(key, None)
+            self.refs.pop(key, None)
 
     async def invalidate(self, memory_ids: list[str]) -> int:
         """Drop every cache built from any of these memories: it is stale and never used again."""
         ids = set(memory_ids)
         stale = [k for k, e in self.entries.items() if any(s.memory_id in ids for s in e.sources)]
-        for key in stale:  # forget first: no placement may pick them while workers drop them
-            self.entries.pop(key, None)
-            self.where.pop(key, None)
-            self.refs.pop(key, None)
+        self._forget(stale)  # first: no placement may pick them while the workers drop them
         if stale:  # a dead worker has nothing to drop: its restart starts empty
-            await asyncio.gather(*(w.drop.remote(stale) for w in self.workers), return_exceptions=True)
-        for key in stale:
-            self.entries.pop(key, None)
-            self.where.pop(key, None)
-            self.refs.pop(key, None)
+            await asyncio.gather(*(call(w, ModelWorker.drop, stale) for w in self.workers), return_exceptions=True)
+        # again: a chat that ran on one of them while we waited may have reported it held (release)
+        self._forget(stale)
         self.invalidated += len(stale)
         return len(stale)
 
     async def drop_adapters(self, adapter_ids: list[str]) -> int:
         """An adapter was deleted (or its cube): off every worker, with the KV caches computed under it."""
         ids = set(adapter_ids)
-        stale = [k for k, e in self.entries.items() if e.adapter in ids]
-        for key in stale:
-            self.entries.pop(key, None)
-            self.where.pop(key, None)
-            self.refs.pop(key, None)
+        self._forget([k for k, e in self.entries.items() if e.adapter in ids])
         for adapter_id in ids:
             self.adapter_where.pop(adapter_id, None)
         dropped = await asyncio.gather(
-            *(w.drop_adapters.remote(list(ids)) for w in self.workers), return_exceptions=True
+            *(call(w, ModelWorker.drop_adapters, list(ids)) for w in self.workers), return_exceptions=True
         )
         return sum(d for d in dropped if isinstance(d, int))
 
     async def stats(self) -> dict[str, Any]:
-        workers = await asyncio.gather(*(w.stats.remote() for w in self.workers))
+        workers = await asyncio.gather(*(call(w, ModelWorker.stats) for w in self.workers))
         return {
             "workers": workers,
             "caches": len(self.entries),
@@ -233,3 +206,6 @@ class Scheduler:
             "invalidated": self.invalidated,
             "inflight": list(self.inflight),
         }
+
+
+SchedulerActor = actor_class(Scheduler, max_restarts=-1, max_concurrency=256)

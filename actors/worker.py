@@ -5,7 +5,7 @@ byte budget (LRU); a chat names its cube's adapter and brings the adapter's weig
 ObjectRef, which a worker that lacks it maps from the object store and loads. A KV cache is
 keyed by the adapter it was computed under, so it is never used under another.
 
-Each worker holds KV caches in a :class:`KVStore` (LRU under a byte budget, every entry also
+Each worker holds KV caches in a :class:`LocalKVStore` (LRU under a byte budget, every entry also
 on disk). A cache lives in the Ray object store from the moment it is built or loaded: the
 worker puts it there once and computes on zero-copy views of that buffer. Moving it to
 another worker passes the ObjectRef: on the same node the receiver maps the same shared
@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 import ray
 
+from actors.calls import actor_class
+from actors.handoff import AdapterWeights, KVHandle, Placement
 from memos_ray.activation import kvcache
-from memos_ray.activation.store import KVStore
+from memos_ray.activation.store import LocalKVStore
 from memos_ray.config import MemosConfig
-from memos_ray.errors import Conflict, InvalidInput, Unavailable
+from memos_ray.errors import Conflict, Internal, InvalidInput, Unavailable
 from memos_ray.llm import load_model
 from memos_ray.parametric.slots import AdapterSlots
 from memos_ray.types import (
@@ -36,6 +38,7 @@ from memos_ray.types import (
     ChatOutcome,
     ChatPlan,
     KVCacheEntry,
+    KVInfo,
     KVStatus,
     ModelIdentity,
 )
@@ -45,14 +48,13 @@ def worker_name(index: int) -> str:
     return f"memos_worker:{index}"
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0)
 class ModelWorker:
     def __init__(self, index: int, config: MemosConfig) -> None:
         self.index = index
         self.config = config
         self.lm = load_model(config.llm, config.storage.data_dir / "models")
         self.eos = int(self.lm.tokenizer.eos_token_id)
-        self.store = KVStore(
+        self.store = LocalKVStore(
             config.storage.data_dir / "kv", config.workers.kv_budget_mb * 1024 * 1024, on_evict=self._forget
         )
         self._refs: dict[str, ray.ObjectRef] = {}  # key -> the cache in the object store
@@ -70,26 +72,26 @@ class ModelWorker:
     # ------------------------------------------------------------ caches
 
     def _ensure(
-        self, plan: ChatPlan, model: Any
-    ) -> tuple[KVCacheEntry, dict[str, Any], KVStatus, list[int], list[int]]:
-        prefix_ids, suffix_ids = kvcache.split_prompt(self.lm.tokenizer, plan.prefix_text, plan.messages)
+        self, plan: ChatPlan, model: Any, prefix_ids: list[int]
+    ) -> tuple[KVCacheEntry, dict[str, Any], KVStatus]:
+        """The cache of ``plan``'s prefix on this worker: held (hit), from disk (loaded), or computed (built)."""
         adapter = plan.adapter.adapter_id if plan.adapter else None
         key, _ = kvcache.cache_key(self.lm.identity, adapter, plan.prefix_text)
         if self.store.in_memory(key):
             entry, tensors = self.store.get(key)  # type: ignore[misc]
-            return entry, tensors, "hit", prefix_ids, suffix_ids
+            return entry, tensors, "hit"
         found = self.store.get(key)
         if found is not None:  # from disk
             entry, tensors = found[0], self._publish(found[0], found[1])
             self.store.put(entry, tensors, persist=False)
-            return entry, tensors, "loaded", prefix_ids, suffix_ids
+            return entry, tensors, "loaded"
         tensors = kvcache.prefill(model, prefix_ids)
         self._count_prefill(len(prefix_ids))
         entry = kvcache.new_entry(self.lm.identity, adapter, plan.sources, plan.prefix_text, prefix_ids, tensors)
         kvcache.save(self.store.path(key), entry, tensors)
         tensors = self._publish(entry, tensors)
         self.store.put(entry, tensors, persist=False)
-        return entry, tensors, "built", prefix_ids, suffix_ids
+        return entry, tensors, "built"
 
     def _publish(self, entry: KVCacheEntry, tensors: dict[str, Any]) -> dict[str, Any]:
         """Put the cache in the object store once, as one buffer (k0, v0, k1, v1, ...); compute on
@@ -110,40 +112,38 @@ class ModelWorker:
     def _forget(self, key: str) -> None:
         self._refs.pop(key, None)
 
-    def build(
-        self, plan: ChatPlan, adapter_refs: list[ray.ObjectRef] | None = None
-    ) -> tuple[KVCacheEntry, list[ray.ObjectRef]]:
-        """Make sure this worker holds the cache of ``plan``'s prefix (built, or loaded from disk);
-        returns it with its ObjectRef (in a list: the reference, not the value)."""
-        self._ensure_adapter(plan.adapter, adapter_refs)
+    def build(self, plan: ChatPlan, adapter: AdapterWeights | None = None) -> KVHandle:
+        """Make sure this worker holds the cache of ``plan``'s prefix (built, or loaded from disk)."""
+        self._ensure_adapter(plan.adapter, adapter)
+        prefix_ids, _ = kvcache.split_prompt(self.lm.tokenizer, plan.prefix_text, plan.messages)
         with self.slots.use(plan.adapter.adapter_id if plan.adapter else None) as model:
-            entry = self._ensure(plan, model)[0]
-        return entry, [self._refs[entry.key]]
+            entry = self._ensure(plan, model, prefix_ids)[0]
+        return KVHandle(entry, self._refs[entry.key])
 
     # ------------------------------------------------------------ adapters
 
     def _ensure_adapter(
-        self, ref: AdapterRef | None, refs: list[ray.ObjectRef] | None
+        self, ref: AdapterRef | None, weights: AdapterWeights | None
     ) -> tuple[AdapterStatus, float | None]:
         if ref is None:
             return "off", None
         if self.slots.has(ref.adapter_id):
             return "resident", None
-        if not refs:
+        if weights is None or weights.adapter.adapter_id != ref.adapter_id:
             raise Unavailable(f"worker {self.index} does not hold adapter {ref.adapter_id} and got no weights")
-        return "loaded", self.load_adapter(ref, refs)
+        return "loaded", self.load_adapter(weights)
 
-    def load_adapter(self, ref: AdapterRef, refs: list[ray.ObjectRef]) -> float:
+    def load_adapter(self, weights: AdapterWeights) -> float:
         """Load an adapter from the object store (mapped on this node, fetched from another); seconds taken,
         measured here (mapping included)."""
-        mine = self.lm.identity
+        ref, mine = weights.adapter, self.lm.identity
         if (ref.base_model.name, ref.base_model.file_sha256) != (mine.name, mine.file_sha256):  # dtype may differ
             raise Conflict(
                 f"adapter {ref.adapter_id} was trained on {ref.base_model.key}; this worker runs {mine.key}",
                 {"adapter_id": ref.adapter_id},
             )
         start = time.perf_counter()
-        state = ray.get(refs[0])
+        state = ray.get(weights.weights)
         self.slots.load(ref.adapter_id, ref.settings, state)
         return time.perf_counter() - start
 
@@ -167,22 +167,23 @@ class ModelWorker:
             out = model(input_ids=torch.tensor([token_ids]))
         return out.logits[0, -1].float().numpy()
 
-    def export(self, key: str) -> list[ray.ObjectRef]:
-        """The cache's ObjectRef (in a list, so Ray hands over the reference, not the value)."""
+    def export(self, key: str) -> KVHandle:
+        """The cache in the object store (a reference: the bytes stay where they are)."""
         if key not in self._refs or not self.store.in_memory(key):
             found = self.store.get(key)
             if found is None:
                 raise Unavailable(f"worker {self.index} has no KV cache {key}")
             self.store.put(found[0], self._publish(found[0], found[1]), persist=False)
-        return [self._refs[key]]
+        entry = self.store.get(key)[0]  # type: ignore[index]
+        return KVHandle(entry, self._refs[key])
 
-    def receive(self, entry: KVCacheEntry, refs: list[ray.ObjectRef]) -> float:
+    def receive(self, kv: KVHandle) -> float:
         """Adopt a cache from the object store: zero-copy views on this node's shared memory (Ray's object
         manager brings it from another node first). Returns the seconds it took, measured here."""
         start = time.perf_counter()
-        tensors = self._views(entry, refs[0])
-        self.store.put(entry, tensors, persist=False)
-        self._refs[entry.key] = refs[0]
+        tensors = self._views(kv.entry, kv.ref)
+        self.store.put(kv.entry, tensors, persist=False)
+        self._refs[kv.entry.key] = kv.ref
         return time.perf_counter() - start
 
     def drop(self, keys: list[str]) -> int:
@@ -194,110 +195,102 @@ class ModelWorker:
         self.prefills += 1
         self.prefill_tokens += n
 
-    def _check_context(self, plan: ChatPlan) -> None:
-        ids = kvcache.split_prompt(self.lm.tokenizer, plan.prefix_text, plan.messages)
-        needed = len(ids[0]) + len(ids[1]) + plan.max_tokens
+    def _check_context(self, plan: ChatPlan, prompt_tokens: int) -> None:
+        needed = prompt_tokens + plan.max_tokens
         limit = int(self.lm.model.config.max_position_embeddings)
         if needed > limit:
             raise InvalidInput(
-                f"prompt of {needed - plan.max_tokens} tokens plus max_tokens {plan.max_tokens} exceeds the model's "
+                f"prompt of {prompt_tokens} tokens plus max_tokens {plan.max_tokens} exceeds the model's "
                 f"context of {limit} tokens",
                 {"tokens": needed, "limit": limit},
             )
 
     def _run(
-        self,
-        plan: ChatPlan,
-        adopt: list[ray.ObjectRef] | None,
-        adopt_entry: KVCacheEntry | None,
-        adapter_refs: list[ray.ObjectRef] | None,
-    ) -> Iterator[tuple[int, float, ChatOutcome | None]]:
-        self._check_context(plan)
+        self, plan: ChatPlan, placement: Placement | None, adapter: AdapterWeights | None
+    ) -> Iterator[tuple[int, ChatOutcome | None]]:
+        prefix_ids, suffix_ids = kvcache.split_prompt(self.lm.tokenizer, plan.prefix_text, plan.messages)  # once
+        self._check_context(plan, len(prefix_ids) + len(suffix_ids))
         start = time.perf_counter()
-        adapter_status, adapter_s = self._ensure_adapter(plan.adapter, adapter_refs)
+        adapter_status, adapter_s = self._ensure_adapter(plan.adapter, adapter)
         switch = time.perf_counter()
         with self.slots.use(plan.adapter.adapter_id if plan.adapter else None) as model:
             if adapter_status == "resident":
                 adapter_s = time.perf_counter() - switch  # activating a resident adapter (0 if it was active)
-            yield from self._generate(plan, model, start, adopt, adopt_entry, adapter_status, adapter_s)
+            kv, info = self._activation(plan, placement, model, prefix_ids)
+            prefilled = len(suffix_ids) if kv is not None else len(prefix_ids) + len(suffix_ids)
+            self._count_prefill(prefilled)
+            tokens: list[int] = []
+            ttft = 0.0
+            for token, _ in kvcache.generate(
+                model, self.eos, prefix_ids, suffix_ids, kv, plan.max_tokens, plan.temperature, plan.seed
+            ):
+                if not tokens:
+                    ttft = time.perf_counter() - start  # includes building or loading the cache
+                if token != self.eos:
+                    tokens.append(token)
+                    yield token, None
+        yield (
+            -1,
+            ChatOutcome(
+                text=self.lm.tokenizer.decode(tokens, skip_special_tokens=True),
+                token_ids=tokens,
+                ttft_ms=ttft * 1000,
+                total_ms=(time.perf_counter() - start) * 1000,
+                prefill_tokens=prefilled,
+                prompt_tokens=len(prefix_ids) + len(suffix_ids),
+                kv=info,
+                adapter=plan.adapter.adapter_id if plan.adapter else None,
+                adapter_status=adapter_status,
+                adapter_ms=None if adapter_s is None else adapter_s * 1000,
+            ),
+        )
 
-    def _generate(
-        self,
-        plan: ChatPlan,
-        model: Any,
-        start: float,
-        adopt: list[ray.ObjectRef] | None,
-        adopt_entry: KVCacheEntry | None,
-        adapter_status: AdapterStatus,
-        adapter_s: float | None,
-    ) -> Iterator[tuple[int, float, ChatOutcome | None]]:
+    def _activation(
+        self, plan: ChatPlan, placement: Placement | None, model: Any, prefix_ids: list[int]
+    ) -> tuple[dict[str, Any] | None, KVInfo]:
+        """The prefix's KV tensors for this chat (None: prefill everything) and what it took: the one place
+        a chat's KV status is decided."""
+        if not plan.use_kv:
+            return None, KVInfo(status="off", worker=self.index)
+        adopt = placement.adopt if placement else None
         adopt_s = None
-        if plan.use_kv and adopt and adopt_entry is not None and not self.store.in_memory(adopt_entry.key):
+        if adopt is not None and not self.store.in_memory(adopt.entry.key):
             try:
-                adopt_s = self.receive(adopt_entry, adopt)
+                adopt_s = self.receive(adopt)
             except ray.exceptions.RayError:  # its owner died: _ensure loads it from disk or builds it
                 adopt_s = None
-        if plan.use_kv:
-            entry, tensors, status, prefix_ids, suffix_ids = self._ensure(plan, model)
-            if adopt_s is not None and status == "hit":
-                status = "moved"
-            kv: dict[str, Any] | None = tensors
-            prefilled = len(suffix_ids)
-        else:
-            prefix_ids, suffix_ids = kvcache.split_prompt(self.lm.tokenizer, plan.prefix_text, plan.messages)
-            entry, kv, status, prefilled = None, None, "off", len(prefix_ids) + len(suffix_ids)
-        self._count_prefill(prefilled)
-        tokens: list[int] = []
-        ttft = 0.0
-        for token, _ in kvcache.generate(
-            model, self.eos, prefix_ids, suffix_ids, kv, plan.max_tokens, plan.temperature, plan.seed
-        ):
-            if not tokens:
-                ttft = time.perf_counter() - start  # includes building or loading the cache
-            if token != self.eos:
-                tokens.append(token)
-                yield token, time.perf_counter() - start, None
-        outcome = ChatOutcome(
-            text=self.lm.tokenizer.decode(tokens, skip_special_tokens=True),
-            token_ids=tokens,
-            ttft_ms=ttft * 1000,
-            total_ms=(time.perf_counter() - start) * 1000,
-            prefill_tokens=prefilled,
-            prompt_tokens=len(prefix_ids) + len(suffix_ids),
-            kv_status=status,
-            kv_key=entry.key if entry else None,
-            kv_tokens=entry.tokens if entry else 0,
-            adopt_ms=None if adopt_s is None else adopt_s * 1000,
-            adapter=plan.adapter.adapter_id if plan.adapter else None,
-            adapter_status=adapter_status,
-            adapter_ms=None if adapter_s is None else adapter_s * 1000,
+        entry, tensors, status = self._ensure(plan, model, prefix_ids)
+        moved = adopt_s is not None and status == "hit"
+        if moved:
+            status = "moved"
+        elif status == "hit" and placement is not None and placement.built:
+            status = "built"  # the Scheduler had this worker build it for this chat
+        info = KVInfo(
+            status=status,
+            key=entry.key,
+            tokens=entry.tokens,
+            worker=self.index,
+            moved_bytes=entry.bytes if moved else 0,
+            move_ms=None if adopt_s is None else adopt_s * 1000,
         )
-        yield -1, 0.0, outcome
+        return tensors, info
 
     def chat(
-        self,
-        plan: ChatPlan,
-        adopt: list[ray.ObjectRef] | None = None,
-        adopt_entry: KVCacheEntry | None = None,
-        adapter_refs: list[ray.ObjectRef] | None = None,
+        self, plan: ChatPlan, placement: Placement | None = None, adapter: AdapterWeights | None = None
     ) -> ChatOutcome:
-        for _, _, outcome in self._run(plan, adopt, adopt_entry, adapter_refs):
+        for _, outcome in self._run(plan, placement, adapter):
             if outcome is not None:
                 return outcome
-        raise RuntimeError("generation ended without an outcome")  # pragma: no cover
+        raise Internal("generation ended without an outcome")  # pragma: no cover
 
     @ray.method(num_returns="streaming")  # type: ignore[misc]
     def chat_stream(
-        self,
-        plan: ChatPlan,
-        adopt: list[ray.ObjectRef] | None = None,
-        adopt_entry: KVCacheEntry | None = None,
-        adapter_refs: list[ray.ObjectRef] | None = None,
+        self, plan: ChatPlan, placement: Placement | None = None, adapter: AdapterWeights | None = None
     ) -> Iterator[str | ChatOutcome]:
         """Text pieces as they are decoded, then the outcome."""
         sent = ""
         tokens: list[int] = []
-        for token, _, outcome in self._run(plan, adopt, adopt_entry, adapter_refs):
+        for token, outcome in self._run(plan, placement, adapter):
             if outcome is not None:
                 yield outcome
                 return
@@ -339,4 +332,7 @@ def _from_numpy(a: np.ndarray, dtype: str) -> Any:
     return t.view(torch.bfloat16) if dtype == "bfloat16" else t
 
 
-__all__ = ["ModelWorker", "worker_name"]
+WorkerActor = actor_class(ModelWorker, max_restarts=-1, max_task_retries=0)
+"""The actor (each is its own process); ``ModelWorker`` names its methods for typed calls."""
+
+__all__ = ["ModelWorker", "WorkerActor", "worker_name"]

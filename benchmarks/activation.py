@@ -103,11 +103,12 @@ def bench_move(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
                 seed=0,
                 use_kv=True,
             )
-            entry, refs = ray.get(src.build.remote(plan))
+            kv = ray.get(src.build.remote(plan))
+            entry = kv.entry
             adopt, calls = [], []
             for _ in range(repeats):
                 start = time.perf_counter()
-                adopt.append(ray.get(dst.receive.remote(entry, refs)))  # what a move adds inside the chat call
+                adopt.append(ray.get(dst.receive.remote(kv)))  # what a move adds inside the chat call
                 calls.append(time.perf_counter() - start)
             move_s, call_s = statistics.median(adopt), statistics.median(calls)
             tensors = kvcache.prefill(lm.model, kvcache.split_prompt(lm.tokenizer, plan.prefix_text, [])[0])

@@ -128,7 +128,8 @@ def bench_load(settings: AdapterSettings, repeats: int) -> dict[str, Any]:
     import ray
     from peft import get_peft_model, get_peft_model_state_dict
 
-    from actors.worker import ModelWorker
+    from actors.handoff import AdapterWeights
+    from actors.worker import WorkerActor
     from memos_ray.config import MemosConfig, StorageConfig, WorkersConfig
     from memos_ray.llm import load_model
     from memos_ray.parametric.training import lora_config, state_nbytes
@@ -147,7 +148,7 @@ def bench_load(settings: AdapterSettings, repeats: int) -> dict[str, Any]:
         )
         ray.init(include_dashboard=False, namespace="memos_bench", log_to_driver=False)
         try:
-            worker = ModelWorker.remote(0, config)  # type: ignore[attr-defined]
+            worker = WorkerActor.remote(0, config)  # type: ignore[attr-defined]
             ray.get(worker.identity.remote())
             inside, outside = [], []
             for i in range(repeats):
@@ -156,7 +157,7 @@ def bench_load(settings: AdapterSettings, repeats: int) -> dict[str, Any]:
                 )
                 weights = ray.put(state)
                 start = time.perf_counter()
-                inside.append(ray.get(worker.load_adapter.remote(ref, [weights])))
+                inside.append(ray.get(worker.load_adapter.remote(AdapterWeights(ref, weights))))
                 outside.append(time.perf_counter() - start)
                 ray.get(worker.drop_adapters.remote([ref.adapter_id]))
         finally:

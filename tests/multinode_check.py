@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import ray
 from ray.cluster_utils import Cluster
 
-from actors.scheduler import Scheduler
+from actors.scheduler import SchedulerActor
 from memos_ray.activation import kvcache
 from memos_ray.config import LLMConfig, MemosConfig, StorageConfig, WorkersConfig
 from memos_ray.types import ChatMessage, ChatPlan, MemoryItem, utcnow
@@ -40,7 +40,7 @@ def main(models: Path) -> None:
                 llm=LLMConfig(dtype="float32", cache_dir=models),
                 workers=WorkersConfig(count=2, num_cpus=0.25, resources=[{"worker_0": 0.5}, {"worker_1": 0.5}]),
             )
-            scheduler = Scheduler.remote(config)
+            scheduler = SchedulerActor.remote(config)
             ray.get(scheduler.ready.remote())
             workers = [ray.get_actor(f"memos_worker:{i}", namespace=config.namespace) for i in range(2)]
             now = utcnow()
@@ -60,8 +60,9 @@ def main(models: Path) -> None:
             seen = []
             for w in (0, 1):
                 placement = ray.get(scheduler.place.remote(plan, w))
-                outcome = ray.get(workers[w].chat.remote(plan, placement.adopt, placement.adopt_entry))
-                info = ray.get(scheduler.record.remote(placement, outcome))
+                outcome = ray.get(placement.handle.chat.remote(plan, placement))
+                scheduler.release.remote(placement.worker, outcome.kv, outcome.adapter)
+                info = outcome.kv
                 seen.append(
                     {
                         "status": info.status,
@@ -111,8 +112,10 @@ def _adapter_on_both(workers: list[ray.actor.ActorHandle], models: Path) -> dict
         settings=settings,
         bytes=state_nbytes(state),
     )
-    weights = [ray.put(state)]
-    load_ms = [ray.get(w.load_adapter.remote(ref, weights)) * 1000 for w in workers]
+    from actors.handoff import AdapterWeights
+
+    weights = AdapterWeights(ref, ray.put(state))
+    load_ms = [ray.get(w.load_adapter.remote(weights)) * 1000 for w in workers]
     ids = [1, 504, 3, 9218, 314]
     logits = [ray.get(w.logits.remote(ids, ref.adapter_id)) for w in workers]
     base = ray.get(workers[1].logits.remote(ids, None))

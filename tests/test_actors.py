@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import ray
 
-from actors.directory import Directory
+from actors.directory import DirectoryActor
 from memos_ray.config import DirectoryConfig, MemosConfig, StorageConfig
 from memos_ray.types import Caller, CubeCreate, LifecycleState, MemoryCreate, MemoryUpdate, PrincipalKind
-from tests.conftest import wait_for_condition
+from tests.helpers import wait_for_condition
 
 ROOT = Caller(principal="root", kind=PrincipalKind.user, subjects=["root"], admin=True, key_id="test")
 
@@ -57,7 +57,7 @@ def test_acknowledged_writes_survive_killing_the_cube_actor(runtime, restart: bo
     cube_id = f"crash-{int(restart)}"
     d = runtime.directory
     ray.get(d.create_cube.remote(CubeCreate(id=cube_id), ROOT))
-    handle = ray.get(d.activate.remote(cube_id))
+    handle = ray.get(d.activate.remote(cube_id)).handle
     acked = []
     for start in range(0, 60, 15):
         acked += _add(runtime, handle, [f"memory {i} of the crash test" for i in range(start, start + 15)])
@@ -77,7 +77,7 @@ def test_acknowledged_writes_survive_killing_the_cube_actor(runtime, restart: bo
         with pytest.raises(ray.exceptions.RayActorError):
             ray.get(handle.meta.remote())
         ray.get(d.drop_dead.remote(cube_id, handle))
-        got = _snapshot(ray.get(d.activate.remote(cube_id)))
+        got = _snapshot(ray.get(d.activate.remote(cube_id)).handle)
     assert len(got) == 60
     assert got == expected
     assert got[acked[0].id][-1] == (2, text, "active")
@@ -90,12 +90,12 @@ def test_ten_cubes_under_a_live_cap_of_three(runtime, tmp_path: Path) -> None:  
         storage=StorageConfig(data_dir=tmp_path / "cap3"),
         directory=DirectoryConfig(max_live_cubes=3),
     )
-    d = Directory.remote(config)
+    d = DirectoryActor.remote(config)
     ids = [f"cube{i}" for i in range(10)]
     expected = {}
     for n, cube_id in enumerate(ids):
         ray.get(d.create_cube.remote(CubeCreate(id=cube_id), ROOT))
-        handle = ray.get(d.activate.remote(cube_id))
+        handle = ray.get(d.activate.remote(cube_id)).handle
         items = _add(runtime, handle, [f"cube {n} fact {k}" for k in range(5)])
         text = f"cube {n} fact 0, second version"
         vec = ray.get(runtime.embedder.embed.remote([text]))[0]
@@ -105,7 +105,7 @@ def test_ten_cubes_under_a_live_cap_of_three(runtime, tmp_path: Path) -> None:  
 
     # every cube again, in another order: most are passivated by now and come back whole
     for cube_id in reversed(ids):
-        handle = ray.get(d.activate.remote(cube_id))
+        handle = ray.get(d.activate.remote(cube_id)).handle
         assert _snapshot(handle) == expected[cube_id]
         assert len(ray.get(d.live_cubes.remote())) <= 3
     stats = ray.get(d.stats.remote())
@@ -116,7 +116,7 @@ def test_ten_cubes_under_a_live_cap_of_three(runtime, tmp_path: Path) -> None:  
 
     # concurrent activations of one passivated cube share one actor
     async def many():  # type: ignore[no-untyped-def]
-        return await asyncio.gather(*(d.activate.remote("cube0") for _ in range(5)))
+        return [a.handle for a in await asyncio.gather(*(d.activate.remote("cube0") for _ in range(5)))]
 
     handles = asyncio.run(many())
     assert len({h._actor_id for h in handles}) == 1
@@ -124,7 +124,7 @@ def test_ten_cubes_under_a_live_cap_of_three(runtime, tmp_path: Path) -> None:  
     # more concurrent activations than the cap: the cap holds, and every one gets a working actor
     async def burst():  # type: ignore[no-untyped-def]
         hs = await asyncio.gather(*(d.activate.remote(c) for c in ids[:7]))
-        return hs, await d.stats.remote()
+        return [a.handle for a in hs], await d.stats.remote()
 
     handles, stats = asyncio.run(burst())
     assert stats.live <= 3
@@ -132,7 +132,7 @@ def test_ten_cubes_under_a_live_cap_of_three(runtime, tmp_path: Path) -> None:  
         try:
             snap = _snapshot(handle)
         except Exception:  # evicted again by a later activation of the burst: reactivate
-            snap = _snapshot(ray.get(d.activate.remote(cube_id)))
+            snap = _snapshot(ray.get(d.activate.remote(cube_id)).handle)
         assert snap == expected[cube_id]
     ray.get(d.shutdown.remote())
     ray.kill(d)
@@ -145,7 +145,7 @@ def test_eviction_policy(runtime, tmp_path: Path, policy: str) -> None:  # type:
         storage=StorageConfig(data_dir=tmp_path / policy),
         directory=DirectoryConfig(max_live_cubes=2, eviction=policy, eviction_grace_s=0),
     )
-    d = Directory.remote(config)
+    d = DirectoryActor.remote(config)
     for cube_id in ("hot", "once", "new"):
         ray.get(d.create_cube.remote(CubeCreate(id=cube_id), ROOT))
     for _ in range(5):

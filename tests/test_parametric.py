@@ -16,7 +16,7 @@ import torch
 
 from memos_ray.config import LLMConfig, MemosConfig
 from memos_ray.llm import load_model
-from tests.conftest import MODELS, bearer
+from tests.helpers import MODELS, bearer
 
 TINY = {"rank": 4, "alpha": 8, "steps": 6, "learning_rate": 0.01, "max_tokens": 48, "batch_size": 4}
 FACTS = {
@@ -117,12 +117,13 @@ def test_adapters_on_one_worker_do_not_leak_and_a_moved_adapter_gives_identical_
     ids = [1, 504, 3, 9218, 314, 34, 12]
     w0, w1 = (ray.get_actor(f"memos_worker:{i}", namespace=config.namespace) for i in (0, 1))
     adapters = ray.get_actor("memos_adapters", namespace=config.namespace)
-    a_ref, a_refs = ray.get(adapters.active.remote("param-a"))
-    b_ref, b_refs = ray.get(adapters.active.remote("param-b"))
-    ray.get(w0.load_adapter.remote(a_ref, a_refs))
+    a_weights = ray.get(adapters.active.remote("param-a"))
+    b_weights = ray.get(adapters.active.remote("param-b"))
+    a_ref, b_ref = a_weights.adapter, b_weights.adapter
+    ray.get(w0.load_adapter.remote(a_weights))
     base = ray.get(w0.logits.remote(ids, None))
     a_first = ray.get(w0.logits.remote(ids, a_ref.adapter_id))
-    ray.get(w0.load_adapter.remote(b_ref, b_refs))  # both resident on worker 0
+    ray.get(w0.load_adapter.remote(b_weights))  # both resident on worker 0
     b = ray.get(w0.logits.remote(ids, b_ref.adapter_id))
     a_again = ray.get(w0.logits.remote(ids, a_ref.adapter_id))
     assert np.array_equal(a_first, a_again)  # B's arrival changed nothing for A
@@ -134,7 +135,7 @@ def test_adapters_on_one_worker_do_not_leak_and_a_moved_adapter_gives_identical_
     assert np.array_equal(base, expected)
     # moved: worker 1 maps A's weights from the object store
     ray.get(w1.drop_adapters.remote([a_ref.adapter_id]))
-    ray.get(w1.load_adapter.remote(a_ref, a_refs))
+    ray.get(w1.load_adapter.remote(a_weights))
     assert a_ref.adapter_id in ray.get(w1.adapters.remote()) and np.array_equal(
         ray.get(w1.logits.remote(ids, a_ref.adapter_id)), a_first
     )

@@ -28,8 +28,10 @@ from memos_ray.types import (
     MemoryList,
     MemoryUpdate,
     Provenance,
+    Recall,
     SearchHit,
     SearchQuery,
+    TrainRequest,
     new_memory_id,
     utcnow,
 )
@@ -283,6 +285,27 @@ class MemCube:
             if m.state in states and (not kinds or m.kind in kinds) and (tag is None or tag in m.tags)
         ]
         return MemoryList(items=chosen[offset : offset + limit], total=len(chosen), offset=offset, limit=limit)
+
+    def training_set(self, req: TrainRequest) -> list[MemoryItem]:
+        """What an adapter learns from: the active memories of the requested kinds (facts by default), with
+        one of the tags, or exactly the ids named; at most ``max_memories``, in the order they were added."""
+        ids = set(req.memory_ids) if req.memory_ids is not None else None
+        tags = set(req.tags_any)
+        chosen = [
+            m
+            for m in self.latest.values()
+            if m.state == LifecycleState.active
+            and (not req.kinds or m.kind in req.kinds)
+            and (not tags or tags & set(m.tags))
+            and (ids is None or m.id in ids)
+        ]
+        return chosen[: req.max_memories]
+
+    def recall(self, pinned_tag: str, q: SearchQuery | None, qvec: np.ndarray | None) -> Recall:
+        """What a chat needs from this cube in one call: its active memories tagged ``pinned_tag`` and, with
+        a query, the search hits for it."""
+        pinned = self.page(0, 1000, [LifecycleState.active], [], pinned_tag).items
+        return Recall(pinned=pinned, hits=self.search(q, qvec) if q is not None else [])
 
     def search(self, q: SearchQuery, qvec: np.ndarray | None) -> list[SearchHit]:
         scored = self.index.search(q, qvec)

@@ -119,9 +119,6 @@ class HybridIndex:
         self._doclen[slot] = length
         self._total_len += length
 
-    def set_state(self, memory_id: str, state: LifecycleState) -> None:
-        self._state[self._slot[memory_id]] = _STATES.index(state)
-
     def remove(self, memory_id: str) -> None:
         slot = self._slot.pop(memory_id, None)
         if slot is None:

@@ -68,25 +68,29 @@ class ChatPlan(Strict):
 
 
 class KVInfo(Strict):
-    status: KVStatus
+    """What activation memory did for one chat, as the worker that ran it saw it."""
+
+    status: KVStatus = Field(
+        description="hit (held here), moved (adopted from another worker through the object store), loaded "
+        "(from disk), built (computed for this chat), off"
+    )
     key: str | None = None
-    tokens: int = 0
+    tokens: int = Field(0, description="tokens in the cached prefix")
     worker: int
     moved_bytes: int = 0
     move_ms: float | None = Field(None, description="what the move added to this request (adopting the cache)")
 
 
 class ChatOutcome(Strict):
+    """What a model worker answers for one chat."""
+
     text: str
     token_ids: list[int]
     ttft_ms: float
     total_ms: float
     prefill_tokens: int
     prompt_tokens: int
-    kv_status: KVStatus
-    kv_key: str | None = None
-    kv_tokens: int = 0
-    adopt_ms: float | None = Field(None, description="taking a moved cache from the object store, inside the call")
+    kv: KVInfo
     adapter: str | None = None
     adapter_status: AdapterStatus = "off"
     adapter_ms: float | None = Field(None, description="loading the adapter (loaded) or switching to it (resident)")

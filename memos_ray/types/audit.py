@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import Field
@@ -14,6 +15,62 @@ from memos_ray.types.base import (
 )
 
 Result = Literal["ok", "denied", "error"]
+
+
+class AuditAction(StrEnum):
+    """What a request or job did, as the audit log records it (``action`` keeps old records' strings)."""
+
+    request = "request"  # before a route was matched
+    docs = "docs"
+    status = "status"
+    cube_create = "cube.create"
+    cube_read = "cube.read"
+    cube_update = "cube.update"
+    cube_delete = "cube.delete"
+    cube_share = "cube.share"
+    cube_unshare = "cube.unshare"
+    memory_add = "memory.add"
+    memory_read = "memory.read"
+    memory_update = "memory.update"
+    memory_delete = "memory.delete"
+    memory_purge = "memory.purge"
+    memory_redact = "memory.redact"
+    search = "search"
+    chat = "chat"
+    changes = "changes"
+    audit_read = "audit.read"
+    identity_read = "identity.read"
+    principal_create = "principal.create"
+    principal_update = "principal.update"
+    key_issue = "key.issue"
+    key_revoke = "key.revoke"
+    adapter_read = "adapter.read"
+    adapter_train = "adapter.train"
+    adapter_activate = "adapter.activate"
+    adapter_delete = "adapter.delete"
+    adapter_ready = "adapter.ready"
+    adapter_failed = "adapter.failed"
+
+    @property
+    def reads(self) -> bool:
+        """Only reads: a failure is recorded only when access was denied."""
+        return self in _READS
+
+
+_READS = frozenset(
+    {
+        AuditAction.docs,
+        AuditAction.status,
+        AuditAction.cube_read,
+        AuditAction.memory_read,
+        AuditAction.search,
+        AuditAction.chat,
+        AuditAction.changes,
+        AuditAction.audit_read,
+        AuditAction.identity_read,
+        AuditAction.adapter_read,
+    }
+)
 
 
 class AuditEvent(Strict):

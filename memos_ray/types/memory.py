@@ -23,6 +23,7 @@ from memos_ray.types.base import (
     Text,
     UtcDatetime,
     _not_blank,
+    utcnow,
 )
 
 
@@ -226,6 +227,27 @@ class ChangeEvent(Strict):
 class ChangeBatch(Strict):
     events: list[ChangeEvent]
     seq: int = Field(description="the cube's seq when the batch was taken: resume after it")
+
+
+class Recall(Strict):
+    """One cube's part of a chat: its pinned memories and the hits for the question."""
+
+    pinned: list[MemoryItem]
+    hits: list[SearchHit]
+
+
+MemoryChangeKind = Literal["edited", "deleted", "purged"]
+
+
+class PendingCascade(Strict):
+    """A change whose consequences outside the cube (KV caches, adapters) are not all done yet: kept on
+    disk by the cube's actor and retried until they are."""
+
+    memory_ids: list[str]
+    what: MemoryChangeKind
+    since: datetime = Field(default_factory=utcnow)
+    attempts: int = 0
+    error: str | None = None
 
 
 class MemoryList(Strict):

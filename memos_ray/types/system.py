@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from memos_ray.types.base import (
     Strict,
 )
@@ -12,12 +10,6 @@ from memos_ray.types.base import (
 class Health(Strict):
     status: str
     version: str
-
-
-class Status(Strict):
-    version: str
-    directory: dict[str, Any]
-    embedder: dict[str, Any]
 
 
 class DirectoryStats(Strict):
@@ -36,3 +28,9 @@ class EmbedderStats(Strict):
     batches: int
     mean_batch: float
     busy_s: float
+
+
+class Status(Strict):
+    version: str
+    directory: DirectoryStats
+    embedder: EmbedderStats

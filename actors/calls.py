@@ -1,0 +1,73 @@
+"""Typed calls into actors: the method is named by reference, not by a string, and whether a call may
+be retried is declared on the method itself.
+
+    meta = await call(directory, Directory.get_cube, cube_id, who)
+
+mypy checks the arguments against the method's signature and the result against its return type,
+so renaming or reordering an actor method breaks the build, not a request. An actor's
+:class:`~memos_ray.errors.MemosError` reaches the caller as itself, not wrapped by Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+
+import ray
+from ray.actor import ActorHandle
+from ray.exceptions import RayTaskError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_READ_ONLY = "__memos_read_only__"
+
+
+def read_only(method: F) -> F:
+    """Declare that a method changes nothing, so a caller may run it again on a fresh actor when the
+    one it called died mid-call (a write may have been applied before the death: never retried)."""
+    setattr(method, _READ_ONLY, True)
+    return method
+
+
+def is_read_only(method: Callable[..., Any]) -> bool:
+    return bool(getattr(method, _READ_ONLY, False))
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """Ray wraps an actor's exception in RayTaskError; the cause is what callers see."""
+    while isinstance(exc, RayTaskError) and getattr(exc, "cause", None) is not None:
+        exc = exc.cause  # type: ignore[assignment]
+    return exc
+
+
+@overload
+async def call(  # type: ignore[overload-overlap]
+    handle: ActorHandle, method: Callable[Concatenate[Any, P], Awaitable[R]], *args: P.args, **kwargs: P.kwargs
+) -> R: ...
+@overload
+async def call(
+    handle: ActorHandle, method: Callable[Concatenate[Any, P], R], *args: P.args, **kwargs: P.kwargs
+) -> R: ...
+async def call(handle: ActorHandle, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``handle.<method>.remote(*args, **kwargs)``, awaited; the actor's own error is raised as itself."""
+    try:
+        return await getattr(handle, method.__name__).remote(*args, **kwargs)
+    except RayTaskError as exc:
+        raise unwrap(exc) from None
+
+
+def actor_class(cls: type, **options: Any) -> Any:
+    """``ray.remote(**options)(cls)``: the actor class, kept apart from ``cls`` so that ``cls``'s methods
+    name the calls (Ray's stubs know fewer actor options than Ray does)."""
+    return ray.remote(**options)(cls)
+
+
+def tell(handle: ActorHandle, method: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Fire and forget: for bookkeeping that must not sit on a request's path (its failure is the
+    callee's to log). Calls from one caller to one actor still run in the order they were sent."""
+    getattr(handle, method.__name__).remote(*args, **kwargs)
+
+
+__all__ = ["actor_class", "call", "is_read_only", "read_only", "tell", "unwrap"]

@@ -1,0 +1,64 @@
+"""What a change to memories must reach outside their cube, owned by the actor layer so that no entry
+point (REST, MCP, a batch import, the scheduler) can skip it:
+
+- an edit, delete or purge: the KV caches built from the memory are dropped on every worker, and the
+  adapters that learned it are marked stale; a purge also takes those adapters out of use;
+- a deleted cube: its adapters go from disk and from every worker, with the caches computed under them.
+
+The cube's actor runs the first after its write is durable (``actors/cube.py``), through its outbox
+(:class:`memos_ray.plaintext.outbox.CascadeOutbox`): a cascade that fails is kept and retried, and a
+purge answers only once its cascade is done. The Directory runs the second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import ray
+from ray.actor import ActorHandle
+
+from actors.adapters import ADAPTERS_NAME, Adapters
+from actors.calls import call
+from actors.scheduler import SCHEDULER_NAME, Scheduler
+from memos_ray.types import MemoryChangeKind
+
+
+class Cascade:
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._handles: dict[str, ActorHandle] = {}
+
+    def _actor(self, name: str) -> ActorHandle | None:
+        """A shared actor, or None when it was never started (no Scheduler: no model worker holds a cache)."""
+        if name not in self._handles:
+            with contextlib.suppress(ValueError):
+                self._handles[name] = ray.get_actor(name, namespace=self.namespace)
+        return self._handles.get(name)
+
+    async def memories_changed(self, cube_id: str, memory_ids: list[str], what: MemoryChangeKind) -> None:
+        """Raises when a part could not be done: the caller keeps the change and tries again (both parts are
+        idempotent). Handles are looked up again after a failure: the actor may have been replaced."""
+        try:
+            adapters = self._actor(ADAPTERS_NAME)
+            if adapters is not None:
+                await call(adapters, Adapters.memory_changed, cube_id, memory_ids, what)
+            scheduler = self._actor(SCHEDULER_NAME)
+            if scheduler is not None:
+                await call(scheduler, Scheduler.invalidate, memory_ids)
+        except Exception:
+            self._handles.clear()
+            raise
+
+    async def cube_deleted(self, cube_id: str) -> None:
+        adapters = self._actor(ADAPTERS_NAME)
+        if adapters is not None:
+            await self.adapters_removed(await call(adapters, Adapters.drop_cube, cube_id))
+
+    async def adapters_removed(self, adapter_ids: list[str]) -> None:
+        """Off every model worker, with the KV caches computed under them (no workers yet: nothing to do)."""
+        scheduler = self._actor(SCHEDULER_NAME)
+        if adapter_ids and scheduler is not None:
+            await call(scheduler, Scheduler.drop_adapters, adapter_ids)
+
+
+__all__ = ["Cascade"]

@@ -1,0 +1,122 @@
+"""The way into cube actors for every entry point: one activation (handle and role together), typed
+calls, and the retry after a passivation or a crash; plus search over several cubes.
+
+    cube = await cubes.open(cube_id, who, Role.write)
+    added = await cube.call(CubeHost.add, items, vecs, who.principal, found)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+
+import numpy as np
+from ray.actor import ActorHandle
+from ray.exceptions import RayActorError
+
+from actors.calls import call, is_read_only
+from actors.cube import CubeHost
+from actors.directory import Activation, Directory
+from memos_ray.errors import Unavailable
+from memos_ray.types import MAX_SEARCH_CUBES, Caller, Role, SearchHit, SearchQuery, SearchResponse
+
+P = ParamSpec("P")
+R = TypeVar("R")
+MAX_FAN_OUT = 8  # cube searches in flight at once
+ATTEMPTS = 3
+
+
+class CubeRef:
+    """One caller's way into one live cube, with the role it holds there."""
+
+    def __init__(self, directory: ActorHandle, activation: Activation, who: Caller | None, need: Role) -> None:
+        self.directory = directory
+        self.activation = activation
+        self.who = who
+        self.need = need
+
+    @property
+    def cube_id(self) -> str:
+        return self.activation.cube_id
+
+    @property
+    def role(self) -> Role:
+        return self.activation.role
+
+    @overload
+    async def call(  # type: ignore[overload-overlap]
+        self, method: Callable[Concatenate[CubeHost, P], Awaitable[R]], *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
+    @overload
+    async def call(self, method: Callable[Concatenate[CubeHost, P], R], *args: P.args, **kwargs: P.kwargs) -> R: ...
+    async def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call the cube's actor, reactivating it when it was passivated under us. A passivated actor
+        refused the call, or died after passivating without running it: always safe to retry. One that
+        crashed may have applied a write: only methods declared :func:`read_only` retry."""
+        for attempt in range(ATTEMPTS):
+            handle = self.activation.handle
+            try:
+                return await call(handle, method, *args, **kwargs)
+            except Exception as exc:
+                died = isinstance(exc, RayActorError)
+                retired = died and await call(self.directory, Directory.drop_dead, self.cube_id, handle)
+                passivated = isinstance(exc, Unavailable) and bool(exc.details.get("retry"))
+                if attempt == ATTEMPTS - 1 or not (passivated or retired or (died and is_read_only(method))):
+                    raise
+            self.activation = await call(self.directory, Directory.activate, self.cube_id, self.who, self.need)
+        raise Unavailable(f"cube {self.cube_id} unavailable", {"cube_id": self.cube_id})  # pragma: no cover
+
+
+class Cubes:
+    def __init__(self, directory: ActorHandle) -> None:
+        self.directory = directory
+
+    async def open(self, cube_id: str, who: Caller | None, need: Role) -> CubeRef:
+        """404/403 unless ``who`` holds ``need`` on the cube (None: an internal call); one Directory call."""
+        activation = await call(self.directory, Directory.activate, cube_id, who, need)
+        return CubeRef(self.directory, activation, who, need)
+
+    async def open_many(self, cube_ids: list[str], who: Caller, need: Role) -> list[CubeRef]:
+        """All or nothing: each must be usable by ``who`` before any is touched; one Directory call."""
+        activations = await call(self.directory, Directory.activate_many, cube_ids, who, need)
+        return [CubeRef(self.directory, a, who, need) for a in activations]
+
+    async def readable(self, who: Caller) -> list[str]:
+        """The cubes ``who`` may read, most recently changed first (at most a search's worth)."""
+        return (await call(self.directory, Directory.readable, who))[:MAX_SEARCH_CUBES]
+
+    async def search(
+        self,
+        who: Caller,
+        cube_ids: list[str] | None,
+        q: SearchQuery,
+        embed: Callable[[list[str]], Awaitable[np.ndarray]],
+    ) -> SearchResponse:
+        """Search ``cube_ids`` (all readable by ``who``, or 404/403 before any is touched), or, with None,
+        every cube ``who`` may read, most recently changed first; hits merged by score."""
+        start = time.perf_counter()
+        if cube_ids is None:
+            cube_ids = await self.readable(who)
+        refs, qvec = await asyncio.gather(
+            self.open_many(cube_ids, who, Role.read) if cube_ids else _none(),
+            embed([q.query]) if q.mode != "bm25" and cube_ids else _none(),
+        )
+        vec = qvec[0] if qvec is not None else None
+        fan_out = asyncio.Semaphore(MAX_FAN_OUT)
+
+        async def one(cube: CubeRef) -> list[SearchHit]:
+            async with fan_out:
+                return await cube.call(CubeHost.search, q, vec)
+
+        results = await asyncio.gather(*(one(c) for c in refs or []))
+        hits = sorted((h for part in results for h in part), key=lambda h: h.score, reverse=True)
+        return SearchResponse(hits=hits[: q.top_k], took_ms=(time.perf_counter() - start) * 1000, cube_ids=cube_ids)
+
+
+async def _none() -> Any:
+    return None
+
+
+__all__ = ["CubeRef", "Cubes"]
