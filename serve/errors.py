@@ -1,6 +1,7 @@
-"""The one table from the error tree to HTTP, and the JSON error body every 4xx/5xx carries.
+"""The error tree, answered over HTTP: the JSON body every 4xx/5xx carries, and the handlers.
 
-Body: ``{"error": {"code": ..., "message": ..., "details": {...}}}``.
+Body: ``{"error": {"code": ..., "message": ..., "details": {...}}}``; the status comes from the one
+table in :data:`memos_ray.errors.HTTP_STATUS`.
 """
 
 from __future__ import annotations
@@ -14,32 +15,8 @@ from fastapi.responses import JSONResponse
 from ray.exceptions import RayActorError, RayTaskError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from actors.calls import unwrap
 from memos_ray import errors as e
-
-STATUS: dict[type[e.MemosError], int] = {
-    e.InvalidInput: 422,
-    e.Unauthenticated: 401,
-    e.Forbidden: 403,
-    e.NotFound: 404,
-    e.Conflict: 409,
-    e.PayloadTooLarge: 413,
-    e.QuotaExceeded: 429,
-    e.Unavailable: 503,
-}
-
-
-def status_of(exc: e.MemosError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
-
-
-def unwrap(exc: BaseException) -> BaseException:
-    """Ray wraps an actor's exception in RayTaskError; the cause is what we report."""
-    while isinstance(exc, RayTaskError) and getattr(exc, "cause", None) is not None:
-        exc = exc.cause  # type: ignore[assignment]
-    return exc
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -57,39 +34,53 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def install(app: FastAPI, on_error: OnError | None = None) -> None:
-    """Map errors to JSON answers; ``on_error(request, status, code, message, details)`` sees each one first
-    (the ingress audits denied accesses and failed mutations there)."""
+def as_memos_error(exc: BaseException) -> e.MemosError:
+    """Any failure as the error tree: ours as itself, an actor that died as Unavailable, the rest Internal."""
+    cause = unwrap(exc)
+    if isinstance(cause, e.MemosError):
+        return cause
+    if isinstance(cause, RayActorError):
+        return e.Unavailable("an actor serving this request died; retry")
+    return e.Internal(f"{type(cause).__name__}: {cause}")
 
-    async def respond(
-        request: Request, status: int, code: str, message: str, details: dict[str, Any] | None = None
-    ) -> JSONResponse:
+
+def install(
+    app: FastAPI, on_error: OnError | None = None
+) -> Callable[[Request, e.MemosError], Awaitable[JSONResponse]]:
+    """Map errors to JSON answers; ``on_error(request, status, code, message, details)`` sees each one first
+    (the ingress audits denied accesses and failed mutations there). Returns the responder, for the
+    middleware, which runs outside these handlers."""
+
+    async def respond(request: Request, exc: e.MemosError) -> JSONResponse:
         if on_error is not None:
-            await on_error(request, status, code, message, details or {})
-        return JSONResponse(status_code=status, content=error_body(code, message, details))
+            await on_error(request, exc.status_code, exc.code, exc.message, exc.details)
+        return JSONResponse(status_code=exc.status_code, content=error_body(exc.code, exc.message, exc.details))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{k: v for k, v in err.items() if k in ("type", "loc", "msg")} for err in exc.errors()]
         if any(err.get("type") == "json_invalid" for err in errors):
-            return await respond(request, 400, "malformed_json", "request body is not valid JSON", {"errors": errors})
-        return await respond(request, 422, "invalid_input", _validation_message(errors), {"errors": errors})
+            bad = e.BadRequest("request body is not valid JSON", {"errors": errors})
+            bad.code = "malformed_json"
+            return await respond(request, bad)
+        return await respond(request, e.InvalidInput(_validation_message(errors), {"errors": errors}))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return await respond(request, exc.status_code, "http_error", str(exc.detail))
+        err = e.MemosError(str(exc.detail))
+        err.code, err.status_code = "http_error", exc.status_code
+        return await respond(request, err)
 
     @app.exception_handler(e.MemosError)
     async def _memos(request: Request, exc: e.MemosError) -> JSONResponse:
-        return await respond(request, status_of(exc), exc.code, exc.message, exc.details)
+        return await respond(request, exc)
 
     @app.exception_handler(RayTaskError)
     async def _ray_task(request: Request, exc: RayTaskError) -> JSONResponse:
-        cause = unwrap(exc)
-        if isinstance(cause, e.MemosError):
-            return await _memos(request, cause)
-        return await respond(request, 500, "internal", f"{type(cause).__name__}: {cause}")
+        return await respond(request, as_memos_error(exc))
 
     @app.exception_handler(RayActorError)
     async def _ray_actor(request: Request, exc: RayActorError) -> JSONResponse:
-        return await respond(request, 503, "unavailable", "an actor serving this request died; retry")
+        return await respond(request, as_memos_error(exc))
+
+    return respond

@@ -20,8 +20,9 @@ import httpx
 import pytest
 import ray
 
-from memos_ray.client.clients import AsyncMemosClient, MemosAPIError, MemosClient
-from tests.conftest import bearer
+from memos_ray import AsyncMemosClient, MemosClient
+from memos_ray.errors import MemosError
+from tests.helpers import bearer
 
 Keys = dict[str, str]
 
@@ -266,7 +267,7 @@ def test_eight_agents_write_concurrently_and_lose_nothing(base_url: str, keys: K
                 try:
                     await mc.update("gov-swarm", counter, text=f"counter {i}.{done}", expected_version=cur.version)
                     done += 1
-                except MemosAPIError as exc:
+                except MemosError as exc:
                     assert exc.status_code == 409 and exc.code == "version_conflict"
         return done
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +237,8 @@ def test_sdk_and_cli_against_the_real_server(base_url: str, api_key: str, tmp_pa
 
     from typer.testing import CliRunner
 
-    from memos_ray.client.clients import AsyncMemosClient, MemosAPIError, MemosClient
+    from memos_ray import AsyncMemosClient, MemosClient
+    from memos_ray.errors import VersionConflict
     from serve.cli.commands import app as cli
 
     with MemosClient(base_url, api_key=api_key) as memos:
@@ -245,7 +246,7 @@ def test_sdk_and_cli_against_the_real_server(base_url: str, api_key: str, tmp_pa
         item = memos.add("sdk-team", "The deploy window is Thursday afternoon.", tags=["ops"])
         v2 = memos.update("sdk-team", item.id, text="The deploy window moved to Friday.", expected_version=1)
         assert v2.version == 2
-        with pytest.raises(MemosAPIError) as err:
+        with pytest.raises(VersionConflict) as err:
             memos.update("sdk-team", item.id, tags=["x"], expected_version=1)
         assert (err.value.status_code, err.value.code) == (409, "version_conflict")
         assert memos.history("sdk-team", item.id)[0].text.endswith("Thursday afternoon.")

@@ -1,0 +1,19 @@
+"""One FastAPI router per concern; ``serve/app.py`` includes them all in one place."""
+
+from __future__ import annotations
+
+from serve.routes import adapters, audit, changes, chat, cubes, identity, memories, search, system
+
+ROUTERS = [
+    system.router,
+    cubes.router,
+    memories.router,
+    search.router,
+    chat.router,
+    adapters.router,
+    identity.router,
+    audit.router,
+    changes.router,
+]
+
+__all__ = ["ROUTERS"]
