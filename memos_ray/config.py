@@ -156,7 +156,6 @@ class MemosConfig(_Config):
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
-    ingest_mode: Literal["sync"] = "sync"
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> MemosConfig:

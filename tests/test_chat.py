@@ -11,9 +11,9 @@ import httpx
 import pytest
 import ray
 
-from memos_ray.activation.store import KVStore
+from memos_ray.activation.store import LocalKVStore
 from memos_ray.config import MemosConfig
-from tests.conftest import bearer, wait_for_condition
+from tests.helpers import bearer, wait_for_condition
 
 PINNED = [
     "The team's deploy window is Thursday afternoon.",
@@ -79,8 +79,8 @@ def test_a_stale_cache_is_never_used_again(http: httpx.Client, team: dict[str, s
     # the old cache is gone from every worker and from disk
     workers = [ray.get_actor(f"memos_worker:{i}", namespace="memos_tests") for i in range(2)]
     assert all(before["kv"]["key"] not in ray.get(w.resident.remote()) for w in workers)
-    assert not KVStore(config.storage.data_dir / "kv", 1).path(before["kv"]["key"]).exists()
-    assert KVStore(config.storage.data_dir / "kv", 1).path(after["kv"]["key"]).exists()
+    assert not LocalKVStore(config.storage.data_dir / "kv", 1).path(before["kv"]["key"]).exists()
+    assert LocalKVStore(config.storage.data_dir / "kv", 1).path(after["kv"]["key"]).exists()
 
 
 def test_an_edit_that_keeps_the_text_invalidates_and_rebuilds_cleanly(http: httpx.Client, team: dict[str, str]) -> None:

@@ -82,7 +82,8 @@ def test_filters() -> None:
 
 def test_states_and_updates() -> None:
     idx = build()
-    idx.set_state("b", LifecycleState.deleted)
+    deleted = item("b", "bananas are yellow", version=2, state=LifecycleState.deleted, tags=["fruit", "yellow"])
+    idx.upsert(deleted, onehot(1))  # a delete is a new version in state deleted
     assert "b" not in ids(idx.search(SearchQuery(query="bananas", mode="bm25"), None))
     only_deleted = SearchFilter(states=[LifecycleState.deleted])
     assert ids(idx.search(SearchQuery(query="bananas", mode="bm25", filter=only_deleted), None)) == ["b"]

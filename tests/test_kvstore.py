@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from memos_ray.activation.store import KVStore
+from memos_ray.activation.store import LocalKVStore
 from memos_ray.types import KVCacheEntry, MemoryRef, ModelIdentity, utcnow
 
 MODEL = ModelIdentity(name="m", file_sha256="0" * 64, dtype="float32")
@@ -27,7 +27,7 @@ def entry(key: str, n: int) -> tuple[KVCacheEntry, dict[str, torch.Tensor]]:
 
 
 def test_lru_budget_spills_and_reloads(tmp_path: Path) -> None:
-    store = KVStore(tmp_path, budget_bytes=3 * 32 * 10)  # three 10-token entries fit
+    store = LocalKVStore(tmp_path, budget_bytes=3 * 32 * 10)  # three 10-token entries fit
     for key in ("a", "b", "c"):
         store.put(*entry(key, 10))
     assert store.keys() == ["a", "b", "c"] and store.used == 960
@@ -42,14 +42,14 @@ def test_lru_budget_spills_and_reloads(tmp_path: Path) -> None:
 
 
 def test_received_entries_are_not_written_again(tmp_path: Path) -> None:
-    store = KVStore(tmp_path, budget_bytes=10_000)
+    store = LocalKVStore(tmp_path, budget_bytes=10_000)
     store.put(*entry("x", 5), persist=False)
     assert store.in_memory("x") and not store.path("x").exists()
 
 
 def test_eviction_hook_fires_on_eviction_and_removal_not_on_replacement(tmp_path: Path) -> None:
     evicted: list[str] = []
-    store = KVStore(tmp_path, budget_bytes=2 * 32 * 10, on_evict=evicted.append)
+    store = LocalKVStore(tmp_path, budget_bytes=2 * 32 * 10, on_evict=evicted.append)
     store.put(*entry("a", 10))
     store.put(*entry("a", 10), persist=False)  # the same key again (e.g. re-published): not an eviction
     assert evicted == []
@@ -59,3 +59,18 @@ def test_eviction_hook_fires_on_eviction_and_removal_not_on_replacement(tmp_path
     store.remove("b")
     assert evicted == ["a", "b"]
     store.remove("b")  # a second removal (another worker got there first) is harmless
+
+
+def test_a_pinned_cache_is_never_evicted(tmp_path: Path) -> None:
+    store = LocalKVStore(tmp_path, budget_bytes=2 * 32 * 10)  # two 10-token entries fit
+    store.put(*entry("a", 10))
+    assert store.pin("a") and not store.pin("nothing")
+    store.put(*entry("b", 10))
+    store.put(*entry("c", 10))  # over budget: b goes, not the older but pinned a
+    assert store.keys() == ["a", "c"] and store.evictions == 1
+    assert store.unpin("a") and not store.unpin("a")
+    store.put(*entry("d", 10))  # a is evictable again
+    assert store.keys() == ["c", "d"]
+    assert store.batched_contains(["a", "b", "zzz", "c"]) == 2  # held on disk: a, b; then a miss
+    store.close()
+    assert store.keys() == [] and store.contains("c")  # memory released, the files stay

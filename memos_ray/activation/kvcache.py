@@ -17,7 +17,6 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,14 +106,6 @@ def new_entry(
         content_hash=digest,
         created_at=utcnow(),
     )
-
-
-@dataclass
-class Generated:
-    token_ids: list[int]
-    ttft_s: float
-    prefill_tokens: int
-    total_s: float
 
 
 def generate(

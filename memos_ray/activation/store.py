@@ -1,29 +1,90 @@
-"""Where a worker keeps KV caches: an LRU in memory under a byte budget, backed by safetensors files.
+"""Where KV caches live: the storage interface (after LMCache's ``StorageBackendInterface``) and the
+local backend every model worker uses.
 
-Shaped after LMCache's storage backends (contains / put / get / remove): every entry is
-written to disk when it is put, so evicting one from memory only drops tensors, and any
-worker on the machine (or a restarted one) can load it again. Disk files are named by a
-hash of the key; the entry's metadata travels inside the file.
+:class:`KVStoreBackend` is the seam: ``contains`` (optionally pinning), ``put``, blocking and
+non-blocking ``get``, ``pin``/``unpin``, ``remove``, ``close``, with batched defaults that loop. The
+vLLM KV connector of a later wave implements it over vLLM's blocks; :class:`LocalKVStore` implements
+it here: an LRU in memory under a byte budget, backed by safetensors files. Every entry is written to
+disk when it is put, so evicting one from memory only drops tensors, and any worker on the machine
+(or a restarted one) can load it again. A pinned entry is never evicted (it may still be removed).
+Disk files are named by a hash of the key; the entry's metadata travels inside the file.
 """
 
 from __future__ import annotations
 
+import abc
+import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from memos_ray.activation import kvcache
 from memos_ray.types import KVCacheEntry
 
+Tensors = dict[str, Any]
+"""A cache's tensors by name (``k.<layer>``, ``v.<layer>``): torch tensors, never inside a pydantic model."""
 
-class KVStore:
+
+class KVStoreBackend(abc.ABC):
+    """A place KV caches are kept, by key (model identity, adapter, content hash of the prefix)."""
+
+    @abc.abstractmethod
+    def contains(self, key: str, pin: bool = False) -> bool:
+        """Whether the cache is held here (at any tier); with ``pin``, it is also pinned when it is."""
+
+    @abc.abstractmethod
+    def put(self, entry: KVCacheEntry, tensors: Tensors) -> None:
+        """Keep a cache (replacing one under the same key)."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> tuple[KVCacheEntry, Tensors] | None:
+        """The cache, from whichever tier holds it (blocking), or None."""
+
+    async def get_non_blocking(self, key: str) -> tuple[KVCacheEntry, Tensors] | None:
+        """As :meth:`get`, off the event loop."""
+        return await asyncio.to_thread(self.get, key)
+
+    @abc.abstractmethod
+    def pin(self, key: str) -> bool:
+        """Keep the cache from eviction until :meth:`unpin`; False when it is not held."""
+
+    @abc.abstractmethod
+    def unpin(self, key: str) -> bool:
+        """Let the cache be evicted again; False when it was not pinned."""
+
+    @abc.abstractmethod
+    def remove(self, key: str) -> bool:
+        """Forget the cache at every tier; False when it was not held."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what the backend holds (memory, handles); what is durable stays."""
+
+    def batched_contains(self, keys: Sequence[str], pin: bool = False) -> int:
+        """How many of ``keys``, from the first, are held (a prefix of chunks, as LMCache counts)."""
+        for n, key in enumerate(keys):
+            if not self.contains(key, pin):
+                return n
+        return len(keys)
+
+    def batched_get(self, keys: Sequence[str]) -> list[tuple[KVCacheEntry, Tensors] | None]:
+        return [self.get(key) for key in keys]
+
+    def batched_remove(self, keys: Sequence[str]) -> int:
+        return sum(self.remove(key) for key in keys)
+
+
+class LocalKVStore(KVStoreBackend):
+    """Memory (LRU under ``budget_bytes``) over disk (safetensors under ``spill_dir``)."""
+
     def __init__(self, spill_dir: Path, budget_bytes: int, on_evict: Callable[[str], None] | None = None) -> None:
         self.spill_dir = spill_dir
         self.budget = budget_bytes
         self.on_evict = on_evict  # told when a key leaves memory (the worker drops its object-store ref)
-        self._mem: OrderedDict[str, tuple[KVCacheEntry, dict[str, Any]]] = OrderedDict()
+        self._mem: OrderedDict[str, tuple[KVCacheEntry, Tensors]] = OrderedDict()
+        self._pinned: set[str] = set()
         self.used = 0
         self.evictions = 0
         self.disk_loads = 0
@@ -34,15 +95,19 @@ class KVStore:
     def in_memory(self, key: str) -> bool:
         return key in self._mem
 
-    def contains(self, key: str) -> bool:
-        return key in self._mem or self.path(key).exists()
+    def contains(self, key: str, pin: bool = False) -> bool:
+        held = key in self._mem or self.path(key).exists()
+        if held and pin:
+            self._pinned.add(key)
+        return held
 
-    def put(self, entry: KVCacheEntry, tensors: dict[str, Any], persist: bool = True) -> None:
+    def put(self, entry: KVCacheEntry, tensors: Tensors, persist: bool = True) -> None:
+        """``persist=False``: the file is written already (or the entry came from another worker's)."""
         if persist and not self.path(entry.key).exists():
             kvcache.save(self.path(entry.key), entry, tensors)
         self._admit(entry, tensors)
 
-    def get(self, key: str) -> tuple[KVCacheEntry, dict[str, Any]] | None:
+    def get(self, key: str) -> tuple[KVCacheEntry, Tensors] | None:
         """From memory (refreshing its place), else from disk (admitted again), else None."""
         hit = self._mem.get(key)
         if hit is not None:
@@ -56,7 +121,18 @@ class KVStore:
         self._admit(entry, tensors)
         return entry, tensors
 
+    def pin(self, key: str) -> bool:
+        return self.contains(key, pin=True)
+
+    def unpin(self, key: str) -> bool:
+        if key not in self._pinned:
+            return False
+        self._pinned.discard(key)
+        self._evict()
+        return True
+
     def remove(self, key: str) -> bool:
+        self._pinned.discard(key)
         found = self._drop(key)
         path = self.path(key)
         if path.exists():
@@ -64,19 +140,28 @@ class KVStore:
             found = True
         return found
 
+    def close(self) -> None:
+        for key in list(self._mem):
+            self._drop(key)
+        self._pinned.clear()
+
     def keys(self) -> list[str]:
+        """The keys in memory, least recently used first."""
         return list(self._mem)
 
-    def entries(self) -> list[KVCacheEntry]:
-        return [entry for entry, _ in self._mem.values()]
-
-    def _admit(self, entry: KVCacheEntry, tensors: dict[str, Any]) -> None:
+    def _admit(self, entry: KVCacheEntry, tensors: Tensors) -> None:
         self._drop(entry.key, notify=False)  # a replacement, not an eviction
         self._mem[entry.key] = (entry, tensors)
         self.used += entry.bytes
-        while self.used > self.budget and len(self._mem) > 1:
-            oldest = next(iter(self._mem))
-            self._drop(oldest)
+        self._evict(keep=entry.key)
+
+    def _evict(self, keep: str | None = None) -> None:
+        """Least recently used first, never a pinned entry or the one just admitted."""
+        while self.used > self.budget:
+            victim = next((k for k in self._mem if k not in self._pinned and k != keep), None)
+            if victim is None:
+                return
+            self._drop(victim)
             self.evictions += 1
 
     def _drop(self, key: str, notify: bool = True) -> bool:

@@ -156,9 +156,6 @@ class IdentityStore:
         self._put_principal(updated)
         return updated
 
-    def agents_of(self, principal_id: str) -> list[Principal]:
-        return [p for p in self.principals.values() if p.parent == principal_id]
-
     # ------------------------------------------------------------ keys
 
     def _put_key(self, info: ApiKeyInfo, digest: str) -> None:
