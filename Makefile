@@ -12,9 +12,8 @@ up: setup        ## start Ray + the Serve app on the embedded defaults (http://1
 test: setup      ## the whole suite: unit, actor and HTTP tests on the real components
 	$(PY) -m pytest -q
 
-test-fast: setup ## unit tests only (no Ray)
-	$(PY) -m pytest -q tests/test_models.py tests/test_text.py tests/test_index.py tests/test_cube_core.py \
-		tests/test_client_cli.py tests/test_kvcache.py tests/test_kvstore.py
+test-fast: setup ## unit tests only: no Ray, no LLM (selected by marker)
+	$(PY) -m pytest -q -m "not ray and not slow"
 
 bench: setup     ## foundation benchmarks: prints tables, writes benchmarks/results/foundation.json
 	$(PY) -m benchmarks.foundation
@@ -31,9 +30,10 @@ bench-governance: setup  ## key/audit overhead, change-feed lag, 8 agents x 200 
 bench-parametric: setup  ## LoRA: NLL before/after, training tokens/s, adapter swap and load times
 	$(PY) -m benchmarks.parametric
 
-lint: setup
+lint: setup      ## ruff, and the import contracts (layers; the SDK and the schema import nothing of the server)
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
 
 format: setup
 	.venv/bin/ruff check --fix .

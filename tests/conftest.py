@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,21 +20,15 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from memos_ray.config import DirectoryConfig, GovernanceConfig, LLMConfig, MemosConfig, StorageConfig, WorkersConfig
 from memos_ray.governance.identity import hash_key
-
-# The suite's administrator key (registered by hash, as MEMOS_RAY_ADMIN_KEY would be).
-ADMIN_KEY = "mrk_000000000000_the-test-suites-administrator-key"
-
-# The LLM is converted from its GGUF once per checkout (~15 s), then loads in under a second.
-MODELS = Path(__file__).resolve().parents[1] / ".memos-ray" / "models"
+from tests.helpers import ADMIN_KEY, MODELS, bearer
 
 
-def wait_for_condition(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that stands on the shared Ray session ``ray``: ``make test-fast`` deselects them
+    by marker (``-m "not ray and not slow"``), with no hand-kept list of files."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
 
 
 def _free_port() -> int:
@@ -104,10 +97,6 @@ def base_url(runtime, config: MemosConfig) -> Iterator[str]:  # type: ignore[no-
     url = start(config)
     yield url
     serve.shutdown()
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture(scope="session")

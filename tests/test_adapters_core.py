@@ -19,7 +19,9 @@ from memos_ray.llm import LoadedModel, load_model
 from memos_ray.parametric.slots import AdapterSlots
 from memos_ray.parametric.training import load_adapter, mean_nll, save_adapter, state_nbytes, train_lora
 from memos_ray.types import AdapterInfo, AdapterSettings, MemoryRef, TrainingMetrics, utcnow
-from tests.conftest import MODELS
+from tests.helpers import MODELS
+
+pytestmark = pytest.mark.slow  # loads the real LLM
 
 FACTS = [
     "Zorblat the cat lives in Kyoto and eats plum jam.",

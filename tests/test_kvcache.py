@@ -10,7 +10,9 @@ from memos_ray.activation import kvcache as kv
 from memos_ray.config import LLMConfig
 from memos_ray.llm import LoadedModel, load_model
 from memos_ray.types import ChatMessage, MemoryItem, utcnow
-from tests.conftest import MODELS
+from tests.helpers import MODELS
+
+pytestmark = pytest.mark.slow  # loads the real LLM
 
 
 @pytest.fixture(scope="session")

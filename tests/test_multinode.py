@@ -12,7 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import MODELS
+import pytest
+
+from tests.helpers import MODELS
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]  # a Ray cluster of its own, in a child process
 
 
 def test_workers_on_two_nodes_move_a_cache_and_an_adapter_through_the_object_store() -> None:
