@@ -1,7 +1,7 @@
 # The README names these targets. Each one installs what it needs first (scripts/bootstrap.sh).
 PY := .venv/bin/python
 
-.PHONY: setup up test test-fast bench bench-locomo bench-activation bench-governance bench-parametric lint format typecheck
+.PHONY: setup up test test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops lint format typecheck
 
 setup:
 	@./scripts/bootstrap.sh
@@ -29,6 +29,9 @@ bench-governance: setup  ## key/audit overhead, change-feed lag, 8 agents x 200 
 
 bench-parametric: setup  ## LoRA: NLL before/after, training tokens/s, adapter swap and load times
 	$(PY) -m benchmarks.parametric
+
+bench-hops: setup  ## actor round trips per add, search and chat (counted in every Ray worker)
+	PYTHONPATH=$(CURDIR) $(PY) benchmarks/hops.py
 
 lint: setup      ## ruff, and the import contracts (layers; the SDK and the schema import nothing of the server)
 	.venv/bin/ruff check .

@@ -20,7 +20,7 @@ import numpy as np
 import ray
 
 from actors.audit import AUDIT_NAME, AuditLog
-from actors.calls import actor_class, call
+from actors.calls import actor_class, call, tell
 from actors.handoff import AdapterWeights
 from actors.scheduler import SCHEDULER_NAME, Scheduler
 from memos_ray.config import LLMConfig, MemosConfig
@@ -61,7 +61,7 @@ def train_adapter(
     manager = ray.get_actor(ADAPTERS_NAME, namespace=config.namespace)
 
     def progress(step: int, steps: int, loss: float) -> None:
-        manager.progress.remote(job_id, step, steps, loss)  # fire and forget: training never waits on it
+        tell(manager, Adapters.progress, job_id, step, steps, loss)  # training never waits on it
 
     state, metrics = train_lora(lm.model, lm.tokenizer, texts, settings, progress)
     return state, metrics, lm.identity
@@ -247,13 +247,19 @@ class Adapters:
         async with self._lock(cube_id):
             self.refs.pop(adapter_id, None)
             listing = self.registry.remove(cube_id, adapter_id)
-        with contextlib.suppress(ValueError):  # no Scheduler: no worker ever loaded it
-            scheduler = ray.get_actor(SCHEDULER_NAME, namespace=self.config.namespace)
-            await call(scheduler, Scheduler.drop_adapters, [adapter_id])
+        await self._unload([adapter_id])
         return listing
 
+    async def _unload(self, adapter_ids: list[str]) -> None:
+        """Off every model worker, with the KV caches computed under them (no Scheduler: none loaded them)."""
+        with contextlib.suppress(ValueError):
+            scheduler = ray.get_actor(SCHEDULER_NAME, namespace=self.config.namespace)
+            if adapter_ids:
+                await call(scheduler, Scheduler.drop_adapters, adapter_ids)
+
     async def drop_cube(self, cube_id: str) -> list[str]:
-        """A deleted cube: its adapters go, and its running jobs are cancelled (they must not bring it back)."""
+        """A deleted cube: its adapters go, from disk and from every worker, and its running jobs are cancelled
+        (they must not bring it back)."""
         for job_id, (ref, _) in list(self._running.items()):
             if self.jobs[job_id].cube_id == cube_id:
                 self.jobs[job_id] = self.jobs[job_id].model_copy(
@@ -264,6 +270,7 @@ class Adapters:
             ids = self.registry.drop_cube(cube_id)
         for adapter_id in ids:
             self.refs.pop(adapter_id, None)
+        await self._unload(ids)
         return ids
 
 

@@ -17,6 +17,8 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import RayTaskError
 
+from memos_ray.errors import MemosError
+
 P = ParamSpec("P")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,11 +53,21 @@ async def call(
     handle: ActorHandle, method: Callable[Concatenate[Any, P], R], *args: P.args, **kwargs: P.kwargs
 ) -> R: ...
 async def call(handle: ActorHandle, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``handle.<method>.remote(*args, **kwargs)``, awaited; the actor's own error is raised as itself."""
+    """``handle.<method>.remote(*args, **kwargs)``, awaited. An error the actor raised on purpose (a
+    :class:`MemosError`) is raised as itself; anything else stays Ray's (the HTTP layer answers 500)."""
     try:
         return await getattr(handle, method.__name__).remote(*args, **kwargs)
     except RayTaskError as exc:
-        raise unwrap(exc) from None
+        cause = unwrap(exc)
+        if isinstance(cause, MemosError):
+            raise cause from None
+        raise
+
+
+def streaming(handle: ActorHandle, method: Any, *args: Any) -> Any:
+    """A streaming method's generator of ObjectRefs (``@ray.method(num_returns="streaming")``), named by
+    reference like :func:`call`."""
+    return getattr(handle, method.__name__).remote(*args)
 
 
 def actor_class(cls: type, **options: Any) -> Any:
@@ -66,8 +78,8 @@ def actor_class(cls: type, **options: Any) -> Any:
 
 def tell(handle: ActorHandle, method: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """Fire and forget: for bookkeeping that must not sit on a request's path (its failure is the
-    callee's to log). Calls from one caller to one actor still run in the order they were sent."""
+    callee's to log). An async actor may run it after a later call from the same caller."""
     getattr(handle, method.__name__).remote(*args, **kwargs)
 
 
-__all__ = ["actor_class", "call", "is_read_only", "read_only", "tell", "unwrap"]
+__all__ = ["actor_class", "call", "is_read_only", "read_only", "streaming", "tell", "unwrap"]

@@ -50,15 +50,10 @@ class Cascade:
             raise
 
     async def cube_deleted(self, cube_id: str) -> None:
+        """Its adapters, from disk and from every worker (the Adapters actor unloads them)."""
         adapters = self._actor(ADAPTERS_NAME)
         if adapters is not None:
-            await self.adapters_removed(await call(adapters, Adapters.drop_cube, cube_id))
-
-    async def adapters_removed(self, adapter_ids: list[str]) -> None:
-        """Off every model worker, with the KV caches computed under them (no workers yet: nothing to do)."""
-        scheduler = self._actor(SCHEDULER_NAME)
-        if adapter_ids and scheduler is not None:
-            await call(scheduler, Scheduler.drop_adapters, adapter_ids)
+            await call(adapters, Adapters.drop_cube, cube_id)
 
 
 __all__ = ["Cascade"]

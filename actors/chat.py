@@ -3,9 +3,10 @@ rule (:mod:`memos_ray.activation.prompt`), the cube's adapter, a Scheduler place
 worker. The HTTP route (and later the OpenAI-compatible route and MCP) only call :meth:`ChatService.run`
 or :meth:`ChatService.stream`.
 
-Round trips of a chat over one cube: the Directory (activation with the role), the Embedder and the
-Adapters actor (concurrently), the cube (pinned memories and search hits in one call), the Scheduler
-(placement, which carries the worker), the worker; the Scheduler hears of the end fire-and-forget.
+Round trips of a chat over one cube: the Directory (activation with the role: 404/403 before any work),
+the Embedder and the Adapters actor (concurrently), the cube (pinned memories and search hits in one
+call), the Scheduler (placement, which carries the worker), the worker; the Scheduler hears of the end
+fire-and-forget.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import ray
 from ray.actor import ActorHandle
 
 from actors.adapters import Adapters
-from actors.calls import call, tell
+from actors.calls import call, streaming, tell
 from actors.cube import CubeHost
 from actors.cubes import Cubes
 from actors.handoff import AdapterWeights, Placement
@@ -101,9 +101,8 @@ class ChatService:
 
     async def prepare(self, who: Caller, req: ChatRequest) -> PreparedChat:
         q = SearchQuery(query=question_of(req.messages)[:4096], top_k=req.top_k) if req.top_k else None
-        cubes, qvec, adapter = await asyncio.gather(
-            self.cubes.open_many(list(req.cube_ids), who, Role.read), self._embed_question(q), self._adapter(req)
-        )
+        cubes = await self.cubes.open_many(list(req.cube_ids), who, Role.read)  # 404/403 before any work
+        qvec, adapter = await asyncio.gather(self._embed_question(q), self._adapter(req))
         recalls = await asyncio.gather(*(c.call(CubeHost.recall, PINNED_TAG, q, qvec) for c in cubes))
         pinned = [m for r in recalls for m in r.pinned]
         retrieved = retrieved_memories(pinned, [h for r in recalls for h in r.hits], req.top_k) if q else []
@@ -126,8 +125,8 @@ class ChatService:
         chat = await self.prepare(who, req)
         outcome: ChatOutcome | None = None
         try:
-            method: Any = chat.placement.handle.chat_stream  # streaming: Ray gives refs as they come
-            async for ref in method.remote(chat.plan, chat.placement, chat.adapter):
+            pieces = streaming(chat.placement.handle, ModelWorker.chat_stream, chat.plan, chat.placement, chat.adapter)
+            async for ref in pieces:
                 piece = await ref
                 if isinstance(piece, ChatOutcome):
                     outcome = piece

@@ -20,7 +20,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -50,6 +50,7 @@ from memos_ray.types import (
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
+CASCADE_TIMEOUT_S = 30.0  # one attempt at a cascade; passivation waits at most this for changes in flight
 
 
 def cube_actor_name(cube_id: str) -> str:
@@ -69,21 +70,9 @@ def _open(method: F) -> F:
     async def wrapper(self: CubeHost, *args: Any, **kwargs: Any) -> Any:
         if self.closed:
             raise _passivated(self.cube.meta.id)
+        self._retry_later()  # a no-op unless an earlier life left cascades to finish
         result = method(self, *args, **kwargs)
         return await result if inspect.isawaitable(result) else result
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _changes(method: F) -> F:
-    """A method that changes the cube wakes the change-feed subscribers waiting in ``wait_changes``."""
-
-    @functools.wraps(method)
-    def wrapper(self: CubeHost, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            self._wake()
 
     return wrapper  # type: ignore[return-value]
 
@@ -98,38 +87,61 @@ class CubeHost:
         self.closed = False
         self._changed: asyncio.Event | None = None
         self.cascade = Cascade(config.namespace)
-        self.outbox = CascadeOutbox(config.storage.data_dir / "cascades" / f"{meta.id}.json")
+        self.outbox = CascadeOutbox.of(config.storage.data_dir, meta.id)  # a crashed life may have left some
         self._retrying: asyncio.Task[None] | None = None
+        self._writes = 0  # changes in flight (durable, their cascade still running): passivation waits
+        self._quiet = asyncio.Event()
 
     # ------------------------------------------------------------ the cascade
 
-    async def _cascade(self, memory_ids: list[str], what: MemoryChangeKind) -> None:
-        """Run a durable change's cascade through the outbox: kept until done. A purge raises when it cannot
-        be done now (erased text must not keep answering from a cache or an adapter); an edit or delete has
-        already answered for itself, and its cascade is retried in the background."""
-        item = PendingCascade(memory_ids=memory_ids, what=what)
+    @contextlib.asynccontextmanager
+    async def _change(self, memory_id: str, what: MemoryChangeKind) -> AsyncIterator[None]:
+        """A durable change and its cascade, through the outbox: the intent is written before the change
+        (so a death in between cannot lose it; the cascade is idempotent) and removed once done. A change
+        that fails takes its intent back. A purge raises when its cascade cannot be done now (erased text
+        must not keep answering from a cache or an adapter); an edit or delete has answered for itself and
+        its cascade is retried in the background. Passivation waits for changes in flight (``_writes``)."""
+        item = PendingCascade(memory_ids=[memory_id], what=what)
         self.outbox.add(item)
-        if not await self._attempt(item) and what == "purged":
+        self._writes += 1
+        try:
+            try:
+                with self._changing():
+                    yield
+            except BaseException:
+                self.outbox.update(item, None)
+                raise
+            done = await self._attempt(item)
+        finally:
+            self._writes -= 1
+            if self._writes == 0:
+                self._quiet.set()
+        if not done and what == "purged":
             raise Unavailable(
-                f"memory {memory_ids[0]} was erased from cube {self.cube.meta.id}, but the caches and adapters "
-                "built from it could not be reached yet; this is retried until done, and a repeated purge waits "
-                "for it",
-                {"cube_id": self.cube.meta.id, "memory_id": memory_ids[0], "cascade": "pending"},
+                f"memory {memory_id} was erased from cube {self.cube.meta.id}, but the caches and adapters built "
+                "from it could not be reached yet; this is retried until done, and a repeated purge waits for it",
+                {"cube_id": self.cube.meta.id, "memory_id": memory_id, "cascade": "pending"},
             )
 
     async def _attempt(self, item: PendingCascade) -> bool:
         try:
-            await self.cascade.memories_changed(self.cube.meta.id, item.memory_ids, item.what)
+            await asyncio.wait_for(
+                self.cascade.memories_changed(self.cube.meta.id, item.memory_ids, item.what), CASCADE_TIMEOUT_S
+            )
         except Exception as exc:
-            log.warning("cascade of %s %s in cube %s failed: %s", item.what, item.memory_ids, self.cube.meta.id, exc)
-            self.outbox.update(item, item.model_copy(update={"attempts": item.attempts + 1, "error": repr(exc)}))
+            log.warning("cascade of %s %s in cube %s failed: %r", item.what, item.memory_ids, self.cube.meta.id, exc)
+            current = next((i for i in self.outbox.items if i == item), None)
+            if current is not None:
+                self.outbox.update(current, item.model_copy(update={"attempts": item.attempts + 1, "error": repr(exc)}))
             self._retry_later()
             return False
-        self.outbox.update(item, None)
+        current = next((i for i in self.outbox.items if i == item), None)
+        if current is not None:
+            self.outbox.update(current, None)
         return True
 
     def _retry_later(self) -> None:
-        if self._retrying is None or self._retrying.done():
+        if self.outbox.items and (self._retrying is None or self._retrying.done()):
             self._retrying = asyncio.get_running_loop().create_task(self._retry())
 
     async def _retry(self) -> None:
@@ -140,7 +152,7 @@ class CubeHost:
                 await self._attempt(item)
             delay = min(delay * 2, 30.0)
 
-    async def _pending_purge(self, memory_id: str) -> PendingCascade | None:
+    def _pending_purge(self, memory_id: str) -> PendingCascade | None:
         return next((i for i in self.outbox.items if i.what == "purged" and memory_id in i.memory_ids), None)
 
     def _wake(self) -> None:
@@ -148,6 +160,7 @@ class CubeHost:
             self._changed.set()
             self._changed = None
 
+    @read_only
     async def wait_changes(self, after_seq: int | None, timeout_s: float, limit: int = 1_000) -> ChangeBatch:
         """Changes after ``after_seq`` (None: from now on), waiting up to ``timeout_s`` for the first."""
         deadline = time.monotonic() + timeout_s
@@ -165,9 +178,7 @@ class CubeHost:
                 await asyncio.wait_for(self._changed.wait(), left)
 
     @_open
-    async def ready(self) -> CubeMeta:
-        if self.outbox.items:  # left by an earlier life of this cube: finish them
-            self._retry_later()
+    def ready(self) -> CubeMeta:
         return self.cube.live_meta()
 
     @_open
@@ -176,11 +187,11 @@ class CubeHost:
         return self.cube.live_meta()
 
     @_open
-    @_changes
     def add(
         self, items: list[MemoryCreate], vecs: np.ndarray, author: str, redactions: list[dict[str, int]] | None = None
     ) -> builtins.list[MemoryItem]:
-        return self.cube.add(items, vecs, author, redactions)
+        with self._changing():  # nothing was built from a new memory yet: no cascade
+            return self.cube.add(items, vecs, author, redactions)
 
     @_open
     @read_only
@@ -203,32 +214,29 @@ class CubeHost:
         author: str,
         redactions: dict[str, int] | None = None,
     ) -> MemoryItem:
-        with self._changing():
+        async with self._change(memory_id, "edited"):  # any edit: tags decide what is pinned, too
             item = self.cube.update(memory_id, patch, vec, author, redactions)
-        await self._cascade([memory_id], "edited")  # any change: tags decide what is pinned, too
         return item
 
     @_open
     async def delete(self, memory_id: str, expected_version: int | None, author: str) -> MemoryItem:
-        with self._changing():
+        async with self._change(memory_id, "deleted"):
             item = self.cube.delete(memory_id, expected_version, author)
-        await self._cascade([memory_id], "deleted")
         return item
 
     @_open
     async def purge(self, memory_id: str) -> None:
         """Erase every version (durable), then its caches and adapters (the cascade): answers when all is done."""
-        pending = await self._pending_purge(memory_id)
-        if pending is not None:  # erased already; its cascade failed before: this call retries it
+        pending = self._pending_purge(memory_id)
+        if pending is not None and memory_id not in self.cube.latest:  # erased; its cascade failed: retry it
             if not await self._attempt(pending):
                 raise Unavailable(
                     f"memory {memory_id} is erased; its caches and adapters are still being reached",
                     {"cube_id": self.cube.meta.id, "memory_id": memory_id, "cascade": "pending"},
                 )
             return
-        with self._changing():
+        async with self._change(memory_id, "purged"):
             self.cube.purge(memory_id)
-        await self._cascade([memory_id], "purged")
 
     @contextlib.contextmanager
     def _changing(self) -> Iterator[None]:
@@ -258,27 +266,25 @@ class CubeHost:
         return self.cube.training_set(req)
 
     @_open
-    def stats(self) -> dict[str, Any]:
-        return {"cube_id": self.cube.meta.id, "memories": len(self.cube.latest), "load_s": self.load_s}
-
-    @_open
     def set_meta(self, meta: CubeMeta) -> None:
         """The Directory changed the cube's owner, grants or quotas."""
         self.cube.meta = meta
 
     @_open
-    @_changes
-    def passivate(self) -> CubeMeta:
-        """Flush, release the storage file, and report final counters; the Directory then kills us."""
-        meta = self.cube.live_meta()
+    async def passivate(self) -> CubeMeta:
+        """Refuse new calls, let the changes in flight finish their cascades (bounded: what is left stays in
+        the outbox, and the Directory starts the cube again for it), flush, release the storage file and
+        report final counters; the Directory then kills us. So a call that did not finish was refused, and a
+        caller may retry it."""
         self.closed = True
+        self._wake()
+        if self._writes:
+            self._quiet.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), CASCADE_TIMEOUT_S)
+        meta = self.cube.live_meta()
         self.cube.close()
         return meta
-
-    @_open
-    def destroy(self) -> None:
-        self.cube.destroy()
-        self.outbox.destroy()
 
 
 CubeActor = actor_class(CubeHost, max_restarts=-1, max_task_retries=0, max_concurrency=1000)

@@ -24,7 +24,7 @@ from memos_ray.types import MAX_SEARCH_CUBES, Caller, Role, SearchHit, SearchQue
 
 P = ParamSpec("P")
 R = TypeVar("R")
-MAX_FAN_OUT = 8  # cube searches in flight at once
+MAX_FAN_OUT = 8  # cubes one search activates at once: a wide search must not flush every warm cube
 ATTEMPTS = 3
 
 
@@ -40,10 +40,6 @@ class CubeRef:
     @property
     def cube_id(self) -> str:
         return self.activation.cube_id
-
-    @property
-    def role(self) -> Role:
-        return self.activation.role
 
     @overload
     async def call(  # type: ignore[overload-overlap]
@@ -78,10 +74,17 @@ class Cubes:
         activation = await call(self.directory, Directory.activate, cube_id, who, need)
         return CubeRef(self.directory, activation, who, need)
 
+    async def authorize(self, cube_ids: list[str], who: Caller, need: Role) -> None:
+        """All or nothing: 404/403 for the first cube ``who`` may not use, before any is touched."""
+        await call(self.directory, Directory.authorize_many, cube_ids, who, need)
+
     async def open_many(self, cube_ids: list[str], who: Caller, need: Role) -> list[CubeRef]:
-        """All or nothing: each must be usable by ``who`` before any is touched; one Directory call."""
-        activations = await call(self.directory, Directory.activate_many, cube_ids, who, need)
-        return [CubeRef(self.directory, a, who, need) for a in activations]
+        """Every cube live (a chat names at most a few), authorized all or nothing first; one Directory
+        call for one cube."""
+        if len(cube_ids) == 1:
+            return [await self.open(cube_ids[0], who, need)]
+        await self.authorize(cube_ids, who, need)
+        return list(await asyncio.gather(*(self.open(c, who, need) for c in cube_ids)))
 
     async def readable(self, who: Caller) -> list[str]:
         """The cubes ``who`` may read, most recently changed first (at most a search's worth)."""
@@ -99,24 +102,22 @@ class Cubes:
         start = time.perf_counter()
         if cube_ids is None:
             cube_ids = await self.readable(who)
-        refs, qvec = await asyncio.gather(
-            self.open_many(cube_ids, who, Role.read) if cube_ids else _none(),
-            embed([q.query]) if q.mode != "bm25" and cube_ids else _none(),
-        )
-        vec = qvec[0] if qvec is not None else None
+        first: CubeRef | None = None
+        if len(cube_ids) == 1:  # activation authorizes it: one call
+            first = await self.open(cube_ids[0], who, Role.read)
+        elif cube_ids:
+            await self.authorize(cube_ids, who, Role.read)
+        vec = (await embed([q.query]))[0] if q.mode != "bm25" and cube_ids else None
         fan_out = asyncio.Semaphore(MAX_FAN_OUT)
 
-        async def one(cube: CubeRef) -> list[SearchHit]:
-            async with fan_out:
+        async def one(cube_id: str) -> list[SearchHit]:
+            async with fan_out:  # each cube is activated only when its turn comes
+                cube = first or await self.open(cube_id, who, Role.read)
                 return await cube.call(CubeHost.search, q, vec)
 
-        results = await asyncio.gather(*(one(c) for c in refs or []))
+        results = await asyncio.gather(*(one(c) for c in cube_ids))
         hits = sorted((h for part in results for h in part), key=lambda h: h.score, reverse=True)
         return SearchResponse(hits=hits[: q.top_k], took_ms=(time.perf_counter() - start) * 1000, cube_ids=cube_ids)
-
-
-async def _none() -> Any:
-    return None
 
 
 __all__ = ["CubeRef", "Cubes"]

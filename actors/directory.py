@@ -35,7 +35,7 @@ from memos_ray.plaintext.storage import CatalogStore, CubeStore
 from memos_ray.types import Caller, CubeCreate, CubeList, CubeMeta, CubeUpdate, DirectoryStats, Grant, Role, utcnow
 
 DIRECTORY_NAME = "memos_directory"
-MAX_STARTS = 8
+RESUME_AFTER_S = 5.0  # a cube passivated with cascades still pending is started again this much later
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,28 @@ class Directory:
         self._passivations = 0
         self._activation_s: deque[float] = deque(maxlen=1000)
         self.cascade = Cascade(config.namespace)
+        self._resuming: asyncio.Task[None] | None = None
 
     async def ready(self) -> int:
+        self._resume_cascades()
         return len(self.cubes)
+
+    # ------------------------------------------------------------ cascades left pending
+
+    def _resume_cascades(self, delay_s: float = 0.0) -> None:
+        """Start the cubes whose cascade outbox is not empty (left by a crash, or by a passivation while a
+        cascade could not be done): a started cube's actor retries them until they are done."""
+        if self._resuming is None or self._resuming.done():
+            self._resuming = asyncio.get_running_loop().create_task(self._resume(delay_s))
+
+    async def _resume(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        for cube_id in CascadeOutbox.pending_cubes(self.config.storage.data_dir):
+            if cube_id in self.cubes and cube_id not in self.live:
+                try:
+                    await self.activate(cube_id)
+                except Exception as exc:  # it is tried again at the next start or passivation
+                    log.warning("could not start cube %s to finish its cascades: %s", cube_id, exc)
 
     # ------------------------------------------------------------ catalog
 
@@ -182,6 +201,9 @@ class Directory:
     async def delete_cube(self, cube_id: str, caller: Caller) -> None:
         """Remove a cube and all its memories, everywhere. From the first moment it is not found."""
         self.authorize(cube_id, caller, Role.admin)
+        # its adapters first (from disk and every worker): if that fails, nothing is deleted yet and the
+        # caller's retry runs it again; the other way round, a failure would leave them behind for good
+        await self.cascade.cube_deleted(cube_id)
         self._deleting.add(cube_id)
         try:
             starting = self._starting.get(cube_id)
@@ -198,11 +220,10 @@ class Directory:
             self.cubes.pop(cube_id, None)
         finally:
             self._deleting.discard(cube_id)
-        await self.cascade.cube_deleted(cube_id)  # its adapters, from disk and from every worker
 
     def _destroy_storage(self, cube_id: str) -> None:
         CubeStore(self.config.storage, cube_id, self.config.embedder.dim).destroy()
-        CascadeOutbox(self.config.storage.data_dir / "cascades" / f"{cube_id}.json").destroy()
+        CascadeOutbox.of(self.config.storage.data_dir, cube_id).destroy()
 
     # ------------------------------------------------------------ live actors
 
@@ -223,18 +244,6 @@ class Directory:
         if caller is not None:  # a grant revoked while the cube was starting counts
             role = require(self._known(cube_id), caller, need)
         return Activation(cube_id, handle, role)
-
-    async def activate_many(self, cube_ids: list[str], caller: Caller, need: Role) -> list[Activation]:
-        """All or nothing: every cube is authorized before any is started (the first refused one raises).
-        At most ``MAX_STARTS`` start at once: a wide search must not flush every warm cube together."""
-        self.authorize_many(cube_ids, caller, need)
-        starts = asyncio.Semaphore(MAX_STARTS)
-
-        async def one(cube_id: str) -> Activation:
-            async with starts:
-                return await self.activate(cube_id, caller, need)
-
-        return list(await asyncio.gather(*(one(c) for c in cube_ids)))
 
     async def _start(self, cube_id: str) -> ActorHandle:
         start = time.perf_counter()
@@ -334,6 +343,8 @@ class Directory:
             meta = await call(handle, CubeHost.passivate)
             if cube_id not in self._deleting and cube_id in self.cubes:
                 self.catalog.put(self._counters(cube_id, meta))
+                if CascadeOutbox.of(self.config.storage.data_dir, cube_id).items:
+                    self._resume_cascades(RESUME_AFTER_S)
         except Exception as exc:  # its rows were durable when acknowledged: stop it anyway
             log.warning("passivating cube %s failed: %s", cube_id, exc)
         finally:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from ray.actor import ActorHandle
 
-from actors.calls import actor_class
+from actors.calls import actor_class, call
 from memos_ray.config import EmbedderConfig
 from memos_ray.plaintext.embedding import SentenceEncoder
 from memos_ray.types import EmbedderStats
@@ -93,3 +95,12 @@ class Embedder:
 
 
 EmbedderActor = actor_class(Embedder, max_restarts=-1, max_concurrency=1000)
+
+
+def embedding(handle: ActorHandle) -> Callable[[list[str]], Awaitable[np.ndarray]]:
+    """``await embed(texts)`` through the shared Embedder: the one way callers get vectors."""
+
+    async def embed(texts: list[str]) -> np.ndarray:
+        return await call(handle, Embedder.embed, texts)
+
+    return embed

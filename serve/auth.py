@@ -24,14 +24,10 @@ from actors.identity import Identity
 from memos_ray.errors import Unauthenticated, is_denial
 from memos_ray.governance.identity import key_id_of
 from memos_ray.types import AuditAction, AuditEvent, Caller, Result
-from serve.services import Services
+from serve.services import services
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
-def _services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
 
 
 def _event(request: Request, status: int, result: Result, **fields: Any) -> AuditEvent:
@@ -69,7 +65,7 @@ async def audit_failure(
         details={"code": code, "message": message},
     )
     try:
-        await call(_services(request).audit, AuditLog.append, [event])
+        await call(services(request).audit, AuditLog.append, [event])
     except Exception:  # the answer still goes out; the failure to record it is logged
         log.exception("could not audit %s %s", request.method, request.url.path)
 
@@ -92,7 +88,7 @@ async def record(
     events = [
         _event(request, status, "ok", cube_id=cube_id, memory_id=m, details=d) for m, d in zip(ids, per, strict=True)
     ]
-    await call(_services(request).audit, AuditLog.append, events)
+    await call(services(request).audit, AuditLog.append, events)
 
 
 def shielded(route: F) -> F:
@@ -123,7 +119,7 @@ async def authenticate(request: Request, authorization: str | None, x_api_key: s
             raise Unauthenticated("the Authorization header must be 'Bearer <key>'")
         key = token.strip()
     request.state.key = key
-    who = await call(_services(request).identity, Identity.authenticate, key)
+    who = await call(services(request).identity, Identity.authenticate, key)
     request.state.caller = who
     return who
 

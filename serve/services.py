@@ -7,16 +7,17 @@ signature (``svc: Services = Svc``), so a router is testable with any app that s
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
 from fastapi import Depends, Request
 from ray.actor import ActorHandle
 
-from actors.calls import call
 from actors.chat import ChatService
 from actors.cubes import Cubes
-from actors.embedder import Embedder
+from actors.embedder import embedding
+from actors.memories import MemoryService
 from actors.runtime import ensure_runtime
 from memos_ray.config import MemosConfig
 from memos_ray.governance.redact import Redactor
@@ -30,30 +31,28 @@ class Services:
     identity: ActorHandle
     audit: ActorHandle
     adapters: ActorHandle
+    embed: Callable[[list[str]], Awaitable[np.ndarray]]
     cubes: Cubes
+    memories: MemoryService
     chat: ChatService
-    redactor: Redactor
 
     @classmethod
     def start(cls, config: MemosConfig) -> Services:
         runtime = ensure_runtime(config, wait=False)
         cubes = Cubes(runtime.directory)
-        services = cls(
+        embed = embedding(runtime.embedder)
+        return cls(
             config=config,
             directory=runtime.directory,
             embedder=runtime.embedder,
             identity=runtime.identity,
             audit=runtime.audit,
             adapters=runtime.adapters,
+            embed=embed,
             cubes=cubes,
-            chat=None,  # type: ignore[arg-type]  # set below: it embeds through this object
-            redactor=Redactor(config.governance.redaction),
+            memories=MemoryService(cubes, Redactor(config.governance.redaction), embed),
+            chat=ChatService(config, cubes, runtime.adapters, embed),
         )
-        services.chat = ChatService(config, cubes, runtime.adapters, services.embed)
-        return services
-
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        return await call(self.embedder, Embedder.embed, texts)
 
 
 def services(request: Request) -> Services:

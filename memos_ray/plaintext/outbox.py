@@ -23,6 +23,15 @@ class CascadeOutbox:
         self.path = path
         self.items: list[PendingCascade] = _LIST.validate_json(path.read_bytes()) if path.exists() else []
 
+    @classmethod
+    def of(cls, data_dir: Path, cube_id: str) -> CascadeOutbox:
+        return cls(data_dir / "cascades" / f"{cube_id}.json")
+
+    @staticmethod
+    def pending_cubes(data_dir: Path) -> list[str]:
+        """The cubes whose outbox holds something: each must be started again to finish it."""
+        return sorted(p.stem for p in (data_dir / "cascades").glob("*.json"))
+
     def _save(self) -> None:
         if not self.items:
             self.path.unlink(missing_ok=True)

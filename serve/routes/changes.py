@@ -60,7 +60,8 @@ async def _feed(request: Request, svc: Services, cube: CubeRef, batch: ChangeBat
             # the key and the role are checked again before anything that arrived is sent
             who = await call(svc.identity, Identity.authenticate, request.state.key)
             request.state.caller = cube.who = who
-            await call(svc.directory, Directory.authorize, cube.cube_id, who, Role.read)
+            # the role again, through activation: it also keeps a watched cube warm in the Directory
+            cube.activation = await call(svc.directory, Directory.activate, cube.cube_id, who, Role.read)
         except Exception as exc:
             cause = as_memos_error(exc)
             await audit_failure(request, cause.status_code, cause.code, cause.message, cause.details)

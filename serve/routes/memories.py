@@ -1,14 +1,14 @@
 """Memories: add (one, a batch, or chat messages through the MemReader), list, read, update, delete,
-purge, history. Redaction runs here, before anything is embedded or stored; what a change must reach
-beyond the cube (caches, adapters) is the cube actor's cascade, not this layer's."""
+purge, history. The rules are below this layer: redaction and the write in :class:`actors.memories.
+MemoryService`, what a change must reach beyond the cube (caches, adapters) in the cube actor's cascade;
+the routes authorize, call and audit."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, Response, status
 
 from actors.cube import CubeHost
-from memos_ray.plaintext.reader import read_messages
-from memos_ray.plaintext.text import index_text
+from actors.memories import Written
 from memos_ray.types import (
     AddResult,
     AuditAction,
@@ -31,22 +31,13 @@ router = APIRouter(tags=["memories"])
 ADD = act(AuditAction.memory_add)
 
 
-async def _add(
-    request: Request, svc: Services, who: Caller, cube_id: str, items: list[MemoryCreate]
-) -> list[MemoryItem]:
-    """Redact, embed, write; one audit record per memory (redactions recorded with what was masked)."""
-    cube = await svc.cubes.open(cube_id, who, Role.write)  # 404/403 before spending an embedding
-    masked = [svc.redactor.apply(m) for m in items]
-    items = [m for m, _ in masked]
-    found = [f for _, f in masked]
-    vecs = await svc.embed([index_text(m.text, m.source.speaker) for m in items])
-    added = await cube.call(CubeHost.add, items, vecs, who.principal, found)
+async def _add(request: Request, cube_id: str, written: Written) -> None:
+    """One audit record per memory (redactions recorded with what was masked, never the value)."""
     details = [
         {"source": m.provenance.source_type.value, **({"redacted": f} if f else {})}
-        for m, f in zip(added, found, strict=True)
+        for m, f in zip(written.items, written.redacted, strict=True)
     ]
-    await record(request, cube_id=cube_id, memory_ids=[m.id for m in added], details=details, status=201)
-    return added
+    await record(request, cube_id=cube_id, memory_ids=[m.id for m in written.items], details=details, status=201)
 
 
 @router.post("/v1/cubes/{cube_id}/memories", status_code=status.HTTP_201_CREATED, dependencies=[ADD])
@@ -54,7 +45,9 @@ async def _add(
 async def add_memory(
     request: Request, cube_id: Id, req: MemoryCreate, who: Caller = Auth, svc: Services = Svc
 ) -> MemoryItem:
-    return (await _add(request, svc, who, cube_id, [req]))[0]
+    written = await svc.memories.add(who, cube_id, [req])
+    await _add(request, cube_id, written)
+    return written.items[0]
 
 
 @router.post("/v1/cubes/{cube_id}/memories/batch", status_code=status.HTTP_201_CREATED, dependencies=[ADD])
@@ -62,8 +55,9 @@ async def add_memory(
 async def add_memories(
     request: Request, cube_id: Id, req: MemoryBatchCreate, who: Caller = Auth, svc: Services = Svc
 ) -> AddResult:
-    items = await _add(request, svc, who, cube_id, req.items)
-    return AddResult(items=[i.ref for i in items])
+    written = await svc.memories.add(who, cube_id, req.items)
+    await _add(request, cube_id, written)
+    return AddResult(items=[i.ref for i in written.items])
 
 
 @router.post("/v1/cubes/{cube_id}/messages", status_code=status.HTTP_201_CREATED, dependencies=[ADD])
@@ -71,16 +65,16 @@ async def add_memories(
 async def add_messages(
     request: Request, cube_id: Id, req: MessagesCreate, who: Caller = Auth, svc: Services = Svc
 ) -> AddResult:
-    req, masked = svc.redactor.messages(req)  # before splitting: no secret straddles two chunks
-    items = await _add(request, svc, who, cube_id, read_messages(req))
-    if any(masked):
+    written = await svc.memories.add_messages(who, cube_id, req)
+    await _add(request, cube_id, written)
+    if any(written.messages_redacted):
         events = [
             {"message_index": i, "message_id": m.id, "redacted": found}
-            for i, (m, found) in enumerate(zip(req.messages, masked, strict=True))
+            for i, (m, found) in enumerate(zip(req.messages, written.messages_redacted, strict=True))
             if found
         ]
         await record(request, cube_id=cube_id, action=AuditAction.memory_redact, details=events, status=201)
-    return AddResult(items=[i.ref for i in items])
+    return AddResult(items=[i.ref for i in written.items])
 
 
 @router.get("/v1/cubes/{cube_id}/memories", dependencies=[act(AuditAction.memory_read)])
@@ -111,13 +105,7 @@ async def get_memory(
 async def update_memory(
     request: Request, cube_id: Id, memory_id: Id, req: MemoryUpdate, who: Caller = Auth, svc: Services = Svc
 ) -> MemoryItem:
-    req, found = svc.redactor.apply(req)
-    cube = await svc.cubes.open(cube_id, who, Role.write)
-    vec = None
-    if req.text is not None:
-        cur = await cube.call(CubeHost.get, memory_id, None)
-        vec = (await svc.embed([index_text(req.text, cur.provenance.speaker)]))[0]
-    item = await cube.call(CubeHost.update, memory_id, req, vec, who.principal, found)
+    item, found = await svc.memories.update(who, cube_id, memory_id, req)
     details = {"version": item.version, **({"redacted": found} if found else {})}
     await record(request, cube_id=cube_id, memory_ids=[memory_id], details=details)
     return item
