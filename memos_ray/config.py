@@ -54,6 +54,18 @@ class LLMConfig(_Config):
     dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="float32 where exact equality is tested")
     cache_dir: Path | None = Field(None, description="converted model folders; None: <data_dir>/models")
     num_threads: int = Field(2, ge=1)
+    layout: Literal["quoted", "system"] = Field(
+        "quoted",
+        description="where a chat's retrieved memories go (see memos_ray/activation/prompt.py and "
+        "benchmarks/grounding.py): quoted, numbered, between the question and its repetition; or system",
+    )
+    quote_top: int = Field(
+        2,
+        ge=0,
+        le=20,
+        description="quoted layout: the best hits quoted next to the question even when the cached prefix holds "
+        "them (a small model grounds on adjacent evidence; each costs its tokens in prefill)",
+    )
 
 
 class WorkersConfig(_Config):
@@ -78,6 +90,28 @@ class DirectoryConfig(_Config):
     )
     heat_half_life_s: float = Field(120.0, gt=0, description="lfu: how fast past use is forgotten")
     eviction_grace_s: float = Field(2.0, ge=0, description="a cube activated this recently is evicted last")
+
+
+class SchedulerConfig(_Config):
+    """The MemScheduler's policy: which memories live as KV prefixes, for how long, under which budgets."""
+
+    enabled: bool = Field(True, description="False: no working sets, prefetch or demotion (pinned prefixes only)")
+    sweep_s: float = Field(2.0, gt=0, description="how often the policy looks at every active cube and cache")
+    window_s: float = Field(600.0, gt=0, description="half-life of a memory's use count (its heat)")
+    active_s: float = Field(900.0, gt=0, description="a cube with a chat this recent is active: it keeps a working set")
+    working_set_tokens: int = Field(1024, ge=16, description="most tokens a cube's working-set prefix holds")
+    working_set_min_heat: float = Field(1.0, ge=0, description="decayed uses a memory needs to join a working set")
+    min_prefix_tokens: int | None = Field(
+        None, ge=0, description="below this a working set gets no KV cache; None: the break-even the workers measure"
+    )
+    kv_idle_s: float = Field(900.0, gt=0, description="a cache unused this long leaves the workers' memory")
+    disk_idle_s: float = Field(7 * 86_400.0, gt=0, description="a cache unused this long leaves the disk")
+    disk_budget_mb: int = Field(4096, ge=1, description="KV cache files kept on disk (least recently used go first)")
+    build_cpu_share: float = Field(
+        0.25, gt=0, le=1, description="share of the workers' time builds ahead of need may take (over a minute)"
+    )
+    session_idle_s: float = Field(600.0, gt=0, description="an agent's first chat after this long is a new session")
+    decisions_kept: int = Field(10_000, ge=100, description="decisions kept for GET /v1/scheduler/decisions")
 
 
 class SearchConfig(_Config):
@@ -152,6 +186,7 @@ class MemosConfig(_Config):
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)

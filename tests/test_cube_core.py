@@ -43,7 +43,7 @@ def test_add_search_update_delete_purge_and_reload(storage: StorageConfig, encod
     q = SearchQuery(query="who has a food allergy?", top_k=2)
     hits = cube.search(q, encoder.encode([q.query])[0])
     assert hits[0].memory.id == items[3].id
-    assert hits[0].memory.usage.hits == 1
+    assert cube.history[items[3].id][-1] == items[3]  # a search leaves the version as it was written
 
     new_text = "Bob is allergic to shellfish."
     v2 = cube.update(items[3].id, MemoryUpdate(text=new_text, expected_version=1), encoder.encode([new_text])[0], "ed")
@@ -74,7 +74,7 @@ def test_add_search_update_delete_purge_and_reload(storage: StorageConfig, encod
     assert again.get(items[1].id).state == LifecycleState.deleted
     assert again.page(0, 10).total == 2
     assert again.page(0, 10, states=list(LifecycleState)).total == 3
-    assert again.get(items[0].id).usage.hits >= 1  # usage persisted lazily on close
+    assert again.get(items[0].id, version=1) == items[0]  # versions are immutable (usage lives beside them)
     hits = again.search(q, encoder.encode([q.query])[0])
     assert hits[0].memory.text == new_text
     with pytest.raises(MemoryNotFound):

@@ -159,11 +159,51 @@ def save(path: Path, entry: KVCacheEntry, tensors: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def load(path: Path) -> tuple[KVCacheEntry, dict[str, Any]]:
+def read_entry(path: Path) -> KVCacheEntry:
+    """The entry a cache file holds (its header only: no tensor is read)."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-    entry = KVCacheEntry.model_validate(json.loads(meta["entry"]))
-    return entry, load_file(str(path))
+    return KVCacheEntry.model_validate(json.loads(meta["entry"]))
+
+
+def load(path: Path) -> tuple[KVCacheEntry, dict[str, Any]]:
+    from safetensors.torch import load_file
+
+    return read_entry(path), load_file(str(path))
+
+
+# ------------------------------------------------------------------ break-even
+
+
+CALIBRATION_LENGTHS = (16, 32, 64, 128, 256)
+
+
+def measure_break_even(
+    model: Any, eos_id: int, filler_ids: Sequence[int], suffix_tokens: int = 24, repeats: int = 3
+) -> tuple[int, list[dict[str, float]]]:
+    """The shortest prefix whose cache pays off on this machine: for each length, the time to the first
+    token with the prefix prefilled (off) and with its cache injected (hit), best of ``repeats``. Returns
+    the first length from which every longer one is faster on a hit (the shortest measured when all are),
+    and the points measured."""
+    points: list[dict[str, float]] = []
+    ids = list(filler_ids)
+    while len(ids) < CALIBRATION_LENGTHS[-1] + suffix_tokens:
+        ids += list(filler_ids)
+    suffix = ids[:suffix_tokens]
+    for n in CALIBRATION_LENGTHS:
+        prefix = ids[suffix_tokens : suffix_tokens + n]
+        kv = prefill(model, prefix)
+
+        def first(kv_: dict[str, Any] | None, prefix: list[int] = prefix) -> float:
+            return next(generate(model, eos_id, prefix, suffix, kv_, 1))[1]
+
+        off = min(first(None) for _ in range(repeats))
+        hit = min(first(kv) for _ in range(repeats))
+        points.append({"tokens": n, "off_ms": off * 1000, "hit_ms": hit * 1000})
+    break_even = CALIBRATION_LENGTHS[0]
+    for p in points:
+        if p["hit_ms"] >= p["off_ms"]:
+            break_even = int(p["tokens"]) * 2  # not worth it at this length: the next one up, at least
+    return break_even, points

@@ -1,19 +1,50 @@
-"""What goes into a chat's KV-cached prefix: the rule of activation memory, below every entry point.
+"""What goes into a chat's KV-cached prefix and what rides after it: the rule of activation memory, below
+every entry point (REST, the OpenAI-compatible route, MCP, the MemScheduler's builds ahead of need).
 
-The cached prefix is the cubes' pinned memories (tag ``pinned``), and the retrieved memories ride
-in the prompt after it as a system message; with ``prefix="retrieved"`` the retrieval result
-itself (with the pinned ones) becomes the cached prefix, in a stable order so that equal sets
-share one cache. The adapter is the first cube's active one.
+The cached prefix is the system turn: the cubes' pinned memories (tag ``pinned``, an explicit override),
+then their working sets (chosen by the MemScheduler from usage) when the chat's retrieval falls in one.
+With ``prefix="retrieved"`` the retrieval result itself (with the pinned ones) becomes the prefix, in a
+stable order so that equal sets share one cache.
+
+After the prefix, the layout (``LLMConfig.layout``, measured by ``benchmarks/grounding.py``) decides where
+the retrieved memories go. Every retrieved memory reaches the prompt: in the cached prefix, or prefilled after
+it. A small model grounds on evidence that sits right before the question, while a reusable prefix must come
+first; ``quoted`` keeps both: inside the last user turn, between the question and the question repeated, it
+quotes (numbered, best first) the hits the prefix lacks and the best ``quote_top`` even when the prefix holds
+them (each costs its tokens in prefill). ``system`` is the wave-1 layout: the hits the prefix lacks go in a
+system message before the conversation, and none is repeated.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from memos_ray.activation.kvcache import render_memories
 from memos_ray.types import AdapterRef, ChatMessage, ChatPlan, ChatRequest, MemoryItem, SearchHit
 
 PINNED_TAG = "pinned"
+
+Layout = Literal["quoted", "system"]
+
+
+@dataclass(frozen=True)
+class PlannedChat:
+    """A chat's prompt split, and which memories went where (what the MemScheduler counts as use)."""
+
+    plan: ChatPlan
+    in_prefix: list[MemoryItem]
+    in_prompt: list[MemoryItem]
+    retrieved: list[MemoryItem]
+
+    @property
+    def used(self) -> list[MemoryItem]:
+        """Every memory the answer could draw on, prefix first, once each."""
+        seen: dict[str, MemoryItem] = {}
+        for m in [*self.in_prefix, *self.in_prompt]:
+            seen.setdefault(m.id, m)
+        return list(seen.values())
 
 
 def question_of(messages: Sequence[ChatMessage]) -> str:
@@ -21,26 +52,72 @@ def question_of(messages: Sequence[ChatMessage]) -> str:
     return next((m.content for m in reversed(messages) if m.role == "user"), messages[-1].content)
 
 
-def retrieved_memories(pinned: Sequence[MemoryItem], hits: Sequence[SearchHit], top_k: int) -> list[MemoryItem]:
-    """The best ``top_k`` hits over every cube, less those already pinned."""
-    pinned_ids = {m.id for m in pinned}
-    best = sorted(hits, key=lambda h: h.score, reverse=True)[:top_k]
-    return [h.memory for h in best if h.memory.id not in pinned_ids]
+def best_hits(hits: Sequence[SearchHit], top_k: int) -> list[MemoryItem]:
+    """The best ``top_k`` hits over every cube, best first."""
+    return [h.memory for h in sorted(hits, key=lambda h: h.score, reverse=True)[:top_k]]
+
+
+def prefix_plan(
+    cube_ids: Sequence[str], prefix: Sequence[MemoryItem], adapter: AdapterRef | None, use_kv: bool = True
+) -> ChatPlan:
+    """The plan of a prefix alone (what the MemScheduler builds ahead of need): the same rendering and key
+    as a chat on it."""
+    return ChatPlan(
+        cube_ids=list(cube_ids),
+        adapter=adapter,
+        prefix_text=render_memories(prefix),
+        sources=[m.ref for m in prefix],
+        messages=[ChatMessage(role="user", content="(prefix only)")],  # a build tokenizes the prefix alone
+        max_tokens=1,
+        temperature=0.0,
+        seed=0,
+        use_kv=use_kv,
+    )
+
+
+def _quoted(question: str, hits: Sequence[MemoryItem]) -> str:
+    lines = "\n".join(f"{i}. {m.text}" for i, m in enumerate(hits, 1))
+    return (
+        f"Question: {question}\n\nRelevant memories:\n{lines}\n\n"
+        f"Using the memories above, answer the question: {question}"
+    )
 
 
 def plan_chat(
-    req: ChatRequest, pinned: Sequence[MemoryItem], retrieved: Sequence[MemoryItem], adapter: AdapterRef | None
-) -> tuple[ChatPlan, list[MemoryItem]]:
-    """The prompt split for activation memory, and the memories it uses (pinned first)."""
-    messages = list(req.messages)
+    req: ChatRequest,
+    pinned: Sequence[MemoryItem],
+    working: Sequence[MemoryItem],
+    hits: Sequence[SearchHit],
+    adapter: AdapterRef | None,
+    layout: Layout = "quoted",
+    quote_top: int = 2,
+) -> PlannedChat:
+    """The prompt split for activation memory (``pinned`` and ``working`` in the cubes' order)."""
+    retrieved = best_hits(hits, req.top_k) if req.top_k else []
+    pinned_ids = {m.id for m in pinned}
+    retrieved = [m for m in retrieved if m.id not in pinned_ids] if layout == "system" else retrieved
+    working_ids = {m.id for m in working}
     if req.prefix == "retrieved":
-        prefix = sorted([*pinned, *retrieved], key=lambda m: (m.created_at, m.id))
+        prefix = sorted({m.id: m for m in [*pinned, *retrieved]}.values(), key=lambda m: (m.created_at, m.id))
+    elif any(m.id in working_ids for m in retrieved):  # the retrieval falls in a working set: it is the prefix
+        prefix = [*pinned, *(m for m in working if m.id not in pinned_ids)]
     else:
         prefix = list(pinned)
-        if retrieved:
-            context = "Relevant memories:\n" + "\n".join(f"- {m.text}" for m in retrieved)
+    messages = list(req.messages)
+    in_prefix_ids = {m.id for m in prefix}
+    if layout == "quoted":
+        in_prompt = [m for i, m in enumerate(retrieved) if i < quote_top or m.id not in in_prefix_ids]
+        if in_prompt:
+            users = [i for i, m in enumerate(messages) if m.role == "user"]
+            last = users[-1] if users else len(messages) - 1
+            messages[last] = ChatMessage(role=messages[last].role, content=_quoted(messages[last].content, in_prompt))
+    else:
+        in_prompt = [m for m in retrieved if m.id not in in_prefix_ids]
+        if in_prompt:
+            context = "Relevant memories:\n" + "\n".join(f"- {m.text}" for m in in_prompt)
             messages.insert(0, ChatMessage(role="system", content=context))
     plan = ChatPlan(
+        cube_ids=list(req.cube_ids),
         adapter=adapter,
         prefix_text=render_memories(prefix),
         sources=[m.ref for m in prefix],
@@ -50,4 +127,4 @@ def plan_chat(
         seed=req.seed,
         use_kv=req.use_activation_memory,
     )
-    return plan, [*pinned, *retrieved]
+    return PlannedChat(plan=plan, in_prefix=prefix, in_prompt=in_prompt, retrieved=retrieved)

@@ -140,6 +140,12 @@ class LocalKVStore(KVStoreBackend):
             found = True
         return found
 
+    def evict(self, key: str) -> bool:
+        """Drop the cache from memory, keeping its file (a demotion); never a pinned one."""
+        if key in self._pinned:
+            return False
+        return self._drop(key)
+
     def close(self) -> None:
         for key in list(self._mem):
             self._drop(key)

@@ -34,6 +34,7 @@ from memos_ray.client._request import (
 from memos_ray.client.adapters import AdapterCalls
 from memos_ray.client.governance import GovernanceCalls
 from memos_ray.client.memory import MemoryCalls
+from memos_ray.client.scheduler import SchedulerCalls
 from memos_ray.errors import from_answer
 from memos_ray.types import (
     ChangeEvent,
@@ -178,6 +179,11 @@ class MemosClient:
     adapters = _sync(AdapterCalls.adapters)
     activate_adapter = _sync(AdapterCalls.activate_adapter)
     delete_adapter = _sync(AdapterCalls.delete_adapter)
+    open_session = _sync(SchedulerCalls.open_session)
+    decisions = _sync(SchedulerCalls.decisions)
+    cube_usage = _sync(SchedulerCalls.cube_usage)
+    set_scheduler_policy = _sync(SchedulerCalls.set_scheduler_policy)
+    sweep_scheduler = _sync(SchedulerCalls.sweep_scheduler)
 
 
 class AsyncMemosClient:
@@ -253,6 +259,11 @@ class AsyncMemosClient:
     adapters = _async(AdapterCalls.adapters)
     activate_adapter = _async(AdapterCalls.activate_adapter)
     delete_adapter = _async(AdapterCalls.delete_adapter)
+    open_session = _async(SchedulerCalls.open_session)
+    decisions = _async(SchedulerCalls.decisions)
+    cube_usage = _async(SchedulerCalls.cube_usage)
+    set_scheduler_policy = _async(SchedulerCalls.set_scheduler_policy)
+    sweep_scheduler = _async(SchedulerCalls.sweep_scheduler)
 
 
 __all__ = ["DEFAULT_URL", "AsyncMemosClient", "MemosClient"]

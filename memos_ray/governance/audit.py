@@ -16,7 +16,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from memos_ray.governance.sqlite import open_sqlite
+from memos_ray.governance.sqlite import open_sqlite, transaction
 from memos_ray.types import AuditEvent, AuditPage, AuditQuery, AuditRecord, AuditVerification
 
 GENESIS = "0" * 64
@@ -90,13 +90,8 @@ class AuditStore:
                 )
                 for r in records
             ]
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(self._db):
                 self._db.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self.seq, self._head = seq, head
             return records
 

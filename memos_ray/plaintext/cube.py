@@ -17,6 +17,7 @@ from memos_ray.config import SearchConfig, StorageConfig
 from memos_ray.errors import Conflict, InvalidInput, MemoryNotFound, QuotaExceeded, VersionConflict
 from memos_ray.plaintext.index import HybridIndex
 from memos_ray.plaintext.storage import CubeStore
+from memos_ray.scheduling.policy import approx_tokens
 from memos_ray.types import (
     ChangeEvent,
     ChangeOp,
@@ -32,6 +33,7 @@ from memos_ray.types import (
     SearchHit,
     SearchQuery,
     TrainRequest,
+    WorkingSet,
     new_memory_id,
     utcnow,
 )
@@ -69,7 +71,7 @@ class MemCube:
         self.latest: dict[str, MemoryItem] = {}
         self.history: dict[str, list[MemoryItem]] = {}
         self._vecs: dict[str, np.ndarray] = {}
-        self._dirty_usage: set[str] = set()
+        self.working: list[str] = []  # the working set the MemScheduler picked (ids, in prefix order)
         self.seq = self.store.load_seq_floor()
         self._load()
         self.changes: deque[ChangeEvent] = deque(maxlen=CHANGE_RING)
@@ -125,7 +127,6 @@ class MemCube:
             self.latest[item.id] = item
             self._vecs[item.id] = vec
             self.index.upsert(item, vec)
-            self._dirty_usage.discard(item.id)
             self._record(_event(item))
         self.seq = max(self.seq, max(i.seq for i in items))
 
@@ -245,7 +246,7 @@ class MemCube:
         self.store.delete_versions(memory_id, versions)
         del self.latest[memory_id], self.history[memory_id], self._vecs[memory_id]
         self.index.remove(memory_id)
-        self._dirty_usage.discard(memory_id)
+        self.working = [m for m in self.working if m != memory_id]
         # erased means erased: the feed's recent events of this memory go too (the purge event stays)
         kept = [e for e in self.changes if e.memory_id != memory_id]
         self.changes.clear()
@@ -301,24 +302,59 @@ class MemCube:
         ]
         return chosen[: req.max_memories]
 
+    def pinned(self, pinned_tag: str) -> list[MemoryItem]:
+        return self.page(0, 1000, [LifecycleState.active], [], pinned_tag).items
+
+    def working_items(self, pinned_tag: str) -> list[MemoryItem]:
+        """The working set as it is now: latest versions, active, not pinned (those lead the prefix anyway)."""
+        items = (self.latest.get(m) for m in self.working)
+        return [m for m in items if m is not None and m.state == LifecycleState.active and pinned_tag not in m.tags]
+
+    def set_working_set(
+        self, ranked: Sequence[str], token_budget: int, pinned_tag: str, min_tokens: int = 0
+    ) -> WorkingSet:
+        """Keep the hottest of ``ranked`` (memory ids, hottest first) that are active and fit ``token_budget``
+        (rendered as prefix lines); held in prefix order (oldest first), so equal sets render equal prefixes.
+        A set under ``min_tokens`` (with the pinned memories) is not worth a cache: the cube holds none."""
+        chosen: list[MemoryItem] = []
+        used = 0
+        for memory_id in ranked:
+            m = self.latest.get(memory_id)
+            if m is None or m.state != LifecycleState.active or pinned_tag in m.tags:
+                continue
+            cost = approx_tokens(m.text) + 8  # the line's bullet, date and speaker
+            if used + cost > token_budget:
+                continue  # a smaller, cooler one may still fit
+            chosen.append(m)
+            used += cost
+        pinned = self.pinned(pinned_tag)
+        reason = ""
+        if chosen and used + sum(approx_tokens(m.text) + 8 for m in pinned) < min_tokens:
+            reason = f"working set of ~{used} tokens is below the break-even of {min_tokens}"
+            chosen, used = [], 0
+        chosen.sort(key=lambda m: (m.created_at, m.id))
+        ids = [m.id for m in chosen]
+        changed = ids != self.working
+        self.working = ids
+        return WorkingSet(
+            cube_id=self.meta.id, items=chosen, pinned=pinned, tokens=used, changed=changed, reason=reason
+        )
+
     def recall(self, pinned_tag: str, q: SearchQuery | None, qvec: np.ndarray | None) -> Recall:
-        """What a chat needs from this cube in one call: its active memories tagged ``pinned_tag`` and, with
-        a query, the search hits for it."""
-        pinned = self.page(0, 1000, [LifecycleState.active], [], pinned_tag).items
-        return Recall(pinned=pinned, hits=self.search(q, qvec) if q is not None else [])
+        """What a chat needs from this cube in one call: its active memories tagged ``pinned_tag``, its working
+        set and, with a query, the search hits for it."""
+        return Recall(
+            pinned=self.pinned(pinned_tag),
+            working=self.working_items(pinned_tag),
+            hits=self.search(q, qvec) if q is not None else [],
+        )
 
     def search(self, q: SearchQuery, qvec: np.ndarray | None) -> list[SearchHit]:
-        scored = self.index.search(q, qvec)
-        now = utcnow()
-        hits = []
-        for s in scored:
-            item = self.latest[s.memory_id]
-            usage = item.usage.model_copy(update={"hits": item.usage.hits + 1, "last_used_at": now})
-            item = item.model_copy(update={"usage": usage})
-            self.latest[s.memory_id] = self.history[s.memory_id][-1] = item
-            self._dirty_usage.add(s.memory_id)
-            hits.append(SearchHit(memory=item, score=s.score, dense_score=s.dense, bm25_score=s.bm25))
-        return hits
+        """Reads only: usage is recorded by the caller, beside the versions (the MemScheduler's store)."""
+        return [
+            SearchHit(memory=self.latest[s.memory_id], score=s.score, dense_score=s.dense, bm25_score=s.bm25)
+            for s in self.index.search(q, qvec)
+        ]
 
     def _record(self, event: ChangeEvent) -> None:
         if len(self.changes) == CHANGE_RING:  # the oldest falls out: the ring now starts later
@@ -339,18 +375,8 @@ class MemCube:
 
     # ------------------------------------------------------------ lifecycle
 
-    def persist_usage(self) -> int:
-        """Usage counters are written at passivation, not on every search: a crash loses the counts
-        gathered since the cube was last activated (they are statistics, not memories)."""
-        dirty = [self.latest[i] for i in self._dirty_usage if i in self.latest]
-        if dirty:
-            self.store.write(dirty, np.stack([self._vecs[i.id] for i in dirty]))
-        self._dirty_usage.clear()
-        return len(dirty)
-
     def close(self) -> None:
-        """Persist usage, checkpoint (fast reactivation) and release storage."""
-        self.persist_usage()
+        """Checkpoint (fast reactivation) and release storage."""
         items = [v for versions in self.history.values() for v in versions]
         self.store.save_checkpoint(self.seq, items, self._vecs)
         self.store.close()

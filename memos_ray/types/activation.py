@@ -47,6 +47,18 @@ class ChatRequest(Strict):
     prefix: Literal["pinned", "retrieved"] = Field(
         "pinned", description="what the cached prefix holds: the pinned memories, or pinned + retrieved"
     )
+    layout: Literal["quoted", "system"] | None = Field(
+        None,
+        description="where retrieved memories go: quoted in the last user turn around the question, or in a "
+        "system message before the conversation; None: the server's default (llm.layout)",
+    )
+    quote_top: int | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="quoted layout: how many of the best hits are quoted next to the question even when the cached "
+        "prefix holds them (the others are quoted only when it does not); None: the server's default",
+    )
     use_parametric_memory: bool = Field(
         True, description="run under the first cube's active LoRA adapter, when it has one"
     )
@@ -55,8 +67,9 @@ class ChatRequest(Strict):
 
 
 class ChatPlan(Strict):
-    """A prompt split for activation memory: the prefix (pinned memories) and the rest."""
+    """A prompt split for activation memory: the prefix (cached) and the rest (prefilled)."""
 
+    cube_ids: list[str] = Field(default_factory=list, description="the cubes the prefix's memories come from")
     prefix_text: str
     sources: list[MemoryRef]
     messages: list[ChatMessage]

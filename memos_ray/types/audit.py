@@ -50,6 +50,9 @@ class AuditAction(StrEnum):
     adapter_delete = "adapter.delete"
     adapter_ready = "adapter.ready"
     adapter_failed = "adapter.failed"
+    session_open = "session.open"
+    scheduler_read = "scheduler.read"
+    scheduler_update = "scheduler.update"
 
     @property
     def reads(self) -> bool:
@@ -69,6 +72,7 @@ _READS = frozenset(
         AuditAction.audit_read,
         AuditAction.identity_read,
         AuditAction.adapter_read,
+        AuditAction.scheduler_read,
     }
 )
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from memos_ray.types.base import (
     MAX_BATCH,
@@ -66,11 +66,6 @@ class Provenance(Strict):
     )
 
 
-class Usage(Strict):
-    hits: int = 0
-    last_used_at: datetime | None = None
-
-
 class MemoryItem(Strict):
     """One version of a plaintext memory, as stored and as returned."""
 
@@ -90,7 +85,15 @@ class MemoryItem(Strict):
     created_at: datetime = Field(description="when the first version was stored")
     updated_at: datetime = Field(description="when this version was stored")
     state: LifecycleState = LifecycleState.active
-    usage: Usage = Field(default_factory=Usage)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_usage(cls, data: Any) -> Any:
+        """Versions written before usage moved to the MemScheduler carried a ``usage`` counter: dropped on
+        read (a version is immutable; usage lives beside it)."""
+        if isinstance(data, dict) and "usage" in data:
+            data = {k: v for k, v in data.items() if k != "usage"}
+        return data
 
     @property
     def ref(self) -> MemoryRef:
@@ -230,9 +233,11 @@ class ChangeBatch(Strict):
 
 
 class Recall(Strict):
-    """One cube's part of a chat: its pinned memories and the hits for the question."""
+    """One cube's part of a chat: its pinned memories, its working set (the memories the MemScheduler keeps
+    as a KV prefix; empty until it has picked one) and the hits for the question."""
 
     pinned: list[MemoryItem]
+    working: list[MemoryItem] = Field(default_factory=list)
     hits: list[SearchHit]
 
 

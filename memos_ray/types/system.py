@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from memos_ray.types.base import (
     Strict,
 )
+from memos_ray.types.scheduling import SchedulerStatus
 
 
 class Health(Strict):
@@ -34,3 +37,6 @@ class Status(Strict):
     version: str
     directory: DirectoryStats
     embedder: EmbedderStats
+    scheduler: SchedulerStatus | None = Field(
+        None, description="what lives where and the budgets used; None until the first chat starts the workers"
+    )
