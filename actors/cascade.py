@@ -3,7 +3,8 @@ point (REST, MCP, a batch import, the scheduler) can skip it:
 
 - an edit, delete or purge: the KV caches built from the memory are dropped on every worker, and the
   adapters that learned it are marked stale; a purge also takes those adapters out of use;
-- a deleted cube: its adapters go from disk and from every worker, with the caches computed under them.
+- a deleted cube: its adapters go from disk and from every worker, with the caches computed under them;
+- a purge or a deleted cube: its usage statistics go from the MemScheduler.
 
 The cube's actor runs the first after its write is durable (``actors/cube.py``), through its outbox
 (:class:`memos_ray.plaintext.outbox.CascadeOutbox`): a cascade that fails is kept and retried, and a
@@ -45,6 +46,8 @@ class Cascade:
             scheduler = self._actor(SCHEDULER_NAME)
             if scheduler is not None:
                 await call(scheduler, Scheduler.invalidate, memory_ids)
+            if what == "purged":  # erased: its usage goes too
+                await self._forget_usage(cube_id, memory_ids)
         except Exception:
             self._handles.clear()
             raise
@@ -54,6 +57,15 @@ class Cascade:
         adapters = self._actor(ADAPTERS_NAME)
         if adapters is not None:
             await call(adapters, Adapters.drop_cube, cube_id)
+        await self._forget_usage(cube_id, None)
+
+    async def _forget_usage(self, cube_id: str, memory_ids: list[str] | None) -> None:
+        # imported here: the MemScheduler works through cube actors, which run this cascade
+        from actors.memscheduler import MEMSCHEDULER_NAME, MemScheduler
+
+        memscheduler = self._actor(MEMSCHEDULER_NAME)
+        if memscheduler is not None:
+            await call(memscheduler, MemScheduler.forget, cube_id, memory_ids)
 
 
 __all__ = ["Cascade"]

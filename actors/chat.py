@@ -28,8 +28,9 @@ from actors.cubes import Cubes
 from actors.handoff import AdapterWeights, Placement
 from actors.runtime import ensure_scheduler
 from actors.scheduler import SCHEDULER_NAME, Scheduler
+from actors.usage import UsageRecorder
 from actors.worker import ModelWorker
-from memos_ray.activation.prompt import PINNED_TAG, plan_chat, question_of, retrieved_memories
+from memos_ray.activation.prompt import PINNED_TAG, PlannedChat, plan_chat, question_of
 from memos_ray.config import MemosConfig
 from memos_ray.types import Caller, ChatOutcome, ChatPlan, ChatRequest, ChatResponse, MemoryItem, Role, SearchQuery
 
@@ -40,11 +41,15 @@ log = logging.getLogger(__name__)
 class PreparedChat:
     """A chat ready to run: the plan, the memories it uses, the adapter's weights, and where it runs."""
 
-    plan: ChatPlan
-    used: list[MemoryItem]
+    agent: str
+    planned: PlannedChat
     adapter: AdapterWeights | None
     placement: Placement
     scheduler: ActorHandle
+
+    @property
+    def plan(self) -> ChatPlan:
+        return self.planned.plan
 
 
 def response_of(outcome: ChatOutcome, used: list[MemoryItem], agent: str) -> ChatResponse:
@@ -71,11 +76,13 @@ class ChatService:
         cubes: Cubes,
         adapters: ActorHandle,
         embed: Callable[[list[str]], Awaitable[np.ndarray]],
+        usage: UsageRecorder | None = None,
     ) -> None:
         self.config = config
         self.cubes = cubes
         self.adapters = adapters
         self.embed = embed
+        self.usage = usage
         self._scheduler: ActorHandle | None = None
 
     def scheduler(self) -> ActorHandle:
@@ -104,12 +111,18 @@ class ChatService:
         cubes = await self.cubes.open_many(list(req.cube_ids), who, Role.read)  # 404/403 before any work
         qvec, adapter = await asyncio.gather(self._embed_question(q), self._adapter(req))
         recalls = await asyncio.gather(*(c.call(CubeHost.recall, PINNED_TAG, q, qvec) for c in cubes))
-        pinned = [m for r in recalls for m in r.pinned]
-        retrieved = retrieved_memories(pinned, [h for r in recalls for h in r.hits], req.top_k) if q else []
-        plan, used = plan_chat(req, pinned, retrieved, adapter.adapter if adapter else None)
+        planned = plan_chat(
+            req,
+            [m for r in recalls for m in r.pinned],
+            [m for r in recalls for m in r.working],
+            [h for r in recalls for h in r.hits],
+            adapter.adapter if adapter else None,
+            req.layout or self.config.llm.layout,
+            self.config.llm.quote_top if req.quote_top is None else req.quote_top,
+        )
         scheduler = self.scheduler()
-        placement = await call(scheduler, Scheduler.place, plan, req.worker, adapter)
-        return PreparedChat(plan, used, adapter, placement, scheduler)
+        placement = await call(scheduler, Scheduler.place, planned.plan, req.worker, adapter)
+        return PreparedChat(who.principal, planned, adapter, placement, scheduler)
 
     async def run(self, who: Caller, req: ChatRequest) -> ChatResponse:
         chat = await self.prepare(who, req)
@@ -118,7 +131,7 @@ class ChatService:
             outcome = await call(chat.placement.handle, ModelWorker.chat, chat.plan, chat.placement, chat.adapter)
         finally:
             self._release(chat, outcome)
-        return response_of(outcome, chat.used, who.principal)
+        return response_of(outcome, chat.planned.used, who.principal)
 
     async def stream(self, who: Caller, req: ChatRequest) -> AsyncIterator[str | ChatResponse]:
         """Text pieces as the worker decodes them, then the response."""
@@ -135,14 +148,20 @@ class ChatService:
         finally:
             self._release(chat, outcome)
         if outcome is not None:
-            yield response_of(outcome, chat.used, who.principal)
+            yield response_of(outcome, chat.planned.used, who.principal)
 
     def _release(self, chat: PreparedChat, outcome: ChatOutcome | None) -> None:
+        if outcome is not None and self.usage is not None:
+            p = chat.planned
+            cached = p.in_prefix if outcome.kv.status != "off" else []
+            prompt = p.in_prompt if cached else [*p.in_prefix, *p.in_prompt]
+            self.usage.chatted(chat.agent, chat.plan.cube_ids, p.retrieved, prompt, cached)
         with contextlib.suppress(Exception):  # bookkeeping: never the request's failure
             tell(
                 chat.scheduler,
                 Scheduler.release,
                 chat.placement.worker,
+                chat.placement.key,
                 outcome.kv if outcome else None,
                 outcome.adapter if outcome else None,
             )

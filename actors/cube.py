@@ -46,6 +46,7 @@ from memos_ray.types import (
     SearchHit,
     SearchQuery,
     TrainRequest,
+    WorkingSet,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -259,6 +260,13 @@ class CubeHost:
     @read_only
     def recall(self, pinned_tag: str, q: SearchQuery | None, qvec: np.ndarray | None) -> Recall:
         return self.cube.recall(pinned_tag, q, qvec)
+
+    @_open
+    def set_working_set(
+        self, ranked: builtins.list[str], token_budget: int, pinned_tag: str, min_tokens: int = 0
+    ) -> WorkingSet:
+        """The MemScheduler's pick: this cube holds it (until passivation) and returns it with every recall."""
+        return self.cube.set_working_set(ranked, token_budget, pinned_tag, min_tokens)
 
     @_open
     @read_only

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 import numpy as np
 from ray.actor import ActorHandle
@@ -21,6 +21,9 @@ from actors.cube import CubeHost
 from actors.directory import Activation, Directory
 from memos_ray.errors import Unavailable
 from memos_ray.types import MAX_SEARCH_CUBES, Caller, Role, SearchHit, SearchQuery, SearchResponse
+
+if TYPE_CHECKING:
+    from actors.usage import UsageRecorder
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,8 +69,9 @@ class CubeRef:
 
 
 class Cubes:
-    def __init__(self, directory: ActorHandle) -> None:
+    def __init__(self, directory: ActorHandle, usage: UsageRecorder | None = None) -> None:
         self.directory = directory
+        self.usage = usage  # None: internal callers (the MemScheduler) whose reads are not use
 
     async def open(self, cube_id: str, who: Caller | None, need: Role) -> CubeRef:
         """404/403 unless ``who`` holds ``need`` on the cube (None: an internal call); one Directory call."""
@@ -116,8 +120,10 @@ class Cubes:
                 return await cube.call(CubeHost.search, q, vec)
 
         results = await asyncio.gather(*(one(c) for c in cube_ids))
-        hits = sorted((h for part in results for h in part), key=lambda h: h.score, reverse=True)
-        return SearchResponse(hits=hits[: q.top_k], took_ms=(time.perf_counter() - start) * 1000, cube_ids=cube_ids)
+        hits = sorted((h for part in results for h in part), key=lambda h: h.score, reverse=True)[: q.top_k]
+        if self.usage is not None:
+            self.usage.searched(who.principal, [h.memory for h in hits])
+        return SearchResponse(hits=hits, took_ms=(time.perf_counter() - start) * 1000, cube_ids=cube_ids)
 
 
 __all__ = ["CubeRef", "Cubes"]

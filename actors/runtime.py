@@ -1,5 +1,6 @@
 """Finding or starting the cluster-wide actors: one Directory, one Embedder, one Identity, one
-AuditLog, one Adapters and one Scheduler (with its model workers) per namespace.
+AuditLog, one Adapters, one MemScheduler (the policy) and one Scheduler (with its model workers) per
+namespace.
 
 All are detached named actors, so every Serve replica (and the CLI, tests, benchmarks)
 reaches the same ones, and they outlive a replica restart. ``get_if_exists`` makes
@@ -20,6 +21,7 @@ from actors.audit import AUDIT_NAME, AuditLogActor
 from actors.directory import DIRECTORY_NAME, Directory, DirectoryActor
 from actors.embedder import EMBEDDER_NAME, EmbedderActor
 from actors.identity import IDENTITY_NAME, IdentityActor
+from actors.memscheduler import MEMSCHEDULER_NAME, MemSchedulerActor
 from actors.scheduler import SCHEDULER_NAME, SchedulerActor
 from memos_ray.config import MemosConfig
 
@@ -31,6 +33,7 @@ class Runtime:
     identity: ActorHandle
     audit: ActorHandle
     adapters: ActorHandle
+    memscheduler: ActorHandle
 
 
 # The actors that keep files under data_dir (the catalog, identities, the audit log) run on the head node,
@@ -58,9 +61,18 @@ def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
     identity = _shared(IdentityActor, IDENTITY_NAME, config, 0.01, config, on_head=True)
     audit = _shared(AuditLogActor, AUDIT_NAME, config, 0.01, config, on_head=True)
     adapters = _shared(AdaptersActor, ADAPTERS_NAME, config, 0.01, config, on_head=True)
+    memscheduler = _shared(MemSchedulerActor, MEMSCHEDULER_NAME, config, 0.01, config, on_head=True)
+    memscheduler.ready.remote()  # starts its sweep (it stays passive until the Scheduler exists)
     if wait:
-        ray.get([a.ready.remote() for a in (directory, embedder, identity, audit, adapters)])
-    return Runtime(directory=directory, embedder=embedder, identity=identity, audit=audit, adapters=adapters)
+        ray.get([a.ready.remote() for a in (directory, embedder, identity, audit, adapters, memscheduler)])
+    return Runtime(
+        directory=directory,
+        embedder=embedder,
+        identity=identity,
+        audit=audit,
+        adapters=adapters,
+        memscheduler=memscheduler,
+    )
 
 
 def ensure_scheduler(config: MemosConfig, wait: bool = True) -> ActorHandle:
@@ -73,7 +85,8 @@ def ensure_scheduler(config: MemosConfig, wait: bool = True) -> ActorHandle:
 
 def shutdown_runtime(config: MemosConfig) -> None:
     """Passivate every cube (flushing storage) and end the shared actors."""
-    for name in (DIRECTORY_NAME, EMBEDDER_NAME, SCHEDULER_NAME, IDENTITY_NAME, AUDIT_NAME, ADAPTERS_NAME):
+    names = (MEMSCHEDULER_NAME, DIRECTORY_NAME, EMBEDDER_NAME, SCHEDULER_NAME, IDENTITY_NAME, AUDIT_NAME, ADAPTERS_NAME)
+    for name in names:
         try:
             handle = ray.get_actor(name, namespace=config.namespace)
         except ValueError:

@@ -8,12 +8,20 @@ cache there through the Ray object store instead of computing it again. A cache 
 yet is built once (concurrent requests for the same prefix share one build); one that was
 evicted or whose worker restarted is loaded from disk. Editing or deleting a memory that a
 cache was built from invalidates the cache everywhere.
+
+It is the mechanism; the MemScheduler (``actors/memscheduler.py``) is the policy: it asks for caches to
+be built ahead of need (:meth:`Scheduler.prebuild`), demoted off the workers (:meth:`Scheduler.demote`)
+or off the disk (:meth:`Scheduler.evict_disk`), and reads :meth:`Scheduler.places`. The Scheduler
+refuses to move a cache that a placed chat is still using.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections import OrderedDict
+from datetime import UTC, datetime
 from typing import Any
 
 import ray
@@ -25,7 +33,16 @@ from actors.worker import ModelWorker, WorkerActor, worker_name
 from memos_ray.activation import kvcache
 from memos_ray.config import MemosConfig
 from memos_ray.errors import InvalidInput
-from memos_ray.types import ChatPlan, KVCacheEntry, KVInfo, ModelIdentity
+from memos_ray.types import (
+    CachePlace,
+    ChatPlan,
+    KVCacheEntry,
+    KVInfo,
+    KVPlaces,
+    ModelIdentity,
+    Warmed,
+    WorkerKV,
+)
 
 SCHEDULER_NAME = "memos_scheduler"
 REFS_KEPT = 64  # ObjectRefs of recent caches kept for moves (a held reference pins the cache in the store)
@@ -54,13 +71,44 @@ class Scheduler:
         self.refs: OrderedDict[str, ray.ObjectRef] = OrderedDict()
         self.adapter_where: dict[str, set[int]] = {}  # adapter id -> workers that reported it loaded
         self.moves = self.moved_bytes = self.builds = self.invalidated = 0
+        self.last_used: dict[str, float] = {}  # key -> when a chat last used it (a build ahead of need is no use)
+        self.using: dict[str, int] = {}  # key -> chats placed on it that have not ended
+        self.cubes_of: dict[str, list[str]] = {}
+        self.built_for: dict[str, str] = {}  # key -> "chat" or "policy"
+        self.disk: dict[str, int] = {}  # key -> bytes of its file
+        self.break_even: int | None = None
+        self.calibration: list[dict[str, float]] = []
 
     async def ready(self) -> ModelIdentity:
+        if self.identity is not None:
+            return self.identity
         identities = await asyncio.gather(*(call(w, ModelWorker.identity) for w in self.workers))
         if len({i.key for i in identities}) != 1:
             raise RuntimeError(f"workers disagree on the model: {identities}")
         self.identity = identities[0]
+        self._scan_disk()
         return self.identity
+
+    def _scan_disk(self) -> None:
+        """Caches on disk from earlier lives (this node's folder): known again, with their file's age as
+        their last use, so the policy can demote them and placement loads rather than builds them."""
+        assert self.identity is not None
+        folder = self.config.storage.data_dir / "kv"
+        for path in folder.glob("*.safetensors") if folder.exists() else ():
+            with contextlib.suppress(Exception):  # a torn or foreign file: the worker's own put replaces it
+                entry = kvcache.read_entry(path)
+                if entry.model.key == self.identity.key:
+                    self.entries[entry.key] = entry
+                    self.disk[entry.key] = path.stat().st_size
+                    self.last_used[entry.key] = path.stat().st_mtime
+
+    async def calibrated(self) -> int:
+        """The prefix length from which a cache pays off, measured once on worker 0."""
+        if self.break_even is None:
+            break_even, self.calibration = await call(self.workers[0], ModelWorker.calibrate)
+            self.break_even = break_even
+            return break_even
+        return self.break_even
 
     async def _identity(self) -> ModelIdentity:
         return self.identity or await self.ready()
@@ -100,6 +148,7 @@ class Scheduler:
         else:
             w = self._least_busy(everyone, plan)
         self.inflight[w] += 1
+        self._use(key, plan)
         try:
             if w in holders:
                 return self._placement(w, key)
@@ -118,7 +167,21 @@ class Scheduler:
             return self._placement(w, key, built=built)
         except BaseException:
             self.inflight[w] -= 1
+            self._done(key)
             raise
+
+    def _use(self, key: str, plan: ChatPlan) -> None:
+        self.using[key] = self.using.get(key, 0) + 1
+        self.last_used[key] = time.time()
+        self.cubes_of.setdefault(key, list(plan.cube_ids))
+        self.built_for.setdefault(key, "chat")
+
+    def _done(self, key: str | None) -> None:
+        if key is not None and key in self.using:
+            self.using[key] -= 1
+            if self.using[key] <= 0:
+                del self.using[key]
+            self.last_used[key] = time.time()
 
     async def _build(self, key: str, w: int, plan: ChatPlan, adapter: AdapterWeights | None) -> KVCacheEntry:
         try:
@@ -128,6 +191,7 @@ class Scheduler:
             self._keep_ref(key, kv.ref)
             self.entries[key] = kv.entry
             self.where.setdefault(key, set()).add(w)
+            self.disk[key] = kv.entry.bytes  # every build is written to disk (the file is the tensors' size)
             self.builds += 1
             return kv.entry
         finally:
@@ -151,15 +215,17 @@ class Scheduler:
             self._keep_ref(key, ref)
         return self._placement(dst, key, adopt=KVHandle(self.entries[key], ref))
 
-    def release(self, worker: int, kv: KVInfo | None, adapter: str | None) -> None:
-        """A chat placed on ``worker`` ended (``kv`` None: it failed): free its slot, note where caches and
-        adapters now are. Sent fire-and-forget: it is bookkeeping, not on the request's path."""
+    def release(self, worker: int, key: str | None, kv: KVInfo | None, adapter: str | None) -> None:
+        """A chat placed on ``worker`` (on cache ``key``) ended (``kv`` None: it failed): free its slot, note
+        where caches and adapters now are. Sent fire-and-forget: it is bookkeeping, not on the request's path."""
         self.inflight[worker] = max(0, self.inflight[worker] - 1)
+        self._done(key)
         if adapter is not None:
             self.adapter_where.setdefault(adapter, set()).add(worker)
         if kv is not None and kv.key is not None:
             if kv.key in self.entries:  # not invalidated while this chat ran
                 self.where.setdefault(kv.key, set()).add(worker)
+                self.disk.setdefault(kv.key, self.entries[kv.key].bytes)
             if kv.status == "moved":
                 self.moves += 1
                 self.moved_bytes += kv.moved_bytes
@@ -168,9 +234,16 @@ class Scheduler:
 
     def _forget(self, keys: list[str]) -> None:
         for key in keys:
-            self.entries.pop(key, None)
-            self.where.pop(key, None)
-            self.refs.pop(key, None)
+            for table in (
+                self.entries,
+                self.where,
+                self.refs,
+                self.last_used,
+                self.cubes_of,
+                self.built_for,
+                self.disk,
+            ):
+                table.pop(key, None)  # type: ignore[attr-defined]
 
     async def invalidate(self, memory_ids: list[str]) -> int:
         """Drop every cache built from any of these memories: it is stale and never used again."""
@@ -194,6 +267,94 @@ class Scheduler:
             *(call(w, ModelWorker.drop_adapters, list(ids)) for w in self.workers), return_exceptions=True
         )
         return sum(d for d in dropped if isinstance(d, int))
+
+    # ------------------------------------------------------------ the policy's moves
+
+    async def prebuild(self, plan: ChatPlan, adapter: AdapterWeights | None = None) -> Warmed:
+        """Make sure some worker holds the cache of ``plan``'s prefix, ahead of any chat: held already, loaded
+        from disk, or built (once, shared with chats that need it meanwhile). The worker is the one placement
+        would pick, so the next chat on this prefix runs there. A build ahead of need is not a use: it does
+        not keep the cache from demotion."""
+        cube_id = plan.cube_ids[0] if plan.cube_ids else ""
+        adapter_id = plan.adapter.adapter_id if plan.adapter else None
+        key, _ = kvcache.cache_key(await self._identity(), adapter_id, plan.prefix_text)
+        holders = sorted(self.where.get(key, ()))
+        if holders:
+            return Warmed(cube_id=cube_id, status="held", key=key, tokens=self.entries[key].tokens, worker=holders[0])
+        w = self._least_busy(list(range(len(self.workers))), plan)
+        status = "loaded" if key in self.entries else "built"
+        task = self._builds.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._build(key, w, plan, adapter))
+            self._builds[key] = task
+        entry = await asyncio.shield(task)
+        self.cubes_of.setdefault(key, list(plan.cube_ids))
+        self.built_for.setdefault(key, "policy")
+        self.last_used.setdefault(key, time.time())
+        return Warmed(
+            cube_id=cube_id,
+            status=status,
+            key=key,
+            tokens=entry.tokens,
+            worker=min(self.where[key]),
+            adapter=adapter_id,
+        )
+
+    async def warm_adapter(self, adapter: AdapterWeights) -> int:
+        """Load an adapter on the worker a chat under it would be placed on (no prefix to build)."""
+        holders = self.adapter_where.get(adapter.adapter.adapter_id, set())
+        if holders:
+            return min(holders)
+        w = min(range(len(self.workers)), key=lambda i: (self.inflight[i], i))
+        await call(self.workers[w], ModelWorker.load_adapter, adapter)
+        self.adapter_where.setdefault(adapter.adapter.adapter_id, set()).add(w)
+        return w
+
+    async def demote(self, key: str) -> list[int]:
+        """The cache leaves every worker's memory (its file stays); refused (empty) while a chat uses it."""
+        if self.using.get(key) or key in self._builds:
+            return []
+        holders = sorted(self.where.pop(key, set()))
+        self.refs.pop(key, None)  # a held reference would keep it in the object store
+        await asyncio.gather(
+            *(call(self.workers[w], ModelWorker.demote, [key]) for w in holders), return_exceptions=True
+        )
+        return holders
+
+    async def evict_disk(self, key: str) -> bool:
+        """The cache leaves the disk too (and any worker still holding it); refused while a chat uses it."""
+        if self.using.get(key) or key in self._builds:
+            return False
+        self._forget([key])
+        await asyncio.gather(*(call(w, ModelWorker.drop, [key]) for w in self.workers), return_exceptions=True)
+        return True
+
+    async def places(self) -> KVPlaces:
+        stats = await asyncio.gather(*(call(w, ModelWorker.stats) for w in self.workers))
+        caches = [
+            CachePlace(
+                key=key,
+                cube_ids=self.cubes_of.get(key, []),
+                tokens=entry.tokens,
+                bytes=entry.bytes,
+                workers=sorted(self.where.get(key, ())),
+                last_used_at=datetime.fromtimestamp(self.last_used[key], UTC) if key in self.last_used else None,
+                in_use=self.using.get(key, 0) + (key in self._builds),
+                built_for="policy" if self.built_for.get(key) == "policy" else "chat",
+            )
+            for key, entry in self.entries.items()
+        ]
+        workers = [
+            WorkerKV(
+                worker=s["worker"],
+                kv_bytes=s["kv_bytes"],
+                kv_budget=s["kv_budget"],
+                resident=s["resident"],
+                adapters=list(s["adapter_ids"]),
+            )
+            for s in stats
+        ]
+        return KVPlaces(caches=caches, disk=dict(self.disk), workers=workers, break_even_tokens=await self.calibrated())
 
     async def stats(self) -> dict[str, Any]:
         workers = await asyncio.gather(*(call(w, ModelWorker.stats) for w in self.workers))

@@ -187,7 +187,17 @@ class ModelWorker:
         return time.perf_counter() - start
 
     def drop(self, keys: list[str]) -> int:
+        """Forget caches everywhere: memory and disk (stale, or demoted off the disk)."""
         return sum(self.store.remove(k) for k in keys)
+
+    def demote(self, keys: list[str]) -> int:
+        """Caches leave this worker's memory; their files stay (a later chat loads them)."""
+        return sum(self.store.evict(k) for k in keys)
+
+    def calibrate(self) -> tuple[int, list[dict[str, float]]]:
+        """The prefix length from which a KV cache pays off on this worker (see ``measure_break_even``)."""
+        filler = self.lm.tokenizer(kvcache.SYSTEM_PREAMBLE + " ", add_special_tokens=False).input_ids
+        return kvcache.measure_break_even(self.lm.model, self.eos, filler)
 
     # ------------------------------------------------------------ chat
 
@@ -313,6 +323,7 @@ class ModelWorker:
             "prefills": self.prefills,
             "prefill_tokens": self.prefill_tokens,
             "adapters": self.slots.stats(),
+            "adapter_ids": self.slots.resident(),
         }
 
 

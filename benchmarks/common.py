@@ -19,7 +19,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster on loopback
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from memos_ray.config import DirectoryConfig, LLMConfig, MemosConfig, ServeConfig, StorageConfig, WorkersConfig
+from memos_ray.config import (
+    DirectoryConfig,
+    LLMConfig,
+    MemosConfig,
+    SchedulerConfig,
+    ServeConfig,
+    StorageConfig,
+    WorkersConfig,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = Path(__file__).resolve().parents[1] / ".memos-ray" / "models"  # the converted LLM, shared with tests
@@ -34,7 +42,9 @@ class Stack:
 
 
 @contextmanager
-def stack(port: int = 8765, max_live_cubes: int = 24, workers: int = 1) -> Iterator[Stack]:
+def stack(
+    port: int = 8765, max_live_cubes: int = 24, workers: int = 1, scheduler: dict[str, Any] | None = None
+) -> Iterator[Stack]:
     """Ray + the Serve app on the embedded defaults, on a throwaway data dir."""
     import ray
     from ray import serve
@@ -50,6 +60,7 @@ def stack(port: int = 8765, max_live_cubes: int = 24, workers: int = 1) -> Itera
             serve=ServeConfig(port=port),
             llm=LLMConfig(cache_dir=MODELS),
             workers=WorkersConfig(count=workers),
+            scheduler=SchedulerConfig(**(scheduler or {})),
         )
         ray.init(include_dashboard=False, namespace="memos_bench", log_to_driver=False)
         try:

@@ -19,6 +19,7 @@ from actors.cubes import Cubes
 from actors.embedder import embedding
 from actors.memories import MemoryService
 from actors.runtime import ensure_runtime
+from actors.usage import UsageRecorder
 from memos_ray.config import MemosConfig
 from memos_ray.governance.redact import Redactor
 
@@ -31,6 +32,7 @@ class Services:
     identity: ActorHandle
     audit: ActorHandle
     adapters: ActorHandle
+    memscheduler: ActorHandle
     embed: Callable[[list[str]], Awaitable[np.ndarray]]
     cubes: Cubes
     memories: MemoryService
@@ -39,7 +41,8 @@ class Services:
     @classmethod
     def start(cls, config: MemosConfig) -> Services:
         runtime = ensure_runtime(config, wait=False)
-        cubes = Cubes(runtime.directory)
+        usage = UsageRecorder(lambda: runtime.memscheduler)
+        cubes = Cubes(runtime.directory, usage)
         embed = embedding(runtime.embedder)
         return cls(
             config=config,
@@ -48,10 +51,11 @@ class Services:
             identity=runtime.identity,
             audit=runtime.audit,
             adapters=runtime.adapters,
+            memscheduler=runtime.memscheduler,
             embed=embed,
             cubes=cubes,
             memories=MemoryService(cubes, Redactor(config.governance.redaction), embed),
-            chat=ChatService(config, cubes, runtime.adapters, embed),
+            chat=ChatService(config, cubes, runtime.adapters, embed, usage),
         )
 
 

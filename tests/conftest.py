@@ -76,6 +76,8 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> MemosConfig:
         llm=LLMConfig(dtype="float32", cache_dir=MODELS),  # fp32: exact equality is tested
         workers=WorkersConfig(count=2, num_cpus=0.25),
         governance=GovernanceConfig(admin_key_sha256=hash_key(ADMIN_KEY)),
+        # off: deterministic prefixes elsewhere (tests/test_memscheduler.py turns it on); caches go cold in 8 s
+        scheduler={"enabled": False, "kv_idle_s": 8},  # type: ignore[arg-type]
     )
 
 

@@ -61,7 +61,7 @@ def main(models: Path) -> None:
             for w in (0, 1):
                 placement = ray.get(scheduler.place.remote(plan, w))
                 outcome = ray.get(placement.handle.chat.remote(plan, placement))
-                scheduler.release.remote(placement.worker, outcome.kv, outcome.adapter)
+                scheduler.release.remote(placement.worker, placement.key, outcome.kv, outcome.adapter)
                 info = outcome.kv
                 seen.append(
                     {

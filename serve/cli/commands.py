@@ -29,8 +29,8 @@ from rich.table import Table
 from memos_ray.config import MemosConfig
 from memos_ray.errors import MemosError
 from memos_ray.plaintext.reader import context_of
-from memos_ray.types import MAX_BATCH, ChatMessage, MemoryKind
-from serve.cli import adapters, governance
+from memos_ray.types import MAX_BATCH, ChatMessage, MemoryKind, SchedulerStatus
+from serve.cli import adapters, governance, scheduler
 from serve.cli.base import app, clip, connect, err, out
 
 
@@ -115,7 +115,7 @@ def up(
 
 
 def status(ctx: typer.Context) -> None:
-    """Server health, plus Directory and Embedder statistics."""
+    """Server health, Directory and Embedder statistics, and what the MemScheduler keeps where."""
     with connect(ctx) as client:
         health, stats = client.health(), client.status()
     out.print(escape(f"{ctx.obj.url}: {health.get('status')} (version {health.get('version')})"))
@@ -124,6 +124,10 @@ def status(ctx: typer.Context) -> None:
         for key, value in (stats.get(section) or {}).items():
             table.add_row(escape(key), "-" if value is None else escape(str(value)))
         out.print(table)
+    if stats.get("scheduler"):
+        scheduler.print_scheduler(SchedulerStatus.model_validate(stats["scheduler"]))
+    else:
+        out.print("scheduler: no model workers yet (the first chat or session starts them)")
 
 
 def add(
@@ -312,3 +316,4 @@ def register(app: typer.Typer) -> None:
 register(app)
 governance.register(app)
 adapters.register(app)
+scheduler.register(app)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serve.routes import adapters, audit, changes, chat, cubes, identity, memories, search, system
+from serve.routes import adapters, audit, changes, chat, cubes, identity, memories, scheduler, search, system
 
 ROUTERS = [
     system.router,
@@ -14,6 +14,7 @@ ROUTERS = [
     identity.router,
     audit.router,
     changes.router,
+    scheduler.router,
 ]
 
 __all__ = ["ROUTERS"]

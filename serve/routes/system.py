@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from actors.calls import call
 from actors.directory import Directory
 from actors.embedder import Embedder
+from actors.memscheduler import MemScheduler
 from memos_ray import __version__
 from memos_ray.errors import Forbidden
 from memos_ray.types import AuditAction, Caller, Health, Status
@@ -29,5 +30,9 @@ async def get_status(who: Caller = Auth, svc: Services = Svc) -> Status:
     """Cluster-wide counters: for administrators (they span every tenant)."""
     if not who.admin:
         raise Forbidden("the cluster's status is for administrators", {"principal": who.principal})
-    directory, embedder = await asyncio.gather(call(svc.directory, Directory.stats), call(svc.embedder, Embedder.stats))
-    return Status(version=__version__, directory=directory, embedder=embedder)
+    directory, embedder, scheduler = await asyncio.gather(
+        call(svc.directory, Directory.stats),
+        call(svc.embedder, Embedder.stats),
+        call(svc.memscheduler, MemScheduler.status),
+    )
+    return Status(version=__version__, directory=directory, embedder=embedder, scheduler=scheduler)

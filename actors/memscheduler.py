@@ -1,0 +1,367 @@
+"""The MemScheduler: the one place that decides which memories live in which form. It watches usage
+(recorded off the request path by each ingress, :mod:`actors.usage`) and applies the policy of
+:mod:`memos_ray.scheduling.policy`, event-driven and in a periodic sweep:
+
+- *promotion*: an active cube's working set (its hottest memories, up to a token budget) is handed to the
+  cube, which holds it and returns it with every recall; its KV prefix is built ahead of need on the worker
+  that will serve it (:meth:`Scheduler.prebuild`), when it is at least the measured break-even length and
+  the build CPU share allows;
+- *demotion*: caches unused for a window leave the workers, then the disk; never one in use;
+- *prefetch*: a session (``POST /v1/sessions``, or an agent's first chat after idle) warms its cubes'
+  prefix and adapter on the worker that will serve them.
+
+Every decision is recorded with its reason and inputs (:class:`DecisionLog`). The Scheduler stays the
+mechanism: where caches are and how they move. Passive until the Scheduler exists (no model workers: no
+KV to manage); it never starts them, except for a session, whose point is to be ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import OrderedDict
+
+import ray
+from ray.actor import ActorHandle
+
+from actors.adapters import ADAPTERS_NAME, Adapters
+from actors.calls import actor_class, call
+from actors.cube import CubeHost
+from actors.cubes import Cubes
+from actors.directory import DIRECTORY_NAME, Directory
+from actors.handoff import AdapterWeights
+from actors.scheduler import SCHEDULER_NAME, Scheduler
+from memos_ray.activation.prompt import PINNED_TAG, prefix_plan
+from memos_ray.config import MemosConfig
+from memos_ray.scheduling.decisions import DecisionLog
+from memos_ray.scheduling.policy import CANDIDATES, BuildBudget, approx_tokens, demotions
+from memos_ray.scheduling.usage import UsageStore
+from memos_ray.types import (
+    CubeUsage,
+    DecisionInput,
+    DecisionKind,
+    DecisionPage,
+    Role,
+    SchedulerStatus,
+    Session,
+    SessionCreate,
+    UsageEvent,
+    Warmed,
+    utcnow,
+)
+
+MEMSCHEDULER_NAME = "memos_memscheduler"
+SESSIONS_KEPT = 1_000
+log = logging.getLogger(__name__)
+
+
+class MemScheduler:
+    def __init__(self, config: MemosConfig) -> None:
+        self.config = config
+        self.cfg = config.scheduler
+        root = config.storage.data_dir / "scheduler"
+        self.usage = UsageStore(root / "usage.sqlite", self.cfg.window_s)
+        self.log = DecisionLog(root / "decisions.sqlite", self.cfg.decisions_kept)
+        self.budget = BuildBudget(self.cfg.build_cpu_share, config.workers.count)
+        self.sessions: OrderedDict[str, Session] = OrderedDict()
+        self._handles: dict[str, ActorHandle] = {}
+        self._cubes: Cubes | None = None
+        self._last: dict[str, str] = {}  # cube id -> what was last decided for it (a decision is recorded once)
+        self._demoted: dict[str, float] = {}  # key -> when the policy demoted it
+        self._prefix_of: dict[str, str] = {}  # cube id -> the key of its working-set prefix
+        self._busy: set[str] = set()  # cubes being promoted now
+        self._loop: asyncio.Task[None] | None = None
+        self.enabled = self.cfg.enabled
+
+    async def ready(self) -> bool:
+        if self.enabled and self._loop is None:
+            self._loop = asyncio.get_running_loop().create_task(self._sweeps())
+        return self.enabled
+
+    async def set_enabled(self, enabled: bool) -> bool:
+        """Turn the policy on or off at run time (an operator's switch; benchmarks compare both in one run).
+        Off: no sweeps, and the live cubes drop their working sets, so chats run on pinned prefixes only."""
+        self.enabled = enabled
+        if enabled:
+            return await self.ready()
+        if self._loop is not None:
+            self._loop.cancel()
+            self._loop = None
+        directory = self._actor(DIRECTORY_NAME)
+        live = set(await call(directory, Directory.live_cubes)) if directory is not None else set()
+        for cube_id, stats in self.usage.cubes.items():
+            if stats.working_set and cube_id in live:
+                cube = await self.cubes().open(cube_id, None, Role.read)
+                await cube.call(CubeHost.set_working_set, [], 0, PINNED_TAG)
+            if stats.working_set:
+                self.usage.set_working_set(cube_id, [])
+        self._last.clear()
+        return False
+
+    # ------------------------------------------------------------ the actors it works through
+
+    def _actor(self, name: str) -> ActorHandle | None:
+        if name not in self._handles:
+            with contextlib.suppress(ValueError):
+                self._handles[name] = ray.get_actor(name, namespace=self.config.namespace)
+        return self._handles.get(name)
+
+    def _scheduler(self, start: bool = False) -> ActorHandle | None:
+        if start and self._actor(SCHEDULER_NAME) is None:
+            from actors.runtime import ensure_scheduler  # the runtime starts this actor: imported late
+
+            self._handles[SCHEDULER_NAME] = ensure_scheduler(self.config, wait=False)
+        return self._actor(SCHEDULER_NAME)
+
+    def cubes(self) -> Cubes:
+        if self._cubes is None:
+            directory = self._actor(DIRECTORY_NAME)
+            if directory is None:
+                raise RuntimeError("the Directory is not running")
+            self._cubes = Cubes(directory)
+        return self._cubes
+
+    # ------------------------------------------------------------ usage
+
+    def record(self, events: list[UsageEvent]) -> None:
+        """A batch from an ingress. An agent's first chat after idle starts a session: its cube is promoted
+        now rather than at the next sweep."""
+        now = time.time()
+        starting = {
+            e.cube_id: e.agent
+            for e in events
+            if e.chat and ((last := self.usage.last_chat_of(e.agent)) is None or now - last > self.cfg.session_idle_s)
+        }
+        self.usage.record(events)
+        if self.enabled and self._scheduler() is not None:
+            for cube_id, agent in starting.items():
+                why = f"agent {agent}'s first chat after {self.cfg.session_idle_s:.0f} s idle"
+                asyncio.get_running_loop().create_task(
+                    self._quietly(self.promote(cube_id, why, kind=DecisionKind.prefetch))
+                )
+
+    def usage_of(self, cube_id: str, limit: int = 100) -> CubeUsage:
+        return self.usage.cube(cube_id, limit)
+
+    def forget(self, cube_id: str, memory_ids: list[str] | None = None) -> None:
+        """A purge (or the cube's deletion, with None): its usage goes too."""
+        self.usage.forget(cube_id, memory_ids)
+
+    # ------------------------------------------------------------ promotion and prefetch
+
+    async def _adapter(self, cube_id: str, wanted: bool = True) -> AdapterWeights | None:
+        adapters = self._actor(ADAPTERS_NAME)
+        if not wanted or adapters is None:
+            return None
+        try:
+            return await call(adapters, Adapters.active, cube_id)
+        except Exception:  # the chat falls back to the base model the same way
+            return None
+
+    def _decide(
+        self,
+        kind: DecisionKind,
+        reason: str,
+        cube_id: str,
+        inputs: dict[str, DecisionInput],
+        key: str | None = None,
+        worker: int | None = None,
+    ) -> None:
+        """Record a decision, once per cube while nothing changes (a sweep repeats itself)."""
+        mark = f"{kind}:{reason}:{key}"
+        if self._last.get(cube_id) == mark and kind != DecisionKind.prefetch:
+            return
+        self._last[cube_id] = mark
+        self.log.add(kind, reason, cube_id=cube_id, key=key, worker=worker, inputs=inputs)
+
+    async def promote(
+        self, cube_id: str, why: str, kind: DecisionKind = DecisionKind.promote, adapter_wanted: bool = True
+    ) -> Warmed:
+        """Hand the cube its working set and make sure its prefix (pinned + working set) is held by a worker."""
+        if not self.enabled:
+            return Warmed(cube_id=cube_id, status="skipped", reason="the scheduling policy is off")
+        scheduler = self._scheduler(start=kind == DecisionKind.prefetch)
+        if scheduler is None or cube_id in self._busy:
+            return Warmed(cube_id=cube_id, status="skipped", reason="busy" if scheduler else "no model workers yet")
+        self._busy.add(cube_id)
+        try:
+            return await self._promote(scheduler, cube_id, why, kind, adapter_wanted)
+        finally:
+            self._busy.discard(cube_id)
+
+    async def _promote(
+        self, scheduler: ActorHandle, cube_id: str, why: str, kind: DecisionKind, adapter_wanted: bool
+    ) -> Warmed:
+        break_even = self.cfg.min_prefix_tokens
+        if break_even is None:
+            break_even = await call(scheduler, Scheduler.calibrated)
+        ranked = self.usage.ranked(cube_id, min_heat=self.cfg.working_set_min_heat)[:CANDIDATES]
+        cube = await self.cubes().open(cube_id, None, Role.read)
+        ws = await cube.call(
+            CubeHost.set_working_set, [m for m, _ in ranked], self.cfg.working_set_tokens, PINNED_TAG, break_even
+        )
+        ids = [m.id for m in ws.items]
+        stats = self.usage.cubes.get(cube_id)
+        churn = self.usage.set_working_set(cube_id, ids) if stats is None or stats.working_set != ids else 0
+        prefix = [*ws.pinned, *ws.items]
+        adapter = await self._adapter(cube_id, adapter_wanted)
+        heats = [h for m, h in ranked if m in set(ids)]
+        figures: dict[str, DecisionInput] = {
+            "memories": len(ids),
+            "pinned": len(ws.pinned),
+            "tokens_est": ws.tokens,
+            "churn": churn,
+            "break_even": break_even,
+            "hottest": round(max(heats), 3) if heats else 0.0,
+        }
+        if not prefix:
+            if adapter is not None:
+                worker = await call(scheduler, Scheduler.warm_adapter, adapter)
+                self._decide(kind, f"{why}: no prefix to hold; adapter warmed", cube_id, figures, worker=worker)
+                return Warmed(
+                    cube_id=cube_id,
+                    status="nothing",
+                    worker=worker,
+                    adapter=adapter.adapter.adapter_id,
+                    reason="no pinned memory and no working set yet",
+                )
+            reason = ws.reason or "no pinned memory and no memory hot enough yet"
+            self._decide(DecisionKind.skip, reason, cube_id, figures)
+            return Warmed(cube_id=cube_id, status="nothing", reason=reason)
+        plan = prefix_plan([cube_id], prefix, adapter.adapter if adapter else None)
+        if approx_tokens(plan.prefix_text) < break_even and not ws.pinned:  # pinned: an explicit override
+            reason = f"prefix of ~{approx_tokens(plan.prefix_text)} tokens is below the break-even {break_even}"
+            self._decide(DecisionKind.skip, reason, cube_id, figures)
+            return Warmed(cube_id=cube_id, status="skipped", reason=reason)
+        now = time.time()
+        if kind == DecisionKind.promote and not self.budget.allows(now):
+            reason = (
+                f"build budget spent: {self.budget.used(now):.1f} s of {self.budget.allowed_s:.1f} s in the last minute"
+            )
+            self._decide(DecisionKind.skip, reason, cube_id, figures)
+            return Warmed(cube_id=cube_id, status="skipped", reason=reason)
+        start = time.perf_counter()
+        warmed = await call(scheduler, Scheduler.prebuild, plan, adapter)
+        took = time.perf_counter() - start
+        if warmed.key is not None:
+            self._prefix_of[cube_id] = warmed.key
+        if warmed.status != "held":
+            self.budget.spend(took, now)
+            self._demoted.pop(warmed.key or "", None)
+        if warmed.status != "held" or kind == DecisionKind.prefetch or churn:
+            reason = f"{why}: prefix {warmed.status} on worker {warmed.worker}"
+            self._decide(
+                kind,
+                reason,
+                cube_id,
+                {**figures, "tokens": warmed.tokens, "build_ms": round(took * 1000, 1)},
+                key=warmed.key,
+                worker=warmed.worker,
+            )
+        return warmed.model_copy(update={"reason": why})
+
+    async def open_session(self, agent: str, req: SessionCreate) -> Session:
+        """Warm the cubes' prefixes (and the first cube's adapter) on the workers that will serve them; the
+        caller authorized ``agent`` on every cube."""
+        session_id = f"s{secrets.token_hex(8)}"
+        why = f"session {session_id} of {agent}"
+        warmed = []
+        for i, cube_id in enumerate(req.cube_ids):
+            wanted = req.use_parametric_memory and i == 0
+            warmed.append(await self.promote(cube_id, why, kind=DecisionKind.prefetch, adapter_wanted=wanted))
+        session = Session(
+            session_id=session_id, agent=agent, cube_ids=list(req.cube_ids), started_at=utcnow(), warmed=warmed
+        )
+        self.sessions[session_id] = session
+        while len(self.sessions) > SESSIONS_KEPT:
+            self.sessions.popitem(last=False)
+        return session
+
+    # ------------------------------------------------------------ the sweep
+
+    async def _sweeps(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.sweep_s)
+            await self._quietly(self.sweep())
+
+    @staticmethod
+    async def _quietly(work: object) -> None:
+        try:
+            await work  # type: ignore[misc]
+        except Exception:
+            log.exception("MemScheduler step failed; the next sweep tries again")
+
+    async def sweep(self) -> int:
+        """One pass: promote every live active cube's working set, then demote what has gone cold. Returns the
+        decisions recorded (also callable directly: tests and benchmarks need not wait for the timer)."""
+        scheduler = self._scheduler()
+        directory = self._actor(DIRECTORY_NAME)
+        if scheduler is None or directory is None or not self.enabled:
+            return 0
+        before = self.log.seq
+        live = set(await call(directory, Directory.live_cubes))
+        for cube_id in self.usage.active_cubes(time.time() - self.cfg.active_s):
+            if cube_id in live and not self._resting(cube_id):
+                await self._quietly(self.promote(cube_id, "working set of an active cube"))
+        await self._demote(scheduler)
+        return self.log.seq - before
+
+    def _resting(self, cube_id: str) -> bool:
+        """A cube whose working-set cache the policy demoted, with no chat since: not promoted again."""
+        stats = self.usage.cubes.get(cube_id)
+        demoted_at = self._demoted.get(self._prefix_of.get(cube_id, ""))
+        return demoted_at is not None and (stats is None or (stats.last_chat or 0) <= demoted_at)
+
+    async def _demote(self, scheduler: ActorHandle) -> None:
+        places = await call(scheduler, Scheduler.places)
+        cubes_of = {c.key: c.cube_ids for c in places.caches}
+        for move in demotions(places.caches, places.disk, utcnow(), self.cfg):
+            cube_id = next(iter(cubes_of.get(move.key, [])), None)
+            if move.kind == DecisionKind.demote:
+                workers = await call(scheduler, Scheduler.demote, move.key)
+                if workers:
+                    self._demoted[move.key] = time.time()
+                    self.log.add(
+                        move.kind, move.reason, cube_id=cube_id, key=move.key, worker=workers[0], inputs=move.inputs
+                    )
+            elif await call(scheduler, Scheduler.evict_disk, move.key):
+                self._demoted.pop(move.key, None)
+                self.log.add(move.kind, move.reason, cube_id=cube_id, key=move.key, inputs=move.inputs)
+
+    # ------------------------------------------------------------ what it shows
+
+    def decisions(
+        self,
+        after_seq: int | None = None,
+        limit: int = 100,
+        kind: DecisionKind | None = None,
+        cube_id: str | None = None,
+    ) -> DecisionPage:
+        return self.log.query(after_seq, limit, kind, cube_id)
+
+    async def status(self) -> SchedulerStatus | None:
+        scheduler = self._scheduler()
+        if scheduler is None:
+            return None
+        places = await call(scheduler, Scheduler.places)
+        now = time.time()
+        return SchedulerStatus(
+            enabled=self.enabled,
+            break_even_tokens=self.cfg.min_prefix_tokens or places.break_even_tokens,
+            workers=places.workers,
+            caches=places.caches,
+            disk_bytes=sum(places.disk.values()),
+            disk_budget=self.cfg.disk_budget_mb * 1024 * 1024,
+            build_s_window=round(self.budget.used(now), 3),
+            build_s_budget=self.budget.allowed_s,
+            decisions=self.log.seq,
+            cubes_with_working_sets=sum(1 for s in self.usage.cubes.values() if s.working_set),
+        )
+
+
+MemSchedulerActor = actor_class(MemScheduler, max_restarts=-1, max_concurrency=64)
+
+__all__ = ["MEMSCHEDULER_NAME", "MemScheduler", "MemSchedulerActor"]
