@@ -1,7 +1,7 @@
 # The README names these targets. Each one installs what it needs first (scripts/bootstrap.sh).
 PY := .venv/bin/python
 
-.PHONY: setup up test test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops lint format typecheck
+.PHONY: setup up test test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops bench-scheduler bench-grounding lint format typecheck
 
 setup:
 	@./scripts/bootstrap.sh
@@ -32,6 +32,12 @@ bench-parametric: setup  ## LoRA: NLL before/after, training tokens/s, adapter s
 
 bench-hops: setup  ## actor round trips per add, search and chat (counted in every Ray worker)
 	PYTHONPATH=$(CURDIR) $(PY) benchmarks/hops.py
+
+bench-scheduler: setup  ## MemScheduler: 16 agents x 8 cubes, policy off vs on; TTFT against prefix length
+	$(PY) -m benchmarks.scheduler
+
+bench-grounding: setup  ## answers that name the fact: pinned, working set, retrieved, per prompt layout
+	$(PY) -m benchmarks.grounding
 
 lint: setup      ## ruff, and the import contracts (layers; the SDK and the schema import nothing of the server)
 	.venv/bin/ruff check .

@@ -263,10 +263,16 @@ class CubeHost:
 
     @_open
     def set_working_set(
-        self, ranked: builtins.list[str], token_budget: int, pinned_tag: str, min_tokens: int = 0
+        self,
+        ranked: builtins.list[str],
+        token_budget: int,
+        pinned_tag: str,
+        min_tokens: int = 0,
+        commit: bool = True,
     ) -> WorkingSet:
-        """The MemScheduler's pick: this cube holds it (until passivation) and returns it with every recall."""
-        return self.cube.set_working_set(ranked, token_budget, pinned_tag, min_tokens)
+        """The MemScheduler's pick: this cube holds it (until passivation) and returns it with every recall;
+        ``commit=False`` proposes it without holding it."""
+        return self.cube.set_working_set(ranked, token_budget, pinned_tag, min_tokens, commit)
 
     @_open
     @read_only

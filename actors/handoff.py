@@ -22,6 +22,7 @@ class KVHandle:
 
     entry: KVCacheEntry
     ref: ObjectRef
+    compute_s: float = 0.0  # what making it took the worker that built or loaded it (0: it was held)
 
 
 @dataclass(frozen=True)

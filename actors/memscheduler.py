@@ -37,7 +37,7 @@ from actors.scheduler import SCHEDULER_NAME, Scheduler
 from memos_ray.activation.prompt import PINNED_TAG, prefix_plan
 from memos_ray.config import MemosConfig
 from memos_ray.scheduling.decisions import DecisionLog
-from memos_ray.scheduling.policy import CANDIDATES, BuildBudget, approx_tokens, demotions
+from memos_ray.scheduling.policy import CANDIDATES, BuildBudget, demotions
 from memos_ray.scheduling.usage import UsageStore
 from memos_ray.types import (
     CubeUsage,
@@ -74,16 +74,29 @@ class MemScheduler:
         self._prefix_of: dict[str, str] = {}  # cube id -> the key of its working-set prefix
         self._busy: set[str] = set()  # cubes being promoted now
         self._loop: asyncio.Task[None] | None = None
-        self.enabled = self.cfg.enabled
+        switched = self.log.query(limit=1, kind=DecisionKind.policy).decisions
+        self.enabled = bool(switched[-1].inputs["enabled"]) if switched else self.cfg.enabled
 
     async def ready(self) -> bool:
-        if self.enabled and self._loop is None:
-            self._loop = asyncio.get_running_loop().create_task(self._sweeps())
+        self._ensure_sweeps()
         return self.enabled
 
-    async def set_enabled(self, enabled: bool) -> bool:
-        """Turn the policy on or off at run time (an operator's switch; benchmarks compare both in one run).
-        Off: no sweeps, and the live cubes drop their working sets, so chats run on pinned prefixes only."""
+    def _ensure_sweeps(self) -> None:
+        """The periodic sweep runs while the policy is on; started from any call (a restarted actor gets no
+        ``ready``)."""
+        if self.enabled and self._loop is None:
+            self._loop = asyncio.get_running_loop().create_task(self._sweeps())
+
+    async def set_enabled(self, enabled: bool, by: str = "operator") -> bool:
+        """Turn the policy on or off at run time (an operator's switch, recorded as a decision, so it holds
+        across restarts; benchmarks compare both in one run). Off: no sweeps, and the live cubes drop their
+        working sets, so chats run on pinned prefixes only."""
+        if enabled != self.enabled:
+            self.log.add(
+                DecisionKind.policy,
+                f"{by} turned the policy {'on' if enabled else 'off'}",
+                inputs={"enabled": enabled, "by": by},
+            )
         self.enabled = enabled
         if enabled:
             return await self.ready()
@@ -129,6 +142,7 @@ class MemScheduler:
     def record(self, events: list[UsageEvent]) -> None:
         """A batch from an ingress. An agent's first chat after idle starts a session: its cube is promoted
         now rather than at the next sweep."""
+        self._ensure_sweeps()
         now = time.time()
         starting = {
             e.cube_id: e.agent
@@ -192,32 +206,51 @@ class MemScheduler:
         finally:
             self._busy.discard(cube_id)
 
+    def _ranking(self, cube_id: str) -> list[tuple[str, float]]:
+        """Hottest first; members of the current working set count ``working_set_stickiness`` hotter, so a set
+        changes (and its prefix is rebuilt) only for a clearly hotter newcomer."""
+        stats = self.usage.cubes.get(cube_id)
+        current = set(stats.working_set) if stats else set()
+        sticky = self.cfg.working_set_stickiness
+        ranked = [(m, h * sticky if m in current else h) for m, h in self.usage.ranked(cube_id)]
+        ranked.sort(key=lambda r: r[1], reverse=True)
+        return [r for r in ranked if r[1] >= self.cfg.working_set_min_heat][:CANDIDATES]
+
     async def _promote(
         self, scheduler: ActorHandle, cube_id: str, why: str, kind: DecisionKind, adapter_wanted: bool
     ) -> Warmed:
+        """The cube's working set is proposed first; its prefix is built; only then does the cube switch to it,
+        so a chat never finds a working set whose cache is still to be computed."""
         break_even = self.cfg.min_prefix_tokens
         if break_even is None:
             break_even = await call(scheduler, Scheduler.calibrated)
-        ranked = self.usage.ranked(cube_id, min_heat=self.cfg.working_set_min_heat)[:CANDIDATES]
+        ranked = self._ranking(cube_id)
+        ids_ranked = [m for m, _ in ranked]
+        budget_tokens = self.cfg.working_set_tokens
         cube = await self.cubes().open(cube_id, None, Role.read)
-        ws = await cube.call(
-            CubeHost.set_working_set, [m for m, _ in ranked], self.cfg.working_set_tokens, PINNED_TAG, break_even
-        )
+        ws = await cube.call(CubeHost.set_working_set, ids_ranked, budget_tokens, PINNED_TAG, break_even, False)
         ids = [m.id for m in ws.items]
-        stats = self.usage.cubes.get(cube_id)
-        churn = self.usage.set_working_set(cube_id, ids) if stats is None or stats.working_set != ids else 0
         prefix = [*ws.pinned, *ws.items]
         adapter = await self._adapter(cube_id, adapter_wanted)
-        heats = [h for m, h in ranked if m in set(ids)]
+        heats = dict(ranked)
         figures: dict[str, DecisionInput] = {
             "memories": len(ids),
             "pinned": len(ws.pinned),
             "tokens_est": ws.tokens,
-            "churn": churn,
+            "changed": ws.changed,
             "break_even": break_even,
-            "hottest": round(max(heats), 3) if heats else 0.0,
+            "hottest": round(max((heats[m] for m in ids), default=0.0), 3),
+            "coolest": round(min((heats[m] for m in ids), default=0.0), 3),
         }
+
+        async def commit() -> int:
+            if ws.changed:
+                await cube.call(CubeHost.set_working_set, ids, budget_tokens, PINNED_TAG, break_even, True)
+            stats = self.usage.cubes.get(cube_id)
+            return self.usage.set_working_set(cube_id, ids) if stats is None or stats.working_set != ids else 0
+
         if not prefix:
+            await commit()
             if adapter is not None:
                 worker = await call(scheduler, Scheduler.warm_adapter, adapter)
                 self._decide(kind, f"{why}: no prefix to hold; adapter warmed", cube_id, figures, worker=worker)
@@ -232,24 +265,18 @@ class MemScheduler:
             self._decide(DecisionKind.skip, reason, cube_id, figures)
             return Warmed(cube_id=cube_id, status="nothing", reason=reason)
         plan = prefix_plan([cube_id], prefix, adapter.adapter if adapter else None)
-        if approx_tokens(plan.prefix_text) < break_even and not ws.pinned:  # pinned: an explicit override
-            reason = f"prefix of ~{approx_tokens(plan.prefix_text)} tokens is below the break-even {break_even}"
-            self._decide(DecisionKind.skip, reason, cube_id, figures)
-            return Warmed(cube_id=cube_id, status="skipped", reason=reason)
         now = time.time()
-        if kind == DecisionKind.promote and not self.budget.allows(now):
-            reason = (
-                f"build budget spent: {self.budget.used(now):.1f} s of {self.budget.allowed_s:.1f} s in the last minute"
-            )
+        if kind == DecisionKind.promote and ws.changed and not self.budget.allows(now):
+            used, allowed = self.budget.used(now), self.budget.allowed_s
+            reason = f"build budget spent: {used:.1f} s of {allowed:.1f} s in the last minute; the old set stays"
             self._decide(DecisionKind.skip, reason, cube_id, figures)
             return Warmed(cube_id=cube_id, status="skipped", reason=reason)
-        start = time.perf_counter()
         warmed = await call(scheduler, Scheduler.prebuild, plan, adapter)
-        took = time.perf_counter() - start
+        churn = await commit()
         if warmed.key is not None:
             self._prefix_of[cube_id] = warmed.key
         if warmed.status != "held":
-            self.budget.spend(took, now)
+            self.budget.spend(warmed.compute_ms / 1000, now)
             self._demoted.pop(warmed.key or "", None)
         if warmed.status != "held" or kind == DecisionKind.prefetch or churn:
             reason = f"{why}: prefix {warmed.status} on worker {warmed.worker}"
@@ -257,7 +284,7 @@ class MemScheduler:
                 kind,
                 reason,
                 cube_id,
-                {**figures, "tokens": warmed.tokens, "build_ms": round(took * 1000, 1)},
+                {**figures, "churn": churn, "tokens": warmed.tokens, "compute_ms": warmed.compute_ms},
                 key=warmed.key,
                 worker=warmed.worker,
             )
@@ -343,6 +370,7 @@ class MemScheduler:
         return self.log.query(after_seq, limit, kind, cube_id)
 
     async def status(self) -> SchedulerStatus | None:
+        self._ensure_sweeps()
         scheduler = self._scheduler()
         if scheduler is None:
             return None

@@ -76,6 +76,7 @@ class Scheduler:
         self.cubes_of: dict[str, list[str]] = {}
         self.built_for: dict[str, str] = {}  # key -> "chat" or "policy"
         self.disk: dict[str, int] = {}  # key -> bytes of its file
+        self.build_s: dict[str, float] = {}  # key -> what its last build or load took the worker
         self.break_even: int | None = None
         self.calibration: list[dict[str, float]] = []
 
@@ -192,6 +193,7 @@ class Scheduler:
             self.entries[key] = kv.entry
             self.where.setdefault(key, set()).add(w)
             self.disk[key] = kv.entry.bytes  # every build is written to disk (the file is the tensors' size)
+            self.build_s[key] = kv.compute_s
             self.builds += 1
             return kv.entry
         finally:
@@ -298,6 +300,7 @@ class Scheduler:
             tokens=entry.tokens,
             worker=min(self.where[key]),
             adapter=adapter_id,
+            compute_ms=round(self.build_s.pop(key, 0.0) * 1000, 1),
         )
 
     async def warm_adapter(self, adapter: AdapterWeights) -> int:

@@ -114,11 +114,12 @@ class ModelWorker:
 
     def build(self, plan: ChatPlan, adapter: AdapterWeights | None = None) -> KVHandle:
         """Make sure this worker holds the cache of ``plan``'s prefix (built, or loaded from disk)."""
+        start = time.perf_counter()
         self._ensure_adapter(plan.adapter, adapter)
         prefix_ids, _ = kvcache.split_prompt(self.lm.tokenizer, plan.prefix_text, plan.messages)
         with self.slots.use(plan.adapter.adapter_id if plan.adapter else None) as model:
             entry = self._ensure(plan, model, prefix_ids)[0]
-        return KVHandle(entry, self._refs[entry.key])
+        return KVHandle(entry, self._refs[entry.key], time.perf_counter() - start)
 
     # ------------------------------------------------------------ adapters
 

@@ -60,7 +60,7 @@ class LLMConfig(_Config):
         "benchmarks/grounding.py): quoted, numbered, between the question and its repetition; or system",
     )
     quote_top: int = Field(
-        2,
+        1,
         ge=0,
         le=20,
         description="quoted layout: the best hits quoted next to the question even when the cached prefix holds "
@@ -100,7 +100,12 @@ class SchedulerConfig(_Config):
     window_s: float = Field(600.0, gt=0, description="half-life of a memory's use count (its heat)")
     active_s: float = Field(900.0, gt=0, description="a cube with a chat this recent is active: it keeps a working set")
     working_set_tokens: int = Field(1024, ge=16, description="most tokens a cube's working-set prefix holds")
-    working_set_min_heat: float = Field(1.0, ge=0, description="decayed uses a memory needs to join a working set")
+    working_set_min_heat: float = Field(
+        0.5, ge=0, description="decayed uses a memory needs to join a working set (0.5: one use within a half-life)"
+    )
+    working_set_stickiness: float = Field(
+        1.5, ge=1, description="a memory in the working set counts this much hotter: a newcomer must be clearly hotter"
+    )
     min_prefix_tokens: int | None = Field(
         None, ge=0, description="below this a working set gets no KV cache; None: the break-even the workers measure"
     )

@@ -47,6 +47,8 @@ def test_usage_is_counted_decayed_and_survives_a_restart(tmp_path: Path) -> None
     assert next(iter(ranked)) == "a" and ranked["a"] == pytest.approx(2.0, abs=0.01)
     assert ranked["old"] == pytest.approx(0.25, abs=0.01)
     assert [m for m, _ in usage.ranked("c", min_heat=0.5)] == ["a", "b"]
+    usage.record([event("c", "ann", 0, chat=True, prefix=["b"])])  # carried in a prefix: counted, no heat
+    assert dict(usage.ranked("c"))["b"] == pytest.approx(1.0, abs=0.01)
     assert usage.set_working_set("c", ["a", "b"]) == 2
     assert usage.set_working_set("c", ["a", "old"]) == 2  # b left, old came in
     usage.close()
@@ -56,8 +58,8 @@ def test_usage_is_counted_decayed_and_survives_a_restart(tmp_path: Path) -> None
     a = next(m for m in cube.memories if m.memory_id == "a")
     assert (a.retrievals, a.prompt_uses, a.prefix_uses, a.agents) == (2, 1, 0, ["bob", "ann"])
     b = next(m for m in cube.memories if m.memory_id == "b")
-    assert (b.retrievals, b.prefix_uses) == (1, 1)
-    assert (cube.chats, cube.working_set, cube.churn) == (1, ["a", "old"], 4)
+    assert (b.retrievals, b.prefix_uses) == (1, 2)
+    assert (cube.chats, cube.working_set, cube.churn) == (2, ["a", "old"], 4)
     assert again.last_chat_of("ann") is not None and again.last_chat_of("bob") is None
     assert again.active_cubes(since=utcnow().timestamp() - 10) == ["c"]
 

@@ -90,7 +90,7 @@ def plan_chat(
     hits: Sequence[SearchHit],
     adapter: AdapterRef | None,
     layout: Layout = "quoted",
-    quote_top: int = 2,
+    quote_top: int = 1,
 ) -> PlannedChat:
     """The prompt split for activation memory (``pinned`` and ``working`` in the cubes' order)."""
     retrieved = best_hits(hits, req.top_k) if req.top_k else []

@@ -311,11 +311,12 @@ class MemCube:
         return [m for m in items if m is not None and m.state == LifecycleState.active and pinned_tag not in m.tags]
 
     def set_working_set(
-        self, ranked: Sequence[str], token_budget: int, pinned_tag: str, min_tokens: int = 0
+        self, ranked: Sequence[str], token_budget: int, pinned_tag: str, min_tokens: int = 0, commit: bool = True
     ) -> WorkingSet:
         """Keep the hottest of ``ranked`` (memory ids, hottest first) that are active and fit ``token_budget``
         (rendered as prefix lines); held in prefix order (oldest first), so equal sets render equal prefixes.
-        A set under ``min_tokens`` (with the pinned memories) is not worth a cache: the cube holds none."""
+        A set under ``min_tokens`` (with the pinned memories) is not worth a cache: the cube holds none. Without
+        ``commit`` the set is only proposed (the MemScheduler builds its prefix before the cube switches to it)."""
         chosen: list[MemoryItem] = []
         used = 0
         for memory_id in ranked:
@@ -335,7 +336,8 @@ class MemCube:
         chosen.sort(key=lambda m: (m.created_at, m.id))
         ids = [m.id for m in chosen]
         changed = ids != self.working
-        self.working = ids
+        if commit:
+            self.working = ids
         return WorkingSet(
             cube_id=self.meta.id, items=chosen, pinned=pinned, tokens=used, changed=changed, reason=reason
         )

@@ -1,6 +1,7 @@
 """Usage statistics, kept beside the memories and never in a version: per memory its retrievals, its uses
-in a chat's prompt or cached prefix, when it was last used, by which agents, and its *heat* (uses decayed
-with a half-life, so "most used over a window" is one number that needs no event log); per cube its
+in a chat's prompt or cached prefix, when it was last used, by which agents, and its *heat* (retrievals and
+prompt uses decayed with a half-life, so "most used over a window" is one number that needs no event log;
+sitting in a cached prefix adds no heat, or a working set would keep itself hot forever); per cube its
 chats, its working set and that set's churn.
 
 One SQLite file owned by the MemScheduler actor: events arrive in batches off the request path and are
@@ -106,7 +107,8 @@ class UsageStore:
                 m.prompt_uses += memory_id in e.prompt
                 m.prefix_uses += memory_id in e.prefix
                 m.last_used = max(m.last_used or at, at)
-                m.heat = decayed(m.heat, m.heat_at, at, self.half_life_s) + 1.0
+                wanted = memory_id in e.retrieved or memory_id in e.prompt  # asked for, not merely carried
+                m.heat = decayed(m.heat, m.heat_at, at, self.half_life_s) + (1.0 if wanted else 0.0)
                 m.heat_at = max(m.heat_at, at)
                 m.agents = [e.agent, *(a for a in m.agents if a != e.agent)][:AGENTS_KEPT]
                 touched.add((e.cube_id, memory_id))

@@ -61,6 +61,7 @@ class DecisionKind(StrEnum):
     demote = "demote"  # a KV cache left the workers' memory (it stays on disk)
     evict_disk = "evict_disk"  # a KV cache left the disk
     prefetch = "prefetch"  # a session's prefix and adapter warmed on the worker that will serve it
+    policy = "policy"  # an operator turned the policy on or off (the last one holds across restarts)
 
 
 DecisionInput = str | int | float | bool | None
@@ -117,6 +118,7 @@ class Warmed(Strict):
     tokens: int = 0
     worker: int | None = None
     adapter: str | None = None
+    compute_ms: float = Field(0.0, description="what building or loading the prefix took the worker")
     reason: str = ""
 
 

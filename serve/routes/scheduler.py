@@ -56,7 +56,7 @@ def _require_admin(who: Caller) -> None:
 async def set_policy(req: SchedulerPolicy, who: Caller = Auth, svc: Services = Svc) -> SchedulerPolicy:
     """Turn the policy on or off (off: no working sets, prefetch or demotion; pinned prefixes stay)."""
     _require_admin(who)
-    return SchedulerPolicy(enabled=await call(svc.memscheduler, MemScheduler.set_enabled, req.enabled))
+    return SchedulerPolicy(enabled=await call(svc.memscheduler, MemScheduler.set_enabled, req.enabled, who.principal))
 
 
 @router.post("/v1/scheduler/sweep", dependencies=[act(AuditAction.scheduler_update)])
