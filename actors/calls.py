@@ -10,6 +10,7 @@ so renaming or reordering an actor method breaks the build, not a request. An ac
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
@@ -76,10 +77,31 @@ def actor_class(cls: type, **options: Any) -> Any:
     return ray.remote(**options)(cls)
 
 
+class NamedActors:
+    """The namespace's shared actors by name, each looked up once; None while one was never started.
+    ``forget`` after a failed call: the actor may have been replaced."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._handles: dict[str, ActorHandle] = {}
+
+    def get(self, name: str) -> ActorHandle | None:
+        if name not in self._handles:
+            with contextlib.suppress(ValueError):
+                self._handles[name] = ray.get_actor(name, namespace=self.namespace)
+        return self._handles.get(name)
+
+    def put(self, name: str, handle: ActorHandle) -> None:
+        self._handles[name] = handle
+
+    def forget(self) -> None:
+        self._handles.clear()
+
+
 def tell(handle: ActorHandle, method: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """Fire and forget: for bookkeeping that must not sit on a request's path (its failure is the
     callee's to log). An async actor may run it after a later call from the same caller."""
     getattr(handle, method.__name__).remote(*args, **kwargs)
 
 
-__all__ = ["actor_class", "call", "is_read_only", "read_only", "streaming", "tell", "unwrap"]
+__all__ = ["NamedActors", "actor_class", "call", "is_read_only", "read_only", "streaming", "tell", "unwrap"]

@@ -13,48 +13,35 @@ purge answers only once its cascade is done. The Directory runs the second.
 
 from __future__ import annotations
 
-import contextlib
-
-import ray
-from ray.actor import ActorHandle
-
 from actors.adapters import ADAPTERS_NAME, Adapters
-from actors.calls import call
+from actors.calls import NamedActors, call
 from actors.scheduler import SCHEDULER_NAME, Scheduler
 from memos_ray.types import MemoryChangeKind
 
 
 class Cascade:
     def __init__(self, namespace: str) -> None:
-        self.namespace = namespace
-        self._handles: dict[str, ActorHandle] = {}
-
-    def _actor(self, name: str) -> ActorHandle | None:
-        """A shared actor, or None when it was never started (no Scheduler: no model worker holds a cache)."""
-        if name not in self._handles:
-            with contextlib.suppress(ValueError):
-                self._handles[name] = ray.get_actor(name, namespace=self.namespace)
-        return self._handles.get(name)
+        self.actors = NamedActors(namespace)  # one never started is None (no Scheduler: no cache to drop)
 
     async def memories_changed(self, cube_id: str, memory_ids: list[str], what: MemoryChangeKind) -> None:
         """Raises when a part could not be done: the caller keeps the change and tries again (both parts are
         idempotent). Handles are looked up again after a failure: the actor may have been replaced."""
         try:
-            adapters = self._actor(ADAPTERS_NAME)
+            adapters = self.actors.get(ADAPTERS_NAME)
             if adapters is not None:
                 await call(adapters, Adapters.memory_changed, cube_id, memory_ids, what)
-            scheduler = self._actor(SCHEDULER_NAME)
+            scheduler = self.actors.get(SCHEDULER_NAME)
             if scheduler is not None:
                 await call(scheduler, Scheduler.invalidate, memory_ids)
             if what == "purged":  # erased: its usage goes too
                 await self._forget_usage(cube_id, memory_ids)
         except Exception:
-            self._handles.clear()
+            self.actors.forget()
             raise
 
     async def cube_deleted(self, cube_id: str) -> None:
         """Its adapters, from disk and from every worker (the Adapters actor unloads them)."""
-        adapters = self._actor(ADAPTERS_NAME)
+        adapters = self.actors.get(ADAPTERS_NAME)
         if adapters is not None:
             await call(adapters, Adapters.drop_cube, cube_id)
         await self._forget_usage(cube_id, None)
@@ -63,7 +50,7 @@ class Cascade:
         # imported here: the MemScheduler works through cube actors, which run this cascade
         from actors.memscheduler import MEMSCHEDULER_NAME, MemScheduler
 
-        memscheduler = self._actor(MEMSCHEDULER_NAME)
+        memscheduler = self.actors.get(MEMSCHEDULER_NAME)
         if memscheduler is not None:
             await call(memscheduler, MemScheduler.forget, cube_id, memory_ids)
 

@@ -18,17 +18,16 @@ KV to manage); it never starts them, except for a session, whose point is to be 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 
-import ray
 from ray.actor import ActorHandle
 
 from actors.adapters import ADAPTERS_NAME, Adapters
-from actors.calls import actor_class, call
+from actors.calls import NamedActors, actor_class, call
 from actors.cube import CubeHost
 from actors.cubes import Cubes
 from actors.directory import DIRECTORY_NAME, Directory
@@ -67,13 +66,13 @@ class MemScheduler:
         self.log = DecisionLog(root / "decisions.sqlite", self.cfg.decisions_kept)
         self.budget = BuildBudget(self.cfg.build_cpu_share, config.workers.count)
         self.sessions: OrderedDict[str, Session] = OrderedDict()
-        self._handles: dict[str, ActorHandle] = {}
+        self.actors = NamedActors(config.namespace)
         self._cubes: Cubes | None = None
         self._last: dict[str, str] = {}  # cube id -> what was last decided for it (a decision is recorded once)
-        self._demoted: dict[str, float] = {}  # key -> when the policy demoted it
-        self._prefix_of: dict[str, str] = {}  # cube id -> the key of its working-set prefix
+        self._fresh: set[str] = set()  # cubes used since their last promotion: the only ones a sweep looks at
         self._busy: set[str] = set()  # cubes being promoted now
         self._loop: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # promotions started by an event (held: not collected)
         switched = self.log.query(limit=1, kind=DecisionKind.policy).decisions
         self.enabled = bool(switched[-1].inputs["enabled"]) if switched else self.cfg.enabled
 
@@ -99,11 +98,12 @@ class MemScheduler:
             )
         self.enabled = enabled
         if enabled:
+            self._fresh.update(self.usage.active_cubes(time.time() - self.cfg.active_s))  # all due a working set
             return await self.ready()
         if self._loop is not None:
             self._loop.cancel()
             self._loop = None
-        directory = self._actor(DIRECTORY_NAME)
+        directory = self.actors.get(DIRECTORY_NAME)
         live = set(await call(directory, Directory.live_cubes)) if directory is not None else set()
         for cube_id, stats in self.usage.cubes.items():
             if stats.working_set and cube_id in live:
@@ -116,22 +116,16 @@ class MemScheduler:
 
     # ------------------------------------------------------------ the actors it works through
 
-    def _actor(self, name: str) -> ActorHandle | None:
-        if name not in self._handles:
-            with contextlib.suppress(ValueError):
-                self._handles[name] = ray.get_actor(name, namespace=self.config.namespace)
-        return self._handles.get(name)
-
     def _scheduler(self, start: bool = False) -> ActorHandle | None:
-        if start and self._actor(SCHEDULER_NAME) is None:
+        if start and self.actors.get(SCHEDULER_NAME) is None:
             from actors.runtime import ensure_scheduler  # the runtime starts this actor: imported late
 
-            self._handles[SCHEDULER_NAME] = ensure_scheduler(self.config, wait=False)
-        return self._actor(SCHEDULER_NAME)
+            self.actors.put(SCHEDULER_NAME, ensure_scheduler(self.config, wait=False))
+        return self.actors.get(SCHEDULER_NAME)
 
     def cubes(self) -> Cubes:
         if self._cubes is None:
-            directory = self._actor(DIRECTORY_NAME)
+            directory = self.actors.get(DIRECTORY_NAME)
             if directory is None:
                 raise RuntimeError("the Directory is not running")
             self._cubes = Cubes(directory)
@@ -150,12 +144,15 @@ class MemScheduler:
             if e.chat and ((last := self.usage.last_chat_of(e.agent)) is None or now - last > self.cfg.session_idle_s)
         }
         self.usage.record(events)
+        self._fresh.update(e.cube_id for e in events)
         if self.enabled and self._scheduler() is not None:
             for cube_id, agent in starting.items():
                 why = f"agent {agent}'s first chat after {self.cfg.session_idle_s:.0f} s idle"
-                asyncio.get_running_loop().create_task(
+                task = asyncio.get_running_loop().create_task(
                     self._quietly(self.promote(cube_id, why, kind=DecisionKind.prefetch))
                 )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     def usage_of(self, cube_id: str, limit: int = 100) -> CubeUsage:
         return self.usage.cube(cube_id, limit)
@@ -167,7 +164,7 @@ class MemScheduler:
     # ------------------------------------------------------------ promotion and prefetch
 
     async def _adapter(self, cube_id: str, wanted: bool = True) -> AdapterWeights | None:
-        adapters = self._actor(ADAPTERS_NAME)
+        adapters = self.actors.get(ADAPTERS_NAME)
         if not wanted or adapters is None:
             return None
         try:
@@ -201,10 +198,17 @@ class MemScheduler:
         if scheduler is None or cube_id in self._busy:
             return Warmed(cube_id=cube_id, status="skipped", reason="busy" if scheduler else "no model workers yet")
         self._busy.add(cube_id)
+        self._fresh.discard(cube_id)  # usage that arrives meanwhile makes it fresh again
         try:
-            return await self._promote(scheduler, cube_id, why, kind, adapter_wanted)
+            warmed = await self._promote(scheduler, cube_id, why, kind, adapter_wanted)
+        except BaseException:
+            self._fresh.add(cube_id)
+            raise
         finally:
             self._busy.discard(cube_id)
+        if warmed.status == "skipped":  # over the build budget: the next sweep tries again
+            self._fresh.add(cube_id)
+        return warmed
 
     def _ranking(self, cube_id: str) -> list[tuple[str, float]]:
         """Hottest first; members of the current working set count ``working_set_stickiness`` hotter, so a set
@@ -273,11 +277,8 @@ class MemScheduler:
             return Warmed(cube_id=cube_id, status="skipped", reason=reason)
         warmed = await call(scheduler, Scheduler.prebuild, plan, adapter)
         churn = await commit()
-        if warmed.key is not None:
-            self._prefix_of[cube_id] = warmed.key
         if warmed.status != "held":
             self.budget.spend(warmed.compute_ms / 1000, now)
-            self._demoted.pop(warmed.key or "", None)
         if warmed.status != "held" or kind == DecisionKind.prefetch or churn:
             reason = f"{why}: prefix {warmed.status} on worker {warmed.worker}"
             self._decide(
@@ -315,47 +316,41 @@ class MemScheduler:
             await self._quietly(self.sweep())
 
     @staticmethod
-    async def _quietly(work: object) -> None:
+    async def _quietly(work: Awaitable[object]) -> None:
         try:
-            await work  # type: ignore[misc]
+            await work
         except Exception:
             log.exception("MemScheduler step failed; the next sweep tries again")
 
     async def sweep(self) -> int:
-        """One pass: promote every live active cube's working set, then demote what has gone cold. Returns the
-        decisions recorded (also callable directly: tests and benchmarks need not wait for the timer)."""
+        """One pass: promote the working set of every live active cube used since its last promotion (a cube
+        with no new use keeps its set: heats decay alike, so their order holds), then demote what has gone
+        cold (a demoted cache comes back only with new use). Returns the decisions recorded (also callable
+        directly: tests and benchmarks need not wait for the timer)."""
         scheduler = self._scheduler()
-        directory = self._actor(DIRECTORY_NAME)
+        directory = self.actors.get(DIRECTORY_NAME)
         if scheduler is None or directory is None or not self.enabled:
             return 0
         before = self.log.seq
         live = set(await call(directory, Directory.live_cubes))
         for cube_id in self.usage.active_cubes(time.time() - self.cfg.active_s):
-            if cube_id in live and not self._resting(cube_id):
+            if cube_id in live and cube_id in self._fresh:
                 await self._quietly(self.promote(cube_id, "working set of an active cube"))
         await self._demote(scheduler)
         return self.log.seq - before
 
-    def _resting(self, cube_id: str) -> bool:
-        """A cube whose working-set cache the policy demoted, with no chat since: not promoted again."""
-        stats = self.usage.cubes.get(cube_id)
-        demoted_at = self._demoted.get(self._prefix_of.get(cube_id, ""))
-        return demoted_at is not None and (stats is None or (stats.last_chat or 0) <= demoted_at)
-
     async def _demote(self, scheduler: ActorHandle) -> None:
-        places = await call(scheduler, Scheduler.places)
+        places = await call(scheduler, Scheduler.places, False)
         cubes_of = {c.key: c.cube_ids for c in places.caches}
         for move in demotions(places.caches, places.disk, utcnow(), self.cfg):
             cube_id = next(iter(cubes_of.get(move.key, [])), None)
             if move.kind == DecisionKind.demote:
                 workers = await call(scheduler, Scheduler.demote, move.key)
                 if workers:
-                    self._demoted[move.key] = time.time()
                     self.log.add(
                         move.kind, move.reason, cube_id=cube_id, key=move.key, worker=workers[0], inputs=move.inputs
                     )
             elif await call(scheduler, Scheduler.evict_disk, move.key):
-                self._demoted.pop(move.key, None)
                 self.log.add(move.kind, move.reason, cube_id=cube_id, key=move.key, inputs=move.inputs)
 
     # ------------------------------------------------------------ what it shows

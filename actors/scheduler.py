@@ -332,8 +332,10 @@ class Scheduler:
         await asyncio.gather(*(call(w, ModelWorker.drop, [key]) for w in self.workers), return_exceptions=True)
         return True
 
-    async def places(self) -> KVPlaces:
-        stats = await asyncio.gather(*(call(w, ModelWorker.stats) for w in self.workers))
+    async def places(self, with_workers: bool = True) -> KVPlaces:
+        """Every cache and where it lives; ``with_workers`` also asks each worker for its KV bytes and adapters
+        (a call that waits behind the chat it is running: the policy's sweep does without)."""
+        stats = await asyncio.gather(*(call(w, ModelWorker.stats) for w in self.workers)) if with_workers else []
         caches = [
             CachePlace(
                 key=key,

@@ -100,6 +100,12 @@ def check(response: httpx.Response, status: int = 200) -> Any:
     return response.json() if response.content else None
 
 
+def chat(http: httpx.Client, cube_id: str, question: str, **options: Any) -> dict[str, Any]:
+    """One ``POST /v1/chat`` over one cube (``options``: the request's other fields), its answer's JSON."""
+    body = {"cube_ids": [cube_id], "messages": [{"role": "user", "content": question}], **options}
+    return check(http.post("/v1/chat", json=body))  # type: ignore[no-any-return]
+
+
 def corpus(n: int) -> list[str]:
     """``n`` distinct, realistic dialogue lines (LoCoMo turns, paired so they don't repeat)."""
     from benchmarks import locomo

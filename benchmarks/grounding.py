@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from benchmarks.common import Stack, check, print_table, stack, write_json
+from benchmarks.common import Stack, chat, check, print_table, stack, write_json
 
 FACTS: dict[str, list[tuple[str, str, list[str]]]] = {
     "ops": [
@@ -42,15 +42,7 @@ LAYOUTS = (("quoted", 5), ("quoted", 2), ("quoted", 1), ("system", 0))  # (layou
 
 
 def ask(s: Stack, cube: str, question: str, layout: str, quote_top: int = 2) -> dict[str, Any]:
-    body = {
-        "cube_ids": [cube],
-        "messages": [{"role": "user", "content": question}],
-        "max_tokens": 24,
-        "top_k": 5,
-        "layout": layout,
-        "quote_top": quote_top,
-    }
-    return check(s.http.post("/v1/chat", json=body))  # type: ignore[no-any-return]
+    return chat(s.http, cube, question, max_tokens=24, top_k=5, layout=layout, quote_top=quote_top)
 
 
 def setup(s: Stack) -> None:

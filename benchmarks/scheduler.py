@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from benchmarks import locomo
-from benchmarks.common import Stack, check, pct, print_table, stack, write_json
+from benchmarks.common import Stack, chat, check, pct, print_table, stack, write_json
 from benchmarks.grounding import FACTS
 
 AGENTS, CUBES, ZIPF_S = 16, 8, 1.1
@@ -86,15 +86,8 @@ def sequence(cube_ids: list[str], questions: dict[str, list[str]], n: int, seed:
 
 
 def _chat(url: str, key: str, cube_id: str, question: str, layout: str) -> dict[str, Any]:
-    body = {
-        "cube_ids": [cube_id],
-        "messages": [{"role": "user", "content": question}],
-        "max_tokens": 8,
-        "top_k": 5,
-        "layout": layout,
-    }
     with httpx.Client(base_url=url, timeout=300, headers={"Authorization": f"Bearer {key}"}) as http:
-        return check(http.post("/v1/chat", json=body))  # type: ignore[no-any-return]
+        return chat(http, cube_id, question, max_tokens=8, top_k=5, layout=layout)
 
 
 def _kv_peak(s: Stack) -> tuple[int, int]:
@@ -183,13 +176,7 @@ def _pinned_cube(s: Stack, cube_id: str, tokens: int, pinned: bool) -> None:
 
 
 def _median_ttft(s: Stack, cube_id: str, repeats: int, **options: Any) -> tuple[float, dict[str, Any]]:
-    body = {
-        "cube_ids": [cube_id],
-        "messages": [{"role": "user", "content": "When is standup?"}],
-        "max_tokens": 1,
-        **options,
-    }
-    replies = [check(s.http.post("/v1/chat", json=body)) for _ in range(repeats)]
+    replies = [chat(s.http, cube_id, "When is standup?", max_tokens=1, **options) for _ in range(repeats)]
     return statistics.median(r["ttft_ms"] for r in replies), replies[-1]
 
 

@@ -95,7 +95,6 @@ def plan_chat(
     """The prompt split for activation memory (``pinned`` and ``working`` in the cubes' order)."""
     retrieved = best_hits(hits, req.top_k) if req.top_k else []
     pinned_ids = {m.id for m in pinned}
-    retrieved = [m for m in retrieved if m.id not in pinned_ids] if layout == "system" else retrieved
     working_ids = {m.id for m in working}
     if req.prefix == "retrieved":
         prefix = sorted({m.id: m for m in [*pinned, *retrieved]}.values(), key=lambda m: (m.created_at, m.id))

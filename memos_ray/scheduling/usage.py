@@ -1,8 +1,8 @@
 """Usage statistics, kept beside the memories and never in a version: per memory its retrievals, its uses
-in a chat's prompt or cached prefix, when it was last used, by which agents, and its *heat* (retrievals and
-prompt uses decayed with a half-life, so "most used over a window" is one number that needs no event log;
-sitting in a cached prefix adds no heat, or a working set would keep itself hot forever); per cube its
-chats, its working set and that set's churn.
+in a chat's prompt or cached prefix, when it was last used, by which agents, and its *heat* (retrievals
+decayed with a half-life, so "most used over a window" is one number that needs no event log; being carried
+in a prompt or a prefix adds none, or a working set would keep itself hot forever); per cube its chats, its
+working set and that set's churn.
 
 One SQLite file owned by the MemScheduler actor: events arrive in batches off the request path and are
 written in one transaction each, so usage survives passivation, the actor's restart and the machine's.
@@ -107,8 +107,8 @@ class UsageStore:
                 m.prompt_uses += memory_id in e.prompt
                 m.prefix_uses += memory_id in e.prefix
                 m.last_used = max(m.last_used or at, at)
-                wanted = memory_id in e.retrieved or memory_id in e.prompt  # asked for, not merely carried
-                m.heat = decayed(m.heat, m.heat_at, at, self.half_life_s) + (1.0 if wanted else 0.0)
+                asked = memory_id in e.retrieved  # asked for, not merely carried
+                m.heat = decayed(m.heat, m.heat_at, at, self.half_life_s) + (1.0 if asked else 0.0)
                 m.heat_at = max(m.heat_at, at)
                 m.agents = [e.agent, *(a for a in m.agents if a != e.agent)][:AGENTS_KEPT]
                 touched.add((e.cube_id, memory_id))
