@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from memos_ray.types.cube import LifecyclePolicy
+
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -117,6 +119,12 @@ class SchedulerConfig(_Config):
     )
     session_idle_s: float = Field(600.0, gt=0, description="an agent's first chat after this long is a new session")
     decisions_kept: int = Field(10_000, ge=100, description="decisions kept for GET /v1/scheduler/decisions")
+    lifecycle: LifecyclePolicy = Field(
+        default_factory=LifecyclePolicy, description="the lifecycle policy of cubes that set none (default: off)"
+    )
+    lifecycle_sweep_s: float = Field(
+        30.0, gt=0, description="how often live cubes (and passivated ones when due) get a lifecycle sweep"
+    )
 
 
 class SearchConfig(_Config):

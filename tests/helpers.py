@@ -27,3 +27,32 @@ def wait_for_condition(predicate: Callable[[], bool], timeout: float = 30.0, int
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def traces(root: Path, token: str) -> list[Path]:
+    """Every file under ``root`` that holds ``token``: as raw bytes, or inside a parquet or Arrow file (their
+    pages may be compressed, so they are decoded)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    needle = token.encode()
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        hit = needle in data
+        if not hit and path.suffix in (".parquet", ".arrow"):
+            try:
+                if path.suffix == ".parquet":
+                    table = pq.read_table(path)
+                else:
+                    with pa.memory_map(str(path)) as source:
+                        try:
+                            table = pa.ipc.open_file(source).read_all()
+                        except pa.ArrowInvalid:
+                            table = pa.ipc.open_stream(source).read_all()
+                hit = token in str(table.to_pylist())
+            except Exception:  # not decodable: the raw bytes said what they could
+                pass
+        if hit:
+            found.append(path)
+    return found

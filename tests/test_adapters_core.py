@@ -173,7 +173,7 @@ def test_registry_versions_active_stale_and_removal(tmp_path: Path, llm: LoadedM
     assert reg.mark_stale("cube-1", {"m0"}, "memory m0 edited after training") == ["ad-1"]
     assert reg.mark_stale("cube-1", {"m0"}, "again") == []  # already stale
     reg.set_active("cube-1", "ad-1")
-    assert reg.deactivate("cube-1", {"ad-1"}) and reg.listing("cube-1").active is None
+    assert reg.set_active("cube-1", None).active is None
     info, loaded = reg.state("cube-1", "ad-1")
     assert info.stale and all(np.array_equal(loaded[k], state[k]) for k in state)
     assert reg.drop_cube("cube-1") == ["ad-1"] and reg.listing("cube-1").adapters == []

@@ -31,7 +31,7 @@ def open_cube(storage: StorageConfig, quotas: CubeQuotas | None = None) -> MemCu
 
 def add(cube: MemCube, encoder: SentenceEncoder, texts: list[str]):  # type: ignore[no-untyped-def]
     items = [MemoryCreate(text=t, tags=["t"]) for t in texts]
-    return cube.add(items, encoder.encode([index_text(t, None) for t in texts]), "tester")
+    return cube.add(items, encoder.encode([index_text(t, None) for t in texts]), "tester").items
 
 
 def test_add_search_update_delete_purge_and_reload(storage: StorageConfig, encoder: SentenceEncoder) -> None:

@@ -130,7 +130,7 @@ def test_a_cube_holds_the_working_set_that_fits_and_recalls_it(storage: StorageC
         [MemoryCreate(text=t, tags=["pinned"] if "pinned" in t else []) for t in texts],
         np.eye(4, dtype=np.float32),
         "t",
-    )
+    ).items
     ids = [i.id for i in items]
     ws = cube.set_working_set([ids[2], ids[3], ids[0], ids[1]], token_budget=55, pinned_tag="pinned")
     in_order = [m.id for m in sorted((items[0], items[2]), key=lambda m: (m.created_at, m.id))]

@@ -11,12 +11,13 @@ from pathlib import Path
 
 
 def open_sqlite(path: Path, schema: str) -> sqlite3.Connection:
-    """WAL, fsync on every commit, autocommit unless a transaction is begun explicitly; usable from the
-    owner's threads under the owner's lock."""
+    """WAL, fsync on every commit, deleted rows overwritten, autocommit unless a transaction is begun
+    explicitly; usable from the owner's threads under the owner's lock."""
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA secure_delete=ON")  # a deleted row's bytes are overwritten, not left in a free page
     db.executescript(schema)
     return db
 

@@ -77,14 +77,6 @@ class AdapterRegistry:
         self._write(info.cube_id, index)
         return AdapterList(adapters=index.adapters, active=index.active)
 
-    def deactivate(self, cube_id: str, adapter_ids: set[str]) -> bool:
-        index = self._index(cube_id)
-        if index.active not in adapter_ids:
-            return False
-        index.active = None
-        self._write(cube_id, index)
-        return True
-
     def set_active(self, cube_id: str, adapter_id: str | None) -> AdapterList:
         if adapter_id is not None:
             self.get(cube_id, adapter_id)

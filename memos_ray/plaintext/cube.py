@@ -15,13 +15,18 @@ import numpy as np
 
 from memos_ray.config import SearchConfig, StorageConfig
 from memos_ray.errors import Conflict, InvalidInput, MemoryNotFound, QuotaExceeded, VersionConflict
+from memos_ray.plaintext import erasure
 from memos_ray.plaintext.index import HybridIndex
+from memos_ray.plaintext.moves import LifecycleMoves
 from memos_ray.plaintext.storage import CubeStore
 from memos_ray.scheduling.policy import approx_tokens
 from memos_ray.types import (
+    RESTORABLE,
+    Added,
     ChangeEvent,
     ChangeOp,
     CubeMeta,
+    LifecyclePolicy,
     LifecycleState,
     MemoryCreate,
     MemoryItem,
@@ -29,6 +34,7 @@ from memos_ray.types import (
     MemoryList,
     MemoryUpdate,
     Provenance,
+    Purged,
     Recall,
     SearchHit,
     SearchQuery,
@@ -62,17 +68,25 @@ def _event(item: MemoryItem) -> ChangeEvent:
     )
 
 
-class MemCube:
-    def __init__(self, meta: CubeMeta, storage: StorageConfig, search: SearchConfig, dim: int) -> None:
+class MemCube(LifecycleMoves):
+    def __init__(
+        self,
+        meta: CubeMeta,
+        storage: StorageConfig,
+        search: SearchConfig,
+        dim: int,
+        default_policy: LifecyclePolicy | None = None,
+    ) -> None:
         self.meta = meta
         self.dim = dim
+        self.default_policy = default_policy or LifecyclePolicy()
         self.store = CubeStore(storage, meta.id, dim)
         self.index = HybridIndex(dim, search)
         self.latest: dict[str, MemoryItem] = {}
         self.history: dict[str, list[MemoryItem]] = {}
         self._vecs: dict[str, np.ndarray] = {}
         self.working: list[str] = []  # the working set the MemScheduler picked (ids, in prefix order)
-        self.seq = self.store.load_seq_floor()
+        self.seq = self.store.state.seq_floor
         self._load()
         self.changes: deque[ChangeEvent] = deque(maxlen=CHANGE_RING)
         self._ring_from = self.seq + 1  # every change from this seq on is in the ring (until it overflows)
@@ -136,19 +150,21 @@ class MemCube:
         vecs: np.ndarray,
         author: str,
         redactions: Sequence[dict[str, int]] | None = None,
-    ) -> list[MemoryItem]:
-        """``redactions``: per item, what the ingress masked (recorded in the provenance)."""
+    ) -> Added:
+        """``redactions``: per item, what the ingress masked (recorded in the provenance). With ingest dedup on,
+        an item as close as the policy's threshold to an active memory of its kind and speaker (or to an
+        earlier item of the batch) is not stored: the existing memory stands in its place."""
         masked = list(redactions) if redactions is not None else [{} for _ in new]
         if len(new) != len(vecs) or len(masked) != len(new) or (len(vecs) and vecs.shape[1] != self.dim):
             raise InvalidInput(f"expected {len(new)} vectors of dimension {self.dim}")
-        self._check_quota(len(new), sum(_text_bytes(m.text) for m in new))
+        for m in new:
+            self._check_supersedes(m.supersedes)
         now = utcnow()
-        items = [
+        drafts = [
             MemoryItem(
                 id=new_memory_id(),
                 cube_id=self.meta.id,
                 version=1,
-                seq=self.seq + i + 1,
                 text=m.text,
                 context=m.context,
                 kind=m.kind,
@@ -156,14 +172,29 @@ class MemCube:
                 metadata=m.metadata,
                 provenance=Provenance(author=author, redactions=masked[i], **m.source.model_dump()),
                 said_at=m.said_at,
+                valid_from=m.valid_from,
+                valid_to=m.valid_to,
+                supersedes=list(dict.fromkeys(m.supersedes)),
                 created_at=now,
                 updated_at=now,
             )
             for i, m in enumerate(new)
         ]
+        result: list[MemoryItem | None] = list(self._dedup(drafts, vecs))
+        fresh = [i for i, r in enumerate(result) if r is None]
+        self._check_quota(len(fresh), sum(_text_bytes(drafts[i].text) for i in fresh))
+        items = [drafts[i].model_copy(update={"seq": self.seq + k + 1}) for k, i in enumerate(fresh)]
         if items:
-            self._commit(items, vecs)
-        return items
+            self._commit(items, vecs[fresh])
+            for item in items:
+                if item.supersedes:
+                    self._supersede(item, item.supersedes, author)
+        for k, i in enumerate(fresh):
+            result[i] = items[k]
+        return Added(  # the latest versions: a duplicate of an earlier item of the batch gets that item
+            items=[self.latest[r.id] for r in result if r is not None],
+            duplicates=[i for i in range(len(new)) if i not in fresh],
+        )
 
     def _expect(self, cur: MemoryItem, expected_version: int | None) -> None:
         if expected_version is not None and expected_version != cur.version:
@@ -179,15 +210,20 @@ class MemCube:
         return item
 
     def _next_version(
-        self, cur: MemoryItem, author: str, redactions: dict[str, int] | None = None, **changes: object
+        self,
+        cur: MemoryItem,
+        author: str,
+        changes: dict[str, object],
+        redactions: dict[str, int] | None = None,
+        seq: int | None = None,
     ) -> MemoryItem:
-        """The source stays; the author and what was masked are this version's."""
+        """The source stays; the author and what was masked are this version's. ``changes``: model fields."""
         provenance = cur.provenance.model_copy(update={"author": author, "redactions": redactions or {}})
         return cur.model_copy(
             update={
                 **changes,
                 "version": cur.version + 1,
-                "seq": self.seq + 1,
+                "seq": self.seq + 1 if seq is None else seq,
                 "updated_at": utcnow(),
                 "provenance": provenance,
             }
@@ -209,8 +245,15 @@ class MemCube:
         changes = {
             k: v
             for k, v in patch.model_dump(exclude_unset=True, exclude={"expected_version"}).items()
-            if v is not None or k == "said_at"
+            if v is not None or k in ("said_at", "valid_from", "valid_to")
         }
+        valid_from = changes.get("valid_from", cur.valid_from)
+        valid_to = changes.get("valid_to", cur.valid_to)
+        if valid_from is not None and valid_to is not None and valid_to <= valid_from:
+            raise InvalidInput(
+                f"memory {memory_id} would be valid to {valid_to} before it is valid from {valid_from}",
+                {"memory_id": memory_id},
+            )
         if "text" in changes and changes["text"] != cur.text:
             if vec is None:
                 raise InvalidInput("a new text needs its embedding")
@@ -223,9 +266,28 @@ class MemCube:
             changes["state"] = LifecycleState(changes["state"])
         if "tags" in changes:
             changes["tags"] = list(dict.fromkeys(changes["tags"]))
-        item = self._next_version(cur, author, redactions, **changes)
+        added = [m for m in dict.fromkeys(changes.pop("supersedes", [])) if m not in cur.supersedes]
+        self._check_supersedes(added, memory_id)
+        if added:
+            changes["supersedes"] = [*cur.supersedes, *added]
+        restoring = changes.get("state") == LifecycleState.active and cur.state in RESTORABLE
+        if restoring:
+            changes.update(self._restored(cur))
+        elif changes.get("state") == LifecycleState.archived and cur.state not in (
+            LifecycleState.active,
+            LifecycleState.archived,
+        ):
+            raise Conflict(
+                f"memory {memory_id} is {cur.state.value}; only an active memory can be archived",
+                {"memory_id": memory_id, "state": cur.state.value},
+            )
+        item = self._next_version(cur, author, changes, redactions)
         self._commit([item], vec[None, :])
-        return item
+        if restoring:
+            self._unlink(cur, author)
+        if added:
+            self._supersede(item, added, author)
+        return self.latest[memory_id]
 
     def delete(self, memory_id: str, expected_version: int | None, author: str) -> MemoryItem:
         """Soft delete: a new version in state ``deleted``; ``purge`` removes the rows."""
@@ -233,27 +295,53 @@ class MemCube:
         self._expect(cur, expected_version)
         if cur.state == LifecycleState.deleted:
             return cur
-        item = self._next_version(cur, author, state=LifecycleState.deleted)
+        item = self._next_version(cur, author, {"state": LifecycleState.deleted})
         self._commit([item], self._vecs[memory_id][None, :])
         return item
 
-    def purge(self, memory_id: str) -> None:
-        """Remove every version of a memory from storage (irreversible)."""
+    def purge(self, memory_id: str) -> Purged:
+        """Erase a memory and what carries its text (:mod:`memos_ray.plaintext.erasure`): every version, from
+        storage and from every file of it (irreversible)."""
         self._current(memory_id)
-        versions = [v.version for v in self.history[memory_id]]
-        self.seq += 1
-        self.store.save_seq_floor(self.seq)
-        self.store.delete_versions(memory_id, versions)
-        del self.latest[memory_id], self.history[memory_id], self._vecs[memory_id]
-        self.index.remove(memory_id)
-        self.working = [m for m in self.working if m != memory_id]
-        # erased means erased: the feed's recent events of this memory go too (the purge event stays)
-        kept = [e for e in self.changes if e.memory_id != memory_id]
+        ids = erasure.reach(self.latest, memory_id)
+        erased = set(ids)
+        texts = {v.text for i in ids for v in self.history[i]}
+        scrubbed = [
+            v.model_copy(update={"context": None})
+            for m, versions in self.history.items()
+            if m not in erased
+            for v in versions
+            if erasure.quotes(v.context, texts)
+        ]
+        pks = [self.store.pk(i, v.version) for i in ids for v in self.history[i]]
+        self.seq += len(ids)
+        self.store.erase(pks, scrubbed, self.seq)
+        for version in scrubbed:
+            history = self.history[version.id]
+            history[:] = [version if v.version == version.version else v for v in history]
+            if self.latest[version.id].version == version.version:
+                self.latest[version.id] = version
+                self.index.upsert(version, self._vecs[version.id])
+        for i in ids:
+            del self.latest[i], self.history[i], self._vecs[i]
+            self.index.remove(i)
+        self.working = [m for m in self.working if m not in erased]
+        # erased means erased: the feed's recent events of these memories go too (the purge events stay)
+        fixed = {(v.id, v.version): v for v in scrubbed}
+        kept = [
+            e
+            if e.memory is None or (e.memory_id, e.version) not in fixed
+            else e.model_copy(update={"memory": fixed[(e.memory_id, e.version or 0)]})
+            for e in self.changes
+            if e.memory_id not in erased
+        ]
         self.changes.clear()
         self.changes.extend(kept)
-        self._record(
-            ChangeEvent(seq=self.seq, cube_id=self.meta.id, op=ChangeOp.purge, memory_id=memory_id, at=utcnow())
-        )
+        now = utcnow()
+        for k, i in enumerate(ids):
+            seq = self.seq - len(ids) + k + 1
+            self._record(ChangeEvent(seq=seq, cube_id=self.meta.id, op=ChangeOp.purge, memory_id=i, at=now))
+        return Purged(memory_ids=ids, scrubbed=sorted({v.id for v in scrubbed}))
 
     # ------------------------------------------------------------ reads
 

@@ -15,6 +15,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 
@@ -36,8 +37,8 @@ class Scored:
     bm25: float | None
 
 
-def _epoch(item: MemoryItem) -> float:
-    return item.said_at.timestamp() if item.said_at is not None else math.nan
+def _epoch(when: datetime | None) -> float:
+    return when.timestamp() if when is not None else math.nan
 
 
 class HybridIndex:
@@ -52,6 +53,8 @@ class HybridIndex:
         self._state = np.zeros(capacity, dtype=np.int8)
         self._kind = np.zeros(capacity, dtype=np.int8)
         self._said = np.full(capacity, math.nan)
+        self._valid_from = np.full(capacity, math.nan)  # NaN: open (always / still)
+        self._valid_to = np.full(capacity, math.nan)
         self._speaker: list[str | None] = []
         self._tags: dict[str, set[int]] = {}
         self._slot_tags: list[tuple[str, ...]] = []
@@ -74,9 +77,11 @@ class HybridIndex:
             grown = np.zeros(cap, dtype=arr.dtype)
             grown[: len(arr)] = arr
             setattr(self, name, grown)
-        said = np.full(cap, math.nan)
-        said[: len(self._said)] = self._said
-        self._said = said
+        for name in ("_said", "_valid_from", "_valid_to"):
+            arr = getattr(self, name)
+            grown_f = np.full(cap, math.nan)
+            grown_f[: len(arr)] = arr
+            setattr(self, name, grown_f)
 
     def upsert(self, item: MemoryItem, vec: np.ndarray) -> None:
         """Index the latest version of ``item`` (replacing an older one)."""
@@ -101,7 +106,9 @@ class HybridIndex:
         self._alive[slot] = True
         self._state[slot] = _STATES.index(item.state)
         self._kind[slot] = _KINDS.index(item.kind)
-        self._said[slot] = _epoch(item)
+        self._said[slot] = _epoch(item.said_at)
+        self._valid_from[slot] = _epoch(item.valid_from)
+        self._valid_to[slot] = _epoch(item.valid_to)
         self._speaker[slot] = item.provenance.speaker
         for tag in self._slot_tags[slot]:
             self._tags[tag].discard(slot)
@@ -144,11 +151,31 @@ class HybridIndex:
 
     # ------------------------------------------------------------ search
 
+    def closest(self, vec: np.ndarray, item: MemoryItem) -> tuple[str, float] | None:
+        """The active memory of ``item``'s kind and speaker closest to ``vec`` (cosine): ingest dedup."""
+        n = len(self._ids)
+        if n == 0:
+            return None
+        speaker = (item.provenance.speaker or "").lower()
+        mask = self._alive[:n] & (self._state[:n] == _STATES.index(LifecycleState.active))
+        mask &= self._kind[:n] == _KINDS.index(item.kind)
+        mask &= np.array([(s or "").lower() == speaker for s in self._speaker[:n]], dtype=bool)
+        if not mask.any():
+            return None
+        q = vec / max(float(np.linalg.norm(vec)), 1e-12)
+        sims = np.where(mask, self._vecs[:n] @ q.astype(np.float32), -np.inf)
+        best = int(np.argmax(sims))
+        return self._ids[best], float(sims[best])  # type: ignore[return-value]
+
     def _mask(self, q: SearchQuery) -> np.ndarray:
         n = len(self._ids)
         f = q.filter
         mask = self._alive[:n].copy()
-        mask &= np.isin(self._state[:n], [_STATES.index(s) for s in f.states])
+        mask &= np.isin(self._state[:n], [_STATES.index(s) for s in f.searched_states()])
+        if f.as_of is not None:
+            t = f.as_of.timestamp()
+            vf, vt = self._valid_from[:n], self._valid_to[:n]
+            mask &= (np.isnan(vf) | (vf <= t)) & (np.isnan(vt) | (t < vt))
         if f.kinds:
             mask &= np.isin(self._kind[:n], [_KINDS.index(k) for k in f.kinds])
         said = self._said[:n]

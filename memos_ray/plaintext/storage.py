@@ -14,6 +14,13 @@ cube also writes a checkpoint (its versions as JSON, its vectors as safetensors,
 with its ``seq``). Activation reads the checkpoint and then only the rows written after it;
 a cube that crashed since its checkpoint simply has a longer tail. A purge, which removes
 rows, drops the checkpoint first.
+
+Erasure: deleting a row is not enough. milvus-lite keeps what was written in its write-ahead log
+and sealed segments until its size-tiered compaction happens to rewrite them (a manual
+``compact`` does not), so the text of a deleted row stays on disk. A purge therefore rewrites the
+cube's table: a new generation of the collection gets every remaining row, the counters name it,
+and the old collection (its files) is dropped. A crash in between is finished on the next open
+(the counters say a rewrite is pending).
 """
 
 from __future__ import annotations
@@ -91,6 +98,11 @@ class MilvusTable:
         if pks:
             self.client.delete(self.name, ids=pks)
 
+    def get(self, pks: list[str]) -> list[dict[str, Any]]:
+        if not pks:
+            return []
+        return list(self.client.get(self.name, ids=pks, output_fields=["pk", "seq", "vec", "doc"]))
+
     def scan(self, with_vectors: bool = True, after_seq: int | None = None) -> Iterator[dict[str, Any]]:
         fields = ["pk", "seq", "doc", "vec"] if with_vectors else ["pk", "seq", "doc"]
         expr = 'pk != ""' if after_seq is None else f"seq > {int(after_seq)}"
@@ -125,24 +137,60 @@ class Checkpoint(Strict):
     items: list[MemoryItem]
 
 
+class Counters(Strict):
+    """A cube's small durable numbers, one row of its counters table."""
+
+    seq_floor: int = 0  # the seq of the last purge: seqs are never reused, even of erased rows
+    generation: int = 0  # which collection holds the memories (each rewrite makes the next)
+    rewrite_pending: bool = False  # set before a purge deletes, cleared once the rewrite is done
+
+
 class CubeStore:
     """A cube's memory versions (one row per version, embeddings kept) and its counters."""
 
     def __init__(self, config: StorageConfig, cube_id: str, dim: int) -> None:
         self.config = config
         self.cube_id = cube_id
+        self.dim = dim
         if config.is_lite:
             self.path: Path | None = config.data_dir / "cubes" / cube_id
             self.path.mkdir(parents=True, exist_ok=True)
             self.uri = str(self.path / "milvus.db")
-            names = ("memories", "counters")
+            self._base, counters = "memories", "counters"
         else:
             self.path = None
             self.uri = config.milvus_uri or ""
-            names = (_safe_name("mem", cube_id), _safe_name("ctr", cube_id))
+            self._base, counters = _safe_name("mem", cube_id), _safe_name("ctr", cube_id)
         self.client = _open_client(self.uri, config.lock_wait_s)
-        self.memories = MilvusTable(self.client, names[0], dim)
-        self.counters = MilvusTable(self.client, names[1], _PLACEHOLDER_DIM)
+        self.counters = MilvusTable(self.client, counters, _PLACEHOLDER_DIM)
+        self.state = self._read_counters()
+        self._drop_other_generations()
+        self.memories = MilvusTable(self.client, self._name(self.state.generation), dim)
+        if self.state.rewrite_pending:  # a purge died before its rewrite: its text may still be on disk
+            self.rewrite()
+
+    def _name(self, generation: int) -> str:
+        return self._base if generation == 0 else f"{self._base}_g{generation}"
+
+    def _drop_other_generations(self) -> None:
+        """A rewrite that died half-way leaves its new collection behind; a finished one, nothing."""
+        current = self._name(self.state.generation)
+        for name in self.client.list_collections():
+            if name != current and (name == self._base or name.startswith(f"{self._base}_g")):
+                self.client.drop_collection(name)
+
+    def _read_counters(self) -> Counters:
+        rows = {row["pk"]: row["doc"] for row in self.counters.scan(with_vectors=False)}
+        if "state" in rows:
+            return Counters.model_validate(rows["state"])
+        if "seq_floor" in rows:  # written before the counters became one row
+            return Counters(seq_floor=int(rows["seq_floor"]["seq"]))
+        return Counters()
+
+    def _save_counters(self, **changes: Any) -> None:
+        self.state = self.state.model_copy(update=changes)
+        row = {"pk": "state", "seq": 0, "vec": _PLACEHOLDER_VEC, "doc": self.state.model_dump()}
+        self.counters.upsert([row])
 
     @staticmethod
     def pk(memory_id: str, version: int) -> str:
@@ -177,9 +225,39 @@ class CubeStore:
                 vecs[item.id] = np.asarray(row["vec"], dtype=np.float32)
         return list(items.values()), vecs
 
-    def delete_versions(self, memory_id: str, versions: list[int]) -> None:
+    def erase(self, pks: list[str], scrubbed: list[MemoryItem], seq_floor: int) -> None:
+        """Remove these rows and leave no trace of them in any file: ``scrubbed`` versions (their context
+        quoted an erased text) replace their rows first, then the table is rewritten without the erased ones.
+        Marked pending before anything is removed, so a crash is finished on the next open."""
         self.drop_checkpoint()  # it would bring the purged rows back
-        self.memories.delete([self.pk(memory_id, v) for v in versions])
+        self._save_counters(seq_floor=seq_floor, rewrite_pending=True)
+        self.counters.flush()
+        if scrubbed:
+            by_pk = {self.pk(i.id, i.version): i for i in scrubbed}
+            rows = self.memories.get(list(by_pk))
+            self.memories.upsert([{**r, "doc": by_pk[r["pk"]].model_dump(mode="json")} for r in rows])
+        self.memories.delete(pks)
+        self.rewrite()
+
+    def rewrite(self) -> None:
+        """Copy every row into the next generation of the table, then drop the old one with its files."""
+        generation = self.state.generation + 1
+        name = self._name(generation)
+        if self.client.has_collection(name):
+            self.client.drop_collection(name)
+        fresh = MilvusTable(self.client, name, self.dim)
+        batch: list[dict[str, Any]] = []
+        for row in self.memories.scan(with_vectors=True):
+            batch.append({"pk": row["pk"], "seq": row["seq"], "vec": list(row["vec"]), "doc": row["doc"]})
+            if len(batch) >= _PAGE:
+                fresh.upsert(batch)
+                batch = []
+        fresh.upsert(batch)
+        fresh.flush()
+        self._save_counters(generation=generation, rewrite_pending=False)
+        self.counters.flush()
+        old, self.memories = self.memories, fresh
+        old.drop()
 
     # ------------------------------------------------------------ checkpoint (milvus-lite only)
 
@@ -224,15 +302,6 @@ class CubeStore:
         return ckpt, {memory_id: matrix[i] for i, memory_id in enumerate(ids)}
 
     # ------------------------------------------------------------ counters, lifecycle
-
-    def save_seq_floor(self, seq: int) -> None:
-        self.counters.upsert([{"pk": "seq_floor", "seq": 0, "vec": _PLACEHOLDER_VEC, "doc": {"seq": seq}}])
-
-    def load_seq_floor(self) -> int:
-        for row in self.counters.scan(with_vectors=False):
-            if row["pk"] == "seq_floor":
-                return int(row["doc"]["seq"])
-        return 0
 
     def flush(self) -> None:
         self.memories.flush()

@@ -190,6 +190,13 @@ class UsageStore:
         scored.sort(key=lambda s: (s[1], s[2]), reverse=True)
         return [(mid, heat) for mid, heat, _ in scored if heat >= min_heat]
 
+    def last_used(self, cube_id: str) -> dict[str, float]:
+        """Each used memory's last use (epoch seconds): what archiving goes by."""
+        cube = self.cubes.get(cube_id)
+        if cube is None:
+            return {}
+        return {m: s.last_used for m, s in cube.memories.items() if s.last_used is not None}
+
     def active_cubes(self, since: float) -> list[str]:
         """Cubes with a chat at or after ``since``, most recent first."""
         active = [(c, s.last_chat) for c, s in self.cubes.items() if s.last_chat is not None and s.last_chat >= since]

@@ -63,6 +63,12 @@ class ChatRequest(Strict):
         True, description="run under the first cube's active LoRA adapter, when it has one"
     )
     stream: bool = Field(False, description="server-sent events: token events, then one done event")
+    remember: bool = Field(
+        False,
+        description="write the user's turn and the answer back as dialogue memories (write role on the cube), "
+        "with the chat id, model, adapter and the memories used as provenance",
+    )
+    remember_cube: Id | None = Field(None, description="where a remembered exchange goes; None: the first cube")
     worker: int | None = Field(None, ge=0, description="run on this model worker (placement tests, benchmarks)")
 
 
@@ -111,6 +117,10 @@ class ChatOutcome(Strict):
 
 class ChatResponse(Strict):
     agent: str = Field(description="the principal that asked (from its API key)")
+    chat_id: str = Field("", description="names this exchange (the conversation id of its remembered memories)")
+    remembered: list[MemoryRef] = Field(
+        default_factory=list, description="remember: the user's turn and the answer, as stored"
+    )
     text: str
     memories_used: list[MemoryRef]
     kv: KVInfo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import Field
 
@@ -11,6 +12,7 @@ from memos_ray.types.base import (
     Role,
     Strict,
 )
+from memos_ray.types.memory import MemoryKind
 
 
 class Grant(Strict):
@@ -23,6 +25,36 @@ class CubeQuotas(Strict):
     max_bytes: int | None = Field(None, ge=1)
 
 
+class LifecyclePolicy(Strict):
+    """How a cube's memories age and consolidate; applied by the MemScheduler's sweep (and, for ``dedup``, on
+    ingest). Every move writes a new version: ids never change and never vanish. Absent: off."""
+
+    ttl_s: dict[MemoryKind, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="per kind: a memory expires this long after it was last written"
+    )
+    archive_after_s: float | None = Field(
+        None, gt=0, description="an active memory unused (retrieved, or in a chat) this long is archived"
+    )
+    merge_threshold: float | None = Field(
+        None,
+        ge=0.5,
+        le=1.0,
+        description="near-duplicates (same kind and speaker, cosine at least this) merge into the oldest",
+    )
+    dedup_threshold: float | None = Field(
+        None,
+        ge=0.5,
+        le=1.0,
+        description="on ingest, a memory this close to an active one of its kind and speaker is not stored again: "
+        "the add returns the existing id",
+    )
+
+    @property
+    def sweeps(self) -> bool:
+        """Whether the sweep has anything to do for this policy."""
+        return bool(self.ttl_s) or self.archive_after_s is not None or self.merge_threshold is not None
+
+
 class CubeMeta(Strict):
     id: str
     name: str = ""
@@ -30,6 +62,7 @@ class CubeMeta(Strict):
     owner: str = "local"
     grants: list[Grant] = Field(default_factory=list)
     quotas: CubeQuotas = Field(default_factory=CubeQuotas)
+    lifecycle: LifecyclePolicy | None = Field(None, description="None: the server's default (scheduler.lifecycle)")
     created_at: datetime
     updated_at: datetime
     seq: int = Field(0, description="cube version counter: +1 per change")
@@ -42,6 +75,7 @@ class CubeCreate(Strict):
     name: str = Field("", max_length=256)
     description: str = Field("", max_length=4096)
     quotas: CubeQuotas = Field(default_factory=CubeQuotas)
+    lifecycle: LifecyclePolicy | None = None
 
 
 class CubeUpdate(Strict):
@@ -50,6 +84,7 @@ class CubeUpdate(Strict):
     name: str | None = Field(None, max_length=256)
     description: str | None = Field(None, max_length=4096)
     quotas: CubeQuotas | None = None
+    lifecycle: LifecyclePolicy | None = Field(None, description="replaces the cube's lifecycle policy whole")
 
 
 class CubeList(Strict):

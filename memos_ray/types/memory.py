@@ -37,10 +37,18 @@ class MemoryKind(StrEnum):
 
 
 class LifecycleState(StrEnum):
+    """Where a memory is in its life. Only ``active`` memories are searched by default; every other state keeps
+    the memory (and its id) readable, and all but ``deleted`` can be restored (``PATCH state: active``)."""
+
     active = "active"
-    archived = "archived"
-    expired = "expired"
+    archived = "archived"  # unused for the cube's archive period (or by hand): out of default search
+    expired = "expired"  # its kind's time to live passed since it was last written
+    merged = "merged"  # a near-duplicate of ``merged_into``, which now stands for it
+    superseded = "superseded"  # replaced by ``superseded_by``: the old fact, kept in history with its validity
     deleted = "deleted"
+
+
+RESTORABLE = (LifecycleState.archived, LifecycleState.expired, LifecycleState.merged, LifecycleState.superseded)
 
 
 class SourceType(StrEnum):
@@ -60,7 +68,9 @@ class Provenance(Strict):
     conversation_id: str | None = Field(None, max_length=256)
     speaker: str | None = Field(None, max_length=128)
     role: str | None = Field(None, max_length=32)
-    derived_from: list[MemoryRef] = Field(default_factory=list)
+    derived_from: list[MemoryRef] = Field(
+        default_factory=list, description="the memories this one was made from (a chat answer: those it used)"
+    )
     redactions: dict[str, int] = Field(
         default_factory=dict, description="what redaction on ingest masked in this version: detector -> count"
     )
@@ -85,6 +95,14 @@ class MemoryItem(Strict):
     created_at: datetime = Field(description="when the first version was stored")
     updated_at: datetime = Field(description="when this version was stored")
     state: LifecycleState = LifecycleState.active
+    valid_from: datetime | None = Field(None, description="since when the fact holds (None: always)")
+    valid_to: datetime | None = Field(None, description="until when it held (None: still); set by supersession")
+    supersedes: list[str] = Field(default_factory=list, description="the memories this one replaced")
+    superseded_by: str | None = None
+    merged_into: str | None = Field(None, description="the memory that stands for this near-duplicate")
+    merged_from: list[MemoryRef] = Field(
+        default_factory=list, description="the near-duplicates merged into this one (their versions stay readable)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -106,9 +124,21 @@ class SourceIn(Strict):
     conversation_id: str | None = Field(None, max_length=256)
     speaker: str | None = Field(None, max_length=128)
     role: str | None = Field(None, max_length=32)
+    derived_from: list[MemoryRef] = Field(default_factory=list, max_length=64)
 
 
-class MemoryCreate(Strict):
+class _Validity(Strict):
+    valid_from: UtcDatetime | None = None
+    valid_to: UtcDatetime | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Validity:
+        if self.valid_from is not None and self.valid_to is not None and self.valid_to <= self.valid_from:
+            raise ValueError("valid_to must be later than valid_from")
+        return self
+
+
+class MemoryCreate(_Validity):
     text: Text
     context: str | None = Field(
         None, max_length=MAX_CONTEXT_CHARS, description="the preceding message, for keyword search"
@@ -118,14 +148,20 @@ class MemoryCreate(Strict):
     metadata: dict[MetaKey, MetaValue] = Field(default_factory=dict, max_length=64)
     said_at: UtcDatetime | None = None
     source: SourceIn = Field(default_factory=SourceIn)
+    supersedes: list[Id] = Field(
+        default_factory=list,
+        max_length=64,
+        description="memories of this cube this one replaces: they leave default search, their validity closes",
+    )
 
 
 class MemoryBatchCreate(Strict):
     items: list[MemoryCreate] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-class MemoryUpdate(Strict):
-    """A partial update: absent fields keep their value. Makes a new version."""
+class MemoryUpdate(_Validity):
+    """A partial update: absent fields keep their value. Makes a new version. ``state: active`` restores an
+    archived, expired, merged or superseded memory (a merged one leaves the memory it was merged into)."""
 
     text: Text | None = None
     kind: MemoryKind | None = None
@@ -133,6 +169,7 @@ class MemoryUpdate(Strict):
     metadata: dict[MetaKey, MetaValue] | None = Field(None, max_length=64)
     said_at: UtcDatetime | None = None
     state: Literal[LifecycleState.active, LifecycleState.archived] | None = None
+    supersedes: list[Id] | None = Field(None, max_length=64, description="memories this one now replaces")
     expected_version: int | None = Field(None, ge=1, description="409 when the current version differs")
 
 
@@ -161,10 +198,24 @@ class SearchFilter(Strict):
     tags_any: list[Tag] = Field(default_factory=list)
     tags_all: list[Tag] = Field(default_factory=list)
     kinds: list[MemoryKind] = Field(default_factory=list)
-    states: list[LifecycleState] = Field(default_factory=lambda: [LifecycleState.active])
+    states: list[LifecycleState] | None = Field(
+        None, description="None: active memories (with as_of, superseded ones too: what held then)"
+    )
     said_after: UtcDatetime | None = None
     said_before: UtcDatetime | None = None
     speakers: list[str] = Field(default_factory=list)
+    as_of: UtcDatetime | None = Field(
+        None,
+        description="only facts valid at this time (valid_from <= as_of < valid_to); unless states are given, "
+        "superseded memories are searched too: what held then",
+    )
+
+    def searched_states(self) -> list[LifecycleState]:
+        if self.states is not None:
+            return list(self.states)
+        if self.as_of is not None:
+            return [LifecycleState.active, LifecycleState.superseded]
+        return [LifecycleState.active]
 
 
 class TimePreference(Strict):
@@ -264,3 +315,22 @@ class MemoryList(Strict):
 
 class AddResult(Strict):
     items: list[MemoryRef]
+    duplicates: list[int] = Field(
+        default_factory=list,
+        description="positions of items that matched an existing memory (ingest dedup): their ref is that memory's",
+    )
+
+
+class Added(Strict):
+    """What a cube's add returns: the memories, in the order asked (an existing one where ingest dedup matched)."""
+
+    items: list[MemoryItem]
+    duplicates: list[int] = Field(default_factory=list)
+
+
+class Purged(Strict):
+    """What a purge erased: the memory asked for, the near-duplicates merged with it and the memories made
+    from any of them (a remembered chat answer that used it); and the memories whose context quoted it."""
+
+    memory_ids: list[str]
+    scrubbed: list[str] = Field(default_factory=list, description="memories whose context held the erased text")

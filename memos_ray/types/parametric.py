@@ -109,6 +109,25 @@ class AdapterList(Strict):
     active: str | None
 
 
+class Retrain(Strict):
+    """An adapter (or a job that was to become one) that learned a purged memory and was the cube's active one:
+    what training it again would start from (the MemScheduler leaves the erased memories out)."""
+
+    replaces: str = Field(description="the withdrawn adapter, or the cancelled job")
+    settings: AdapterSettings
+    sources: list[MemoryRef]
+
+
+class AdapterChange(Strict):
+    """What a change to memories did to a cube's adapters: marked stale (an edit or delete), or withdrawn (a
+    purge: deleted from disk and every worker, their weights having learned the erased text)."""
+
+    marked: list[str] = Field(default_factory=list)
+    withdrawn: list[str] = Field(default_factory=list)
+    cancelled: list[str] = Field(default_factory=list, description="training jobs cancelled: they learned it too")
+    retrain: list[Retrain] = Field(default_factory=list, description="what was, or was to be, the active adapter")
+
+
 class ActiveAdapter(Strict):
     adapter_id: Id | None = Field(description="the adapter chat uses for this cube; null: the base model")
 

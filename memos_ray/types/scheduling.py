@@ -62,6 +62,10 @@ class DecisionKind(StrEnum):
     evict_disk = "evict_disk"  # a KV cache left the disk
     prefetch = "prefetch"  # a session's prefix and adapter warmed on the worker that will serve it
     policy = "policy"  # an operator turned the policy on or off (the last one holds across restarts)
+    expire = "expire"  # memories past their kind's time to live
+    archive = "archive"  # memories unused for the cube's archive period
+    merge = "merge"  # near-duplicates merged into the oldest of them
+    retrain = "retrain"  # an adapter that learned a purged memory, trained again without it
 
 
 DecisionInput = str | int | float | bool | None
@@ -80,10 +84,6 @@ class Decision(Strict):
 
 class SchedulerPolicy(Strict):
     enabled: bool = Field(description="False: no working sets, prefetch or demotion (pinned prefixes only)")
-
-
-class SweepResult(Strict):
-    decisions: int = Field(description="decisions the sweep recorded")
 
 
 class DecisionQuery(Strict):
@@ -171,3 +171,25 @@ class SchedulerStatus(Strict):
     build_s_budget: float = Field(description="what the build CPU share allows per minute")
     decisions: int
     cubes_with_working_sets: int
+
+
+class LifecycleSweep(Strict):
+    """What one cube's lifecycle sweep did (every move is a new version; the ids stay)."""
+
+    cube_id: str
+    expired: list[str] = Field(default_factory=list)
+    archived: list[str] = Field(default_factory=list)
+    merged: dict[str, str] = Field(default_factory=dict, description="near-duplicate -> the memory it merged into")
+    checked: int = Field(0, description="memories compared for near-duplicates")
+    merge_seq: int = Field(0, description="memories written up to this seq are checked for near-duplicates")
+    next_due: float | None = Field(None, description="epoch seconds when a memory next expires or falls due")
+    took_ms: float = 0.0
+
+    @property
+    def moved(self) -> list[str]:
+        return [*self.expired, *self.archived, *self.merged]
+
+
+class SweepResult(Strict):
+    decisions: int = Field(description="decisions the sweep recorded")
+    lifecycle: list[LifecycleSweep] = Field(default_factory=list, description="what each cube's lifecycle sweep did")

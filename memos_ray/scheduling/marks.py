@@ -1,0 +1,46 @@
+"""Where the MemScheduler's lifecycle sweep left each cube: up to which seq its memories were compared for
+near-duplicates, and when a memory of it next expires or falls due for archiving. A SQLite file beside the
+usage, so a restart neither compares a cube all over again nor wakes a passivated cube before it is due."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from memos_ray.governance.sqlite import open_sqlite
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS lifecycle_marks (
+    cube_id TEXT PRIMARY KEY, merge_seq INTEGER NOT NULL, next_due REAL, swept_at REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Mark:
+    merge_seq: int
+    next_due: float | None
+    swept_at: float
+
+
+class LifecycleMarks:
+    def __init__(self, path: Path) -> None:
+        self.db = open_sqlite(path, SCHEMA)
+        self.db.execute("PRAGMA synchronous=NORMAL")  # a lost mark only means one more full comparison
+        self.marks = {c: Mark(s, d, a) for c, s, d, a in self.db.execute("SELECT * FROM lifecycle_marks")}
+
+    def get(self, cube_id: str) -> Mark | None:
+        return self.marks.get(cube_id)
+
+    def put(self, cube_id: str, mark: Mark) -> None:
+        self.marks[cube_id] = mark
+        self.db.execute(
+            "INSERT OR REPLACE INTO lifecycle_marks VALUES (?, ?, ?, ?)",
+            (cube_id, mark.merge_seq, mark.next_due, mark.swept_at),
+        )
+
+    def forget(self, cube_id: str) -> None:
+        self.marks.pop(cube_id, None)
+        self.db.execute("DELETE FROM lifecycle_marks WHERE cube_id = ?", (cube_id,))
+
+    def close(self) -> None:
+        self.db.close()

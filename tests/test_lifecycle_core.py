@@ -1,0 +1,195 @@
+"""The lifecycle of plaintext memory on a real milvus-lite cube and the real MiniLM encoder, without Ray:
+expiry, archiving, near-duplicate merge, supersession with validity, ingest dedup, restore, stable ids
+across every move and a reload, and a purge that leaves no file holding the erased text."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from memos_ray.config import SearchConfig, StorageConfig
+from memos_ray.errors import Conflict, InvalidInput, MemoryNotFound
+from memos_ray.plaintext.cube import MemCube
+from memos_ray.plaintext.embedding import SentenceEncoder
+from memos_ray.plaintext.storage import CubeStore
+from memos_ray.plaintext.text import index_text
+from memos_ray.types import (
+    CubeMeta,
+    LifecyclePolicy,
+    LifecycleState,
+    MemoryCreate,
+    MemoryItem,
+    MemoryKind,
+    MemoryRef,
+    MemoryUpdate,
+    SearchFilter,
+    SearchQuery,
+    SourceIn,
+    utcnow,
+)
+from tests.helpers import traces
+
+DAY = 86_400.0
+
+
+def open_cube(storage: StorageConfig, policy: LifecyclePolicy | None = None) -> MemCube:
+    now = utcnow()
+    return MemCube(CubeMeta(id="life", created_at=now, updated_at=now, lifecycle=policy), storage, SearchConfig(), 384)
+
+
+def add(cube: MemCube, encoder: SentenceEncoder, items: list[MemoryCreate]) -> list[MemoryItem]:
+    vecs = encoder.encode([index_text(m.text, m.source.speaker) for m in items])
+    return cube.add(items, vecs, "tester").items
+
+
+def said(text: str, speaker: str, kind: MemoryKind = MemoryKind.dialogue, **more: object) -> MemoryCreate:
+    return MemoryCreate(text=text, kind=kind, source=SourceIn(speaker=speaker), **more)  # type: ignore[arg-type]
+
+
+def search(cube: MemCube, encoder: SentenceEncoder, query: str, **filters: object) -> list[str]:
+    q = SearchQuery(query=query, top_k=10, filter=SearchFilter(**filters))  # type: ignore[arg-type]
+    return [h.memory.id for h in cube.search(q, encoder.encode([query])[0])]
+
+
+def test_expire_archive_and_merge_move_memories_and_keep_every_id(
+    storage: StorageConfig, encoder: SentenceEncoder
+) -> None:
+    policy = LifecyclePolicy(ttl_s={MemoryKind.event: 2 * DAY}, archive_after_s=30 * DAY, merge_threshold=0.93)
+    cube = open_cube(storage, policy)
+    first, dup, other_speaker, used, event, unrelated = add(
+        cube,
+        encoder,
+        [
+            said("I adopted a puppy named Biscuit last week.", "Caroline"),
+            said("I adopted a puppy named Biscuit last week!", "Caroline"),
+            said("I adopted a puppy named Biscuit last week.", "Melanie"),  # another speaker: not a duplicate
+            said("My sister runs a bakery in Lyon.", "Caroline"),
+            said("The quarterly review is on Friday.", "Caroline", MemoryKind.event),
+            said("We repainted the kitchen yellow.", "Caroline"),
+        ],
+    )
+    now = utcnow().timestamp()
+    soon = cube.sweep_lifecycle({}, now, 0, "pinned", "memscheduler")
+    assert soon.merged == {dup.id: first.id} and not soon.expired and not soon.archived
+    assert soon.checked == 6 and soon.next_due == pytest.approx(event.updated_at.timestamp() + 2 * DAY, abs=1)
+    survivor, merged = cube.get(first.id), cube.get(dup.id)
+    assert merged.state == LifecycleState.merged and merged.merged_into == first.id
+    assert survivor.merged_from == [dup.ref] and survivor.state == LifecycleState.active
+    assert merged.provenance.author == "memscheduler" and cube.versions(dup.id)[0].text == dup.text  # kept
+    hits = search(cube, encoder, "puppy named Biscuit")
+    assert first.id in hits and other_speaker.id in hits and dup.id not in hits
+
+    again = cube.sweep_lifecycle({}, now, soon.merge_seq, "pinned", "memscheduler")
+    assert again.checked == 0 and not again.moved  # nothing new: nothing compared
+
+    # forty days on: the event expired; what was not used is archived; what was used stays
+    later = now + 40 * DAY
+    swept = cube.sweep_lifecycle({used.id: later - DAY}, later, again.merge_seq, "pinned", "memscheduler")
+    assert swept.expired == [event.id]
+    assert set(swept.archived) == {first.id, other_speaker.id, unrelated.id}
+    assert cube.get(used.id).state == LifecycleState.active
+    assert not {first.id, other_speaker.id, dup.id} & set(search(cube, encoder, "puppy named Biscuit"))
+    assert first.id in search(cube, encoder, "puppy named Biscuit", states=[LifecycleState.archived])
+
+    # restoring a merged memory takes it out of the survivor; the policy never merges it again
+    restored = cube.update(dup.id, MemoryUpdate(state=LifecycleState.active), None, "alice")
+    assert restored.state == LifecycleState.active and restored.merged_into is None
+    assert cube.get(first.id).merged_from == []
+    assert dup.id not in cube.sweep_lifecycle({}, now, 0, "pinned", "memscheduler").merged
+    with pytest.raises(Conflict):  # only an active memory is archived by hand
+        cube.update(event.id, MemoryUpdate(state=LifecycleState.archived), None, "alice")
+
+    # every id still answers after a reload, in the state it was moved to
+    states = {m: cube.get(m).state for m in (first.id, dup.id, event.id, used.id)}
+    cube.close()
+    reloaded = open_cube(storage, policy)
+    assert {m: reloaded.get(m).state for m in states} == states
+    reloaded.close()
+
+
+def test_supersession_closes_validity_and_search_can_ask_as_of(
+    storage: StorageConfig, encoder: SentenceEncoder
+) -> None:
+    cube = open_cube(storage)
+    y2020, y2023 = datetime(2020, 1, 1, tzinfo=UTC), datetime(2023, 6, 1, tzinfo=UTC)
+    (old,) = add(cube, encoder, [MemoryCreate(text="Dana lives in Boston.", valid_from=y2020)])
+    (new,) = add(cube, encoder, [MemoryCreate(text="Dana lives in Denver.", valid_from=y2023, supersedes=[old.id])])
+    closed = cube.get(old.id)
+    assert closed.state == LifecycleState.superseded and closed.superseded_by == new.id and closed.valid_to == y2023
+    assert new.supersedes == [old.id] and cube.versions(old.id)[0].valid_to is None  # the old version stays
+    assert search(cube, encoder, "where does Dana live?") == [new.id]
+    assert search(cube, encoder, "where does Dana live?", as_of=y2020 + timedelta(days=400)) == [old.id]
+    assert search(cube, encoder, "where does Dana live?", as_of=y2023 + timedelta(days=1)) == [new.id]
+
+    with pytest.raises(InvalidInput):  # named ids must be in the cube: nothing is written otherwise
+        add(cube, encoder, [MemoryCreate(text="Dana moved again.", supersedes=["m-nowhere"])])
+    with pytest.raises(InvalidInput):
+        cube.update(new.id, MemoryUpdate(supersedes=[new.id]), None, "alice")
+    with pytest.raises(InvalidInput):
+        cube.update(new.id, MemoryUpdate(valid_to=y2020), None, "alice")
+    assert len(cube.latest) == 2
+
+    back = cube.update(old.id, MemoryUpdate(state=LifecycleState.active), None, "alice")
+    assert back.valid_to is None and back.superseded_by is None and cube.get(new.id).supersedes == []
+
+
+def test_ingest_dedup_returns_the_existing_memory(storage: StorageConfig, encoder: SentenceEncoder) -> None:
+    cube = open_cube(storage, LifecyclePolicy(dedup_threshold=0.95))
+    (kept,) = add(cube, encoder, [said("Remember to water the ferns on Sunday.", "Ana")])
+    texts = ["Remember to water the ferns on Sunday!", "Buy oat milk.", "Buy oat milk!"]
+    items = [said(t, "Ana") for t in texts]
+    added = cube.add(items, encoder.encode([index_text(t, "Ana") for t in texts]), "tester")
+    assert added.duplicates == [0, 2] and added.items[0].id == kept.id and added.items[2].id == added.items[1].id
+    assert len(cube.latest) == 2
+    other = said("Remember to water the ferns on Sunday.", "Ben")  # another speaker's words are stored
+    assert cube.add([other], encoder.encode([index_text(other.text, "Ben")]), "t").duplicates == []
+
+
+def test_a_purge_reaches_duplicates_derived_memories_and_quoting_contexts_and_leaves_no_file_with_the_text(
+    storage: StorageConfig, encoder: SentenceEncoder
+) -> None:
+    cube = open_cube(storage, LifecyclePolicy(merge_threshold=0.93))
+    secret = "My locker code is zebracorn-4417."
+    first, copy, kept = add(
+        cube,
+        encoder,
+        [said(secret, "Quinn"), said(secret + " ", "Quinn"), said("I like green tea.", "Quinn")],
+    )
+    cube.store.flush()  # sealed into segments, not only the write-ahead log
+    answer = MemoryCreate(
+        text="Your locker code is zebracorn-4417.",
+        context=f"Quinn: {secret}",
+        source=SourceIn(speaker="assistant", derived_from=[MemoryRef(memory_id=first.id, version=1)]),
+    )
+    reply = MemoryCreate(text="Thanks, noted.", context=f"Quinn: {secret}", source=SourceIn(speaker="Ana"))
+    derived, thanks = add(cube, encoder, [answer, reply])
+    cube.sweep_lifecycle({}, utcnow().timestamp(), 0, "pinned", "t")
+    assert cube.get(copy.id).merged_into == first.id
+    folder = storage.data_dir / "cubes" / "life"
+    assert traces(folder, "zebracorn")  # it is on disk now
+
+    purged = cube.purge(copy.id)  # a near-duplicate: its group and what was made from it go too
+    assert set(purged.memory_ids) == {copy.id, first.id, derived.id} and purged.scrubbed == [thanks.id]
+    assert cube.get(thanks.id).context is None and cube.get(kept.id).text == "I like green tea."
+    for memory_id in purged.memory_ids:
+        with pytest.raises(MemoryNotFound):
+            cube.get(memory_id)
+    assert all("zebracorn" not in (e.memory.model_dump_json() if e.memory else "") for e in cube.changes)
+    assert traces(folder, "zebracorn") == []
+    cube.close()
+    reloaded = open_cube(storage)
+    assert set(reloaded.latest) == {kept.id, thanks.id} and traces(folder, "zebracorn") == []
+    reloaded.close()
+
+
+def test_a_rewrite_that_died_half_way_is_finished_on_open(storage: StorageConfig, encoder: SentenceEncoder) -> None:
+    cube = open_cube(storage)
+    (item,) = add(cube, encoder, [MemoryCreate(text="Keep me.")])
+    cube.store._save_counters(rewrite_pending=True)  # as if a purge died between its delete and its rewrite
+    cube.close()
+    store = CubeStore(storage, "life", 384)
+    assert store.state.generation == 1 and not store.state.rewrite_pending
+    assert set(store.client.list_collections()) == {"counters", "memories_g1"}
+    store.close()
+    assert open_cube(storage).get(item.id).text == "Keep me."
