@@ -15,6 +15,7 @@ import contextlib
 import logging
 import secrets
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import ray
@@ -28,6 +29,7 @@ from memos_ray.errors import InvalidInput, JobNotFound
 from memos_ray.parametric.registry import AdapterRegistry, new_adapter_id, ref_of
 from memos_ray.parametric.training import state_nbytes
 from memos_ray.types import (
+    AdapterChange,
     AdapterInfo,
     AdapterList,
     AdapterSettings,
@@ -36,6 +38,7 @@ from memos_ray.types import (
     MemoryChangeKind,
     MemoryRef,
     ModelIdentity,
+    Retrain,
     TrainingJob,
     TrainingMetrics,
     utcnow,
@@ -45,6 +48,16 @@ ADAPTERS_NAME = "memos_adapters"
 JOBS_KEPT = 1_000
 REFS_KEPT = 32
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Running:
+    """A training job in flight: its task and what it learns."""
+
+    ref: ray.ObjectRef
+    sources: list[MemoryRef]
+    settings: AdapterSettings
+    activate: bool
 
 
 @ray.remote(max_retries=0)
@@ -73,7 +86,7 @@ class Adapters:
         self.registry = AdapterRegistry(config.storage.data_dir / "adapters")
         self.jobs: OrderedDict[str, TrainingJob] = OrderedDict()
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._running: dict[str, tuple[ray.ObjectRef, list[MemoryRef]]] = {}  # job -> its task and sources
+        self._running: dict[str, Running] = {}  # job -> its task and what it learns
         self._stale_jobs: dict[str, str] = {}  # job -> why its adapter will be stale on arrival
         self._locks: dict[str, asyncio.Lock] = {}  # one per cube: every change of its index is serialised
         self.refs: OrderedDict[str, ray.ObjectRef] = OrderedDict()  # adapter id -> its weights in the store
@@ -113,7 +126,7 @@ class Adapters:
         ref = train_adapter.options(num_cpus=self.config.workers.train_num_cpus).remote(
             self.config, job.id, texts, settings
         )
-        self._running[job.id] = (ref, sources)
+        self._running[job.id] = Running(ref, sources, settings, activate)
         self._tasks[job.id] = asyncio.get_running_loop().create_task(
             self._finish(job.id, ref, sources, settings, activate)
         )
@@ -145,7 +158,7 @@ class Adapters:
         try:
             state, metrics, identity = await ref
             async with self._lock(job.cube_id):
-                if self.jobs[job_id].state == "failed":  # cancelled: its cube was deleted meanwhile
+                if self.jobs[job_id].state == "failed":  # cancelled: its cube was deleted, or a source purged
                     return
                 stale = self._stale_jobs.pop(job_id, None)
                 info = AdapterInfo(
@@ -224,22 +237,52 @@ class Adapters:
         self.refs.move_to_end(info.id)
         return AdapterWeights(ref_of(info), ref)
 
-    async def memory_changed(self, cube_id: str, memory_ids: list[str], what: MemoryChangeKind) -> list[str]:
+    async def memory_changed(self, cube_id: str, memory_ids: list[str], what: MemoryChangeKind) -> AdapterChange:
         """Mark the adapters that learned from these memories stale (and those still training: on arrival).
-        A purge also takes them out of use: erased text must not keep answering from the weights."""
-        reason = f"memory {', '.join(sorted(memory_ids)[:3])} {what} after training"
+        A purge withdraws them instead: erased text must not keep answering from the weights, so they are
+        deleted from disk and every worker, and the jobs still learning it are cancelled (the MemScheduler
+        decides what is trained again without it)."""
         ids = set(memory_ids)
-        for job_id, (_, sources) in self._running.items():
-            if self.jobs[job_id].cube_id == cube_id and any(s.memory_id in ids for s in sources):
-                self._stale_jobs[job_id] = reason
+        learning = [
+            job_id
+            for job_id, run in self._running.items()
+            if self.jobs[job_id].cube_id == cube_id and any(s.memory_id in ids for s in run.sources)
+        ]
+        if what == "purged":
+            retrain = [
+                Retrain(replaces=job_id, settings=run.settings, sources=run.sources)
+                for job_id in learning
+                if (run := self._running[job_id]).activate
+            ]
+            for job_id in learning:
+                self._cancel(job_id, "a memory it learned from was purged")
+            async with self._lock(cube_id):
+                listing = self.registry.listing(cube_id)
+                learned = [a for a in listing.adapters if any(s.memory_id in ids for s in a.sources)]
+                for info in learned:
+                    self.refs.pop(info.id, None)
+                    self.registry.remove(cube_id, info.id)
+            await self._unload([a.id for a in learned])
+            retrain += [
+                Retrain(replaces=a.id, settings=a.settings, sources=a.sources)
+                for a in learned
+                if a.id == listing.active
+            ]
+            return AdapterChange(withdrawn=[a.id for a in learned], cancelled=learning, retrain=retrain)
+        reason = f"memory {', '.join(sorted(memory_ids)[:3])} {what} after training"
+        for job_id in learning:
+            self._stale_jobs[job_id] = reason
         async with self._lock(cube_id):
             marked = self.registry.mark_stale(cube_id, ids, reason)
-            if what == "purged":
-                learned = {
-                    a.id for a in self.registry.listing(cube_id).adapters if any(s.memory_id in ids for s in a.sources)
-                }
-                self.registry.deactivate(cube_id, learned)
-        return marked
+        return AdapterChange(marked=marked)
+
+    def _cancel(self, job_id: str, why: str) -> None:
+        """A running job must not bring back what it learned: failed, and its task cancelled."""
+        ref = self._running[job_id].ref
+        self.jobs[job_id] = self.jobs[job_id].model_copy(
+            update={"state": "failed", "error": why, "finished_at": utcnow()}
+        )
+        ray.cancel(ref, force=True)
 
     async def delete(self, cube_id: str, adapter_id: str) -> AdapterList:
         """Remove one adapter version: from disk, then from every model worker (with the caches computed
@@ -260,12 +303,9 @@ class Adapters:
     async def drop_cube(self, cube_id: str) -> list[str]:
         """A deleted cube: its adapters go, from disk and from every worker, and its running jobs are cancelled
         (they must not bring it back)."""
-        for job_id, (ref, _) in list(self._running.items()):
+        for job_id in list(self._running):
             if self.jobs[job_id].cube_id == cube_id:
-                self.jobs[job_id] = self.jobs[job_id].model_copy(
-                    update={"state": "failed", "error": "the cube was deleted", "finished_at": utcnow()}
-                )
-                ray.cancel(ref, force=True)
+                self._cancel(job_id, "the cube was deleted")
         async with self._lock(cube_id):
             ids = self.registry.drop_cube(cube_id)
         for adapter_id in ids:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -26,13 +27,33 @@ from actors.calls import call, streaming, tell
 from actors.cube import CubeHost
 from actors.cubes import Cubes
 from actors.handoff import AdapterWeights, Placement
+from actors.memories import MemoryService
 from actors.runtime import ensure_scheduler
 from actors.scheduler import SCHEDULER_NAME, Scheduler
 from actors.usage import UsageRecorder
 from actors.worker import ModelWorker
 from memos_ray.activation.prompt import PINNED_TAG, PlannedChat, plan_chat, question_of
 from memos_ray.config import MemosConfig
-from memos_ray.types import Caller, ChatOutcome, ChatPlan, ChatRequest, ChatResponse, MemoryItem, Role, SearchQuery
+from memos_ray.errors import InvalidInput
+from memos_ray.plaintext.reader import context_of
+from memos_ray.types import (
+    MAX_TEXT_CHARS,
+    Caller,
+    ChatOutcome,
+    ChatPlan,
+    ChatRequest,
+    ChatResponse,
+    MemoryCreate,
+    MemoryItem,
+    MemoryKind,
+    MemoryRef,
+    MetaValue,
+    Role,
+    SearchQuery,
+    SourceIn,
+    SourceType,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +73,17 @@ class PreparedChat:
         return self.planned.plan
 
 
-def response_of(outcome: ChatOutcome, used: list[MemoryItem], agent: str) -> ChatResponse:
+def response_of(
+    outcome: ChatOutcome,
+    used: list[MemoryItem],
+    agent: str,
+    chat_id: str = "",
+    remembered: list[MemoryRef] | None = None,
+) -> ChatResponse:
     return ChatResponse(
         agent=agent,
+        chat_id=chat_id,
+        remembered=remembered or [],
         text=outcome.text,
         memories_used=[m.ref for m in used],
         kv=outcome.kv,
@@ -77,12 +106,14 @@ class ChatService:
         adapters: ActorHandle,
         embed: Callable[[list[str]], Awaitable[np.ndarray]],
         usage: UsageRecorder | None = None,
+        memories: MemoryService | None = None,
     ) -> None:
         self.config = config
         self.cubes = cubes
         self.adapters = adapters
         self.embed = embed
         self.usage = usage
+        self.memories = memories
         self._scheduler: ActorHandle | None = None
 
     def scheduler(self) -> ActorHandle:
@@ -109,6 +140,10 @@ class ChatService:
     async def prepare(self, who: Caller, req: ChatRequest) -> PreparedChat:
         q = SearchQuery(query=question_of(req.messages)[:4096], top_k=req.top_k) if req.top_k else None
         cubes = await self.cubes.open_many(list(req.cube_ids), who, Role.read)  # 404/403 before any work
+        if req.remember:  # where the exchange goes: writable, checked before any work too
+            if self.memories is None:
+                raise InvalidInput("this entry point cannot remember chats")
+            await self.cubes.open(req.remember_cube or req.cube_ids[0], who, Role.write)
         qvec, adapter = await asyncio.gather(self._embed_question(q), self._adapter(req))
         recalls = await asyncio.gather(*(c.call(CubeHost.recall, PINNED_TAG, q, qvec) for c in cubes))
         planned = plan_chat(
@@ -131,7 +166,19 @@ class ChatService:
             outcome = await call(chat.placement.handle, ModelWorker.chat, chat.plan, chat.placement, chat.adapter)
         finally:
             self._release(chat, outcome)
-        return response_of(outcome, chat.planned.used, who.principal)
+        return await self._respond(who, req, chat, outcome)
+
+    async def _respond(self, who: Caller, req: ChatRequest, chat: PreparedChat, outcome: ChatOutcome) -> ChatResponse:
+        """The memory loop: with ``remember``, the user's turn and the answer become dialogue memories of the
+        cube (redacted like any write), the answer made from the memories the chat used."""
+        chat_id = f"chat-{secrets.token_hex(8)}"
+        remembered: list[MemoryRef] = []
+        if req.remember and self.memories is not None:
+            cube_id = req.remember_cube or req.cube_ids[0]
+            turns = exchange(req, outcome, chat.planned.used, chat_id, self.config.llm.model, who.principal)
+            written = await self.memories.add(who, cube_id, turns)
+            remembered = [m.ref for m in written.items]
+        return response_of(outcome, chat.planned.used, who.principal, chat_id, remembered)
 
     async def stream(self, who: Caller, req: ChatRequest) -> AsyncIterator[str | ChatResponse]:
         """Text pieces as the worker decodes them, then the response."""
@@ -148,7 +195,7 @@ class ChatService:
         finally:
             self._release(chat, outcome)
         if outcome is not None:
-            yield response_of(outcome, chat.planned.used, who.principal)
+            yield await self._respond(who, req, chat, outcome)
 
     def _release(self, chat: PreparedChat, outcome: ChatOutcome | None) -> None:
         if outcome is not None and self.usage is not None:
@@ -167,4 +214,42 @@ class ChatService:
             )
 
 
-__all__ = ["ChatService", "PreparedChat", "response_of"]
+def exchange(
+    req: ChatRequest, outcome: ChatOutcome, used: list[MemoryItem], chat_id: str, model: str, agent: str
+) -> list[MemoryCreate]:
+    """A chat's last user turn and its answer, as the two dialogue memories the memory loop writes."""
+    users = [m for m in req.messages if m.role == "user"]
+    question = users[-1] if users else req.messages[-1]
+    now = utcnow()
+    metadata: dict[str, MetaValue] = {"chat_id": chat_id, "model": model, "adapter": outcome.adapter}
+    asked = MemoryCreate(
+        text=question.content[:MAX_TEXT_CHARS],
+        kind=MemoryKind.dialogue,
+        metadata=metadata,
+        said_at=question.timestamp or now,
+        source=SourceIn(
+            source_type=SourceType.message,
+            source_id=question.id,
+            conversation_id=chat_id,
+            speaker=question.speaker or agent,
+            role="user",
+        ),
+    )
+    answered = MemoryCreate(
+        text=(outcome.text.strip() or "(no answer)")[:MAX_TEXT_CHARS],
+        context=context_of(question),
+        kind=MemoryKind.dialogue,
+        metadata=metadata,
+        said_at=now,
+        source=SourceIn(
+            source_type=SourceType.message,
+            conversation_id=chat_id,
+            speaker="assistant",
+            role="assistant",
+            derived_from=[m.ref for m in used][:64],
+        ),
+    )
+    return [asked, answered]
+
+
+__all__ = ["ChatService", "PreparedChat", "exchange", "response_of"]

@@ -27,14 +27,18 @@ import numpy as np
 
 from actors.calls import actor_class, read_only
 from actors.cascade import Cascade
+from memos_ray.activation.prompt import PINNED_TAG
 from memos_ray.config import MemosConfig
 from memos_ray.errors import Unavailable
+from memos_ray.plaintext import erasure
 from memos_ray.plaintext.cube import MemCube
 from memos_ray.plaintext.outbox import CascadeOutbox
 from memos_ray.types import (
+    Added,
     ChangeBatch,
     CubeMeta,
     LifecycleState,
+    LifecycleSweep,
     MemoryChangeKind,
     MemoryCreate,
     MemoryItem,
@@ -42,6 +46,7 @@ from memos_ray.types import (
     MemoryList,
     MemoryUpdate,
     PendingCascade,
+    Purged,
     Recall,
     SearchHit,
     SearchQuery,
@@ -83,7 +88,7 @@ class CubeHost:
 
     def __init__(self, meta: CubeMeta, config: MemosConfig) -> None:
         start = time.perf_counter()
-        self.cube = MemCube(meta, config.storage, config.search, config.embedder.dim)
+        self.cube = MemCube(meta, config.storage, config.search, config.embedder.dim, config.scheduler.lifecycle)
         self.load_s = time.perf_counter() - start
         self.closed = False
         self._changed: asyncio.Event | None = None
@@ -96,13 +101,13 @@ class CubeHost:
     # ------------------------------------------------------------ the cascade
 
     @contextlib.asynccontextmanager
-    async def _change(self, memory_id: str, what: MemoryChangeKind) -> AsyncIterator[None]:
+    async def _change(self, memory_ids: builtins.list[str], what: MemoryChangeKind) -> AsyncIterator[None]:
         """A durable change and its cascade, through the outbox: the intent is written before the change
         (so a death in between cannot lose it; the cascade is idempotent) and removed once done. A change
         that fails takes its intent back. A purge raises when its cascade cannot be done now (erased text
         must not keep answering from a cache or an adapter); an edit or delete has answered for itself and
         its cascade is retried in the background. Passivation waits for changes in flight (``_writes``)."""
-        item = PendingCascade(memory_ids=[memory_id], what=what)
+        item = PendingCascade(memory_ids=memory_ids, what=what)
         self.outbox.add(item)
         self._writes += 1
         try:
@@ -119,9 +124,9 @@ class CubeHost:
                 self._quiet.set()
         if not done and what == "purged":
             raise Unavailable(
-                f"memory {memory_id} was erased from cube {self.cube.meta.id}, but the caches and adapters built "
-                "from it could not be reached yet; this is retried until done, and a repeated purge waits for it",
-                {"cube_id": self.cube.meta.id, "memory_id": memory_id, "cascade": "pending"},
+                f"memory {item.memory_ids[0]} was erased from cube {self.cube.meta.id}, but the caches and adapters "
+                "built from it could not be reached yet; this is retried until done, and a repeated purge waits for it",
+                {"cube_id": self.cube.meta.id, "memory_id": item.memory_ids[0], "cascade": "pending"},
             )
 
     async def _attempt(self, item: PendingCascade) -> bool:
@@ -188,11 +193,17 @@ class CubeHost:
         return self.cube.live_meta()
 
     @_open
-    def add(
+    async def add(
         self, items: list[MemoryCreate], vecs: np.ndarray, author: str, redactions: list[dict[str, int]] | None = None
-    ) -> builtins.list[MemoryItem]:
-        with self._changing():  # nothing was built from a new memory yet: no cascade
-            return self.cube.add(items, vecs, author, redactions)
+    ) -> Added:
+        """New memories, and what they supersede (its caches and adapters are reached by the cascade)."""
+        superseded = sorted({m for item in items for m in item.supersedes})
+        if not superseded:
+            with self._changing():  # nothing was built from a new memory yet: no cascade
+                return self.cube.add(items, vecs, author, redactions)
+        async with self._change(superseded, "edited"):
+            added = self.cube.add(items, vecs, author, redactions)
+        return added
 
     @_open
     @read_only
@@ -215,19 +226,24 @@ class CubeHost:
         author: str,
         redactions: dict[str, int] | None = None,
     ) -> MemoryItem:
-        async with self._change(memory_id, "edited"):  # any edit: tags decide what is pinned, too
+        touched = [memory_id, *(patch.supersedes or [])]
+        cur = self.cube.latest.get(memory_id)
+        if cur is not None and patch.state is not None:  # a restore changes the memory it was linked to
+            touched += [m for m in (cur.merged_into, cur.superseded_by) if m is not None]
+        async with self._change(touched, "edited"):  # any edit: tags decide what is pinned, too
             item = self.cube.update(memory_id, patch, vec, author, redactions)
         return item
 
     @_open
     async def delete(self, memory_id: str, expected_version: int | None, author: str) -> MemoryItem:
-        async with self._change(memory_id, "deleted"):
+        async with self._change([memory_id], "deleted"):
             item = self.cube.delete(memory_id, expected_version, author)
         return item
 
     @_open
-    async def purge(self, memory_id: str) -> None:
-        """Erase every version (durable), then its caches and adapters (the cascade): answers when all is done."""
+    async def purge(self, memory_id: str) -> Purged:
+        """Erase the memory and what carries its text (durable, no file keeps it), then the caches, adapters
+        and usage built from them (the cascade): answers when all is done."""
         pending = self._pending_purge(memory_id)
         if pending is not None and memory_id not in self.cube.latest:  # erased; its cascade failed: retry it
             if not await self._attempt(pending):
@@ -235,9 +251,36 @@ class CubeHost:
                     f"memory {memory_id} is erased; its caches and adapters are still being reached",
                     {"cube_id": self.cube.meta.id, "memory_id": memory_id, "cascade": "pending"},
                 )
-            return
-        async with self._change(memory_id, "purged"):
-            self.cube.purge(memory_id)
+            return Purged(memory_ids=pending.memory_ids)
+        if memory_id not in self.cube.latest:
+            self.cube.get(memory_id)  # raises MemoryNotFound
+        reach = erasure.reach(self.cube.latest, memory_id)
+        async with self._change(reach, "purged"):
+            purged = self.cube.purge(memory_id)
+        return purged
+
+    @_open
+    async def sweep_lifecycle(
+        self, used_at: dict[str, float], now: float, merge_after_seq: int, author: str
+    ) -> LifecycleSweep:
+        """The MemScheduler's lifecycle sweep of this cube (moves are versions; the cascade reaches the caches
+        and adapters built from the memories that left default search)."""
+        policy = self.cube.policy
+        if not policy.sweeps:
+            return LifecycleSweep(cube_id=self.cube.meta.id, merge_seq=self.cube.seq)
+        swept = self.cube.sweep_lifecycle(used_at, now, merge_after_seq, PINNED_TAG, author)
+        if swept.moved:  # like an edit's cascade: written down at once, retried in the background when it fails
+            item = PendingCascade(memory_ids=swept.moved, what="edited")
+            self.outbox.add(item)
+            self._wake()
+            self._writes += 1
+            try:
+                await self._attempt(item)
+            finally:
+                self._writes -= 1
+                if self._writes == 0:
+                    self._quiet.set()
+        return swept
 
     @contextlib.contextmanager
     def _changing(self) -> Iterator[None]:

@@ -113,6 +113,7 @@ class Directory:
             description=req.description,
             owner=caller.principal,
             quotas=req.quotas,
+            lifecycle=req.lifecycle,
             created_at=now,
             updated_at=now,
         )
@@ -378,6 +379,13 @@ class Directory:
 
     async def live_cubes(self) -> list[str]:
         return list(self.live)
+
+    async def lifecycle_cubes(self) -> tuple[list[str], list[str]]:
+        """The cubes whose lifecycle policy (their own, else the server's default) gives a sweep something to
+        do, and which of all cubes are live."""
+        default = self.config.scheduler.lifecycle
+        ids = [c for c, m in self.cubes.items() if c not in self._deleting and (m.lifecycle or default).sweeps]
+        return ids, list(self.live)
 
     async def stats(self) -> DirectoryStats:
         times = list(self._activation_s)

@@ -25,6 +25,7 @@ class Written:
     items: list[MemoryItem]
     redacted: list[dict[str, int]]
     messages_redacted: list[dict[str, int]] = field(default_factory=list)  # per message, for add_messages
+    duplicates: list[int] = field(default_factory=list)  # items that ingest dedup matched to an existing memory
 
 
 class MemoryService:
@@ -40,13 +41,13 @@ class MemoryService:
         found = [f for _, f in masked]
         vecs = await self.embed([index_text(m.text, m.source.speaker) for m in items])
         added = await cube.call(CubeHost.add, items, vecs, who.principal, found)
-        return Written(added, found)
+        return Written(added.items, found, duplicates=added.duplicates)
 
     async def add_messages(self, who: Caller, cube_id: str, req: MessagesCreate) -> Written:
         """Messages are masked whole before the MemReader splits them: no secret straddles two chunks."""
         req, per_message = self.redactor.messages(req)
         written = await self.add(who, cube_id, read_messages(req))
-        return Written(written.items, written.redacted, per_message)
+        return Written(written.items, written.redacted, per_message, written.duplicates)
 
     async def update(
         self, who: Caller, cube_id: str, memory_id: str, patch: MemoryUpdate

@@ -8,7 +8,11 @@
   the build CPU share allows;
 - *demotion*: caches unused for a window leave the workers, then the disk; never one in use;
 - *prefetch*: a session (``POST /v1/sessions``, or an agent's first chat after idle) warms its cubes'
-  prefix and adapter on the worker that will serve them.
+  prefix and adapter on the worker that will serve them;
+- *lifecycle*: each cube's memories expire, archive and merge under its policy (a sweep of the live cubes,
+  and of passivated ones only when a memory of theirs falls due), every move a new version;
+- *retraining*: an adapter withdrawn because it learned a purged memory is trained again without it, when
+  it was the cube's active one.
 
 Every decision is recorded with its reason and inputs (:class:`DecisionLog`). The Scheduler stays the
 mechanism: where caches are and how they move. Passive until the Scheduler exists (no model workers: no
@@ -36,24 +40,32 @@ from actors.scheduler import SCHEDULER_NAME, Scheduler
 from memos_ray.activation.prompt import PINNED_TAG, prefix_plan
 from memos_ray.config import MemosConfig
 from memos_ray.scheduling.decisions import DecisionLog
+from memos_ray.scheduling.marks import LifecycleMarks, Mark
 from memos_ray.scheduling.policy import CANDIDATES, BuildBudget, demotions
 from memos_ray.scheduling.usage import UsageStore
 from memos_ray.types import (
+    AdapterChange,
     CubeUsage,
     DecisionInput,
     DecisionKind,
     DecisionPage,
+    LifecycleSweep,
+    Retrain,
     Role,
     SchedulerStatus,
     Session,
     SessionCreate,
+    TrainRequest,
     UsageEvent,
     Warmed,
     utcnow,
 )
 
 MEMSCHEDULER_NAME = "memos_memscheduler"
+AUTHOR = "memscheduler"  # the author of the versions its moves write
 SESSIONS_KEPT = 1_000
+WAKE_PER_SWEEP = 32  # passivated cubes a lifecycle sweep starts, at most (the rest wait for the next)
+IDS_SHOWN = 8  # memory ids a lifecycle decision lists
 log = logging.getLogger(__name__)
 
 
@@ -64,6 +76,8 @@ class MemScheduler:
         root = config.storage.data_dir / "scheduler"
         self.usage = UsageStore(root / "usage.sqlite", self.cfg.window_s)
         self.log = DecisionLog(root / "decisions.sqlite", self.cfg.decisions_kept)
+        self.marks = LifecycleMarks(root / "lifecycle.sqlite")
+        self._lifecycle: asyncio.Task[None] | None = None
         self.budget = BuildBudget(self.cfg.build_cpu_share, config.workers.count)
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.actors = NamedActors(config.namespace)
@@ -81,10 +95,12 @@ class MemScheduler:
         return self.enabled
 
     def _ensure_sweeps(self) -> None:
-        """The periodic sweep runs while the policy is on; started from any call (a restarted actor gets no
-        ``ready``)."""
+        """The periodic KV sweep runs while the policy is on, the lifecycle sweep always (each cube's own policy
+        says what it does); started from any call (a restarted actor gets no ``ready``)."""
         if self.enabled and self._loop is None:
             self._loop = asyncio.get_running_loop().create_task(self._sweeps())
+        if self._lifecycle is None:
+            self._lifecycle = asyncio.get_running_loop().create_task(self._lifecycle_sweeps())
 
     async def set_enabled(self, enabled: bool, by: str = "operator") -> bool:
         """Turn the policy on or off at run time (an operator's switch, recorded as a decision, so it holds
@@ -148,18 +164,45 @@ class MemScheduler:
         if self.enabled and self._scheduler() is not None:
             for cube_id, agent in starting.items():
                 why = f"agent {agent}'s first chat after {self.cfg.session_idle_s:.0f} s idle"
-                task = asyncio.get_running_loop().create_task(
-                    self._quietly(self.promote(cube_id, why, kind=DecisionKind.prefetch))
-                )
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self.promote(cube_id, why, kind=DecisionKind.prefetch))
 
     def usage_of(self, cube_id: str, limit: int = 100) -> CubeUsage:
         return self.usage.cube(cube_id, limit)
 
-    def forget(self, cube_id: str, memory_ids: list[str] | None = None) -> None:
-        """A purge (or the cube's deletion, with None): its usage goes too."""
+    def forget(self, cube_id: str, memory_ids: list[str] | None = None, change: AdapterChange | None = None) -> None:
+        """A purge (or the cube's deletion, with None): its usage goes too; when it withdrew the cube's active
+        adapter (or the job that was to become it), one is trained from the same memories less the erased ones,
+        off this call's path."""
         self.usage.forget(cube_id, memory_ids)
+        if memory_ids is None:
+            self.marks.forget(cube_id)
+        for retrain in change.retrain if change is not None else []:
+            self._spawn(self._retrain(cube_id, retrain, set(memory_ids or [])))
+
+    def _spawn(self, work: Awaitable[object]) -> None:
+        task = asyncio.get_running_loop().create_task(self._quietly(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _retrain(self, cube_id: str, retrain: Retrain, purged: set[str]) -> None:
+        keep = [r.memory_id for r in retrain.sources if r.memory_id not in purged]
+        adapters = self.actors.get(ADAPTERS_NAME)
+        inputs: dict[str, DecisionInput] = {"replaces": retrain.replaces, "purged": len(purged)}
+        chosen = []
+        if keep and adapters is not None:
+            cube = await self.cubes().open(cube_id, None, Role.read)
+            req = TrainRequest(settings=retrain.settings, kinds=[], memory_ids=keep, max_memories=len(keep))
+            chosen = await cube.call(CubeHost.training_set, req)
+        if not chosen or adapters is None:
+            why = f"{retrain.replaces} learned a purged memory; nothing else it learned is left to train on"
+            self.log.add(DecisionKind.skip, why, cube_id=cube_id, inputs=inputs)
+            return
+        texts, refs = [m.text for m in chosen], [m.ref for m in chosen]
+        job = await call(adapters, Adapters.start_training, cube_id, texts, refs, retrain.settings, True, AUTHOR)
+        why = f"the active adapter ({retrain.replaces}) learned a purged memory: trained again without it"
+        self.log.add(
+            DecisionKind.retrain, why, cube_id=cube_id, inputs={**inputs, "job_id": job.id, "memories": len(chosen)}
+        )
 
     # ------------------------------------------------------------ promotion and prefetch
 
@@ -352,6 +395,61 @@ class MemScheduler:
                     )
             elif await call(scheduler, Scheduler.evict_disk, move.key):
                 self.log.add(move.kind, move.reason, cube_id=cube_id, key=move.key, inputs=move.inputs)
+
+    # ------------------------------------------------------------ the lifecycle sweep
+
+    async def _lifecycle_sweeps(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.lifecycle_sweep_s)
+            await self._quietly(self.sweep_lifecycle())
+
+    async def sweep_lifecycle(self, now: float | None = None) -> list[LifecycleSweep]:
+        """Every live cube whose policy has something to do, and the passivated ones with a memory due (or never
+        swept): expired, archived and merged, each move a decision. ``now`` (epoch seconds) lets a benchmark or
+        test run the clock forward."""
+        directory = self.actors.get(DIRECTORY_NAME)
+        if directory is None:
+            return []
+        now = time.time() if now is None else now
+        cube_ids, live_ids = await call(directory, Directory.lifecycle_cubes)
+        live = set(live_ids)
+        asleep = 0
+        swept = []
+        for cube_id in cube_ids:
+            mark = self.marks.get(cube_id)
+            if cube_id not in live:
+                if mark is not None and (mark.next_due is None or mark.next_due > now):
+                    continue  # nothing falls due, and nothing new arrives while it sleeps
+                asleep += 1
+                if asleep > WAKE_PER_SWEEP:
+                    continue
+            try:
+                swept.append(await self._sweep_cube(cube_id, mark, now))
+            except Exception:
+                log.exception("lifecycle sweep of cube %s failed; the next sweep tries again", cube_id)
+        return swept
+
+    async def _sweep_cube(self, cube_id: str, mark: Mark | None, now: float) -> LifecycleSweep:
+        cube = await self.cubes().open(cube_id, None, Role.read)
+        used = self.usage.last_used(cube_id)
+        result = await cube.call(CubeHost.sweep_lifecycle, used, now, mark.merge_seq if mark else 0, AUTHOR)
+        self.marks.put(cube_id, Mark(result.merge_seq, result.next_due, now))
+        figures: dict[str, DecisionInput] = {"took_ms": result.took_ms, "checked": result.checked}
+        for kind, ids, why in (
+            (DecisionKind.expire, result.expired, "past its kind's time to live"),
+            (DecisionKind.archive, result.archived, "unused for the cube's archive period"),
+        ):
+            if ids:
+                shown = ", ".join(ids[:IDS_SHOWN])
+                reason = f"{len(ids)} memories {why}: {shown}{' ...' if len(ids) > IDS_SHOWN else ''}"
+                self.log.add(kind, reason, cube_id=cube_id, inputs={**figures, "memories": len(ids)})
+        if result.merged:
+            pairs = list(result.merged.items())
+            shown = ", ".join(f"{d} -> {s}" for d, s in pairs[:IDS_SHOWN])
+            reason = f"{len(pairs)} near-duplicates merged into the oldest of each: {shown}"
+            inputs = {**figures, "memories": len(pairs), "into": len(set(result.merged.values()))}
+            self.log.add(DecisionKind.merge, reason, cube_id=cube_id, inputs=inputs)
+        return result
 
     # ------------------------------------------------------------ what it shows
 

@@ -44,6 +44,7 @@ class Services:
         usage = UsageRecorder(lambda: runtime.memscheduler)
         cubes = Cubes(runtime.directory, usage)
         embed = embedding(runtime.embedder)
+        memories = MemoryService(cubes, Redactor(config.governance.redaction), embed)
         return cls(
             config=config,
             directory=runtime.directory,
@@ -54,8 +55,8 @@ class Services:
             memscheduler=runtime.memscheduler,
             embed=embed,
             cubes=cubes,
-            memories=MemoryService(cubes, Redactor(config.governance.redaction), embed),
-            chat=ChatService(config, cubes, runtime.adapters, embed, usage),
+            memories=memories,
+            chat=ChatService(config, cubes, runtime.adapters, embed, usage, memories),
         )
 
 

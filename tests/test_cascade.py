@@ -13,7 +13,7 @@ from actors.adapters import ADAPTERS_NAME
 from actors.directory import DirectoryActor
 from memos_ray.config import MemosConfig, StorageConfig
 from memos_ray.errors import MemoryNotFound, Unavailable
-from memos_ray.types import Caller, CubeCreate, MemoryCreate, MemoryUpdate, PrincipalKind
+from memos_ray.types import AdapterChange, Caller, CubeCreate, MemoryCreate, MemoryUpdate, PrincipalKind
 from tests.helpers import wait_for_condition
 
 ROOT = Caller(principal="root", kind=PrincipalKind.user, subjects=["root"], admin=True, key_id="test")
@@ -29,12 +29,12 @@ class FlakyAdapters:
         self.failures = failures
         self.calls: list[tuple[str, list[str], str]] = []
 
-    def memory_changed(self, cube_id: str, memory_ids: list[str], what: str) -> list[str]:
+    def memory_changed(self, cube_id: str, memory_ids: list[str], what: str) -> AdapterChange:
         self.calls.append((cube_id, memory_ids, what))
         if self.failures > 0:
             self.failures -= 1
             raise ConnectionError("the adapter store is unreachable")
-        return []
+        return AdapterChange()
 
     def fail_next(self, failures: int) -> None:
         self.failures = failures
@@ -52,7 +52,7 @@ def test_a_purge_whose_cascade_fails_is_refused_loudly_and_retried(runtime, tmp_
         cube = ray.get(directory.activate.remote("erasable")).handle
         texts = ["Quillon's locker code is 4417.", "Quillon likes tea."]
         vecs = ray.get(runtime.embedder.embed.remote(texts))
-        secret, kept = ray.get(cube.add.remote([MemoryCreate(text=t) for t in texts], vecs, "tester"))
+        secret, kept = ray.get(cube.add.remote([MemoryCreate(text=t) for t in texts], vecs, "tester")).items
 
         # an edit made on the actor itself, with no HTTP layer in between, still reaches the adapters
         vec = ray.get(runtime.embedder.embed.remote(["Quillon likes green tea."]))[0]

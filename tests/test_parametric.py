@@ -16,7 +16,7 @@ import torch
 
 from memos_ray.config import LLMConfig, MemosConfig
 from memos_ray.llm import load_model
-from tests.helpers import MODELS, bearer
+from tests.helpers import MODELS, bearer, wait_for_condition
 
 TINY = {"rank": 4, "alpha": 8, "steps": 6, "learning_rate": 0.01, "max_tokens": 48, "batch_size": 4}
 FACTS = {
@@ -153,21 +153,35 @@ def test_editing_a_source_marks_the_adapter_stale_and_deleting_the_cube_removes_
     (info,) = http.get("/v1/cubes/param-b/adapters").json()["adapters"]
     assert info["stale"] and "edited" in info["stale_reason"]
     assert http.get("/v1/cubes/param-b/adapters").json()["active"] == info["id"]  # stale, still in use
-    # a purge is erasure: the adapter that learned the purged text is taken out of use
-    assert http.post(f"/v1/cubes/param-b/memories/{memories[1]['id']}/purge").status_code == 204
-    assert http.get("/v1/cubes/param-b/adapters").json()["active"] is None
+    # a purge is erasure: the adapter that learned the purged text is withdrawn (file and workers), and the
+    # MemScheduler trains the cube's active adapter again without it
+    folder = Path(config.storage.data_dir) / "adapters" / "param-b"
+    r = http.post(f"/v1/cubes/param-b/memories/{memories[1]['id']}/purge")
+    assert r.status_code == 200 and r.json()["memory_ids"] == [memories[1]["id"]]
+    assert not (folder / f"{info['id']}.safetensors").exists()
+    assert info["id"] not in [a["id"] for a in http.get("/v1/cubes/param-b/adapters").json()["adapters"]]
+    for i in (0, 1):
+        worker = ray.get_actor(f"memos_worker:{i}", namespace=config.namespace)
+        assert info["id"] not in ray.get(worker.adapters.remote())
+    wait_for_condition(lambda: http.get("/v1/cubes/param-b/adapters").json()["active"] is not None, timeout=240)
+    listing = http.get("/v1/cubes/param-b/adapters").json()
+    (again,) = [a for a in listing["adapters"] if a["id"] == listing["active"]]
+    sources = {s["memory_id"] for s in again["sources"]}
+    assert sources == {m["id"] for m in memories} - {memories[1]["id"]} and again["created_by"] == "memscheduler"
+    assert again["settings"] == info["settings"] and not again["stale"]
+    decided = http.get("/v1/scheduler/decisions", params={"cube_id": "param-b", "kind": "retrain"}).json()
+    assert any(info["id"] in d["reason"] for d in decided["decisions"])
     # switching to the base and back
     assert http.put("/v1/cubes/param-b/adapters/active", json={"adapter_id": None}).json()["active"] is None
     assert chat(http, "param-b", use_activation_memory=False)["adapter"] is None
-    assert http.put("/v1/cubes/param-b/adapters/active", json={"adapter_id": info["id"]}).status_code == 200
-    chat(http, "param-b", use_activation_memory=False)  # loads it on a worker
-    folder = Path(config.storage.data_dir) / "adapters" / "param-b"
-    assert (folder / f"{info['id']}.safetensors").exists()
+    assert http.put("/v1/cubes/param-b/adapters/active", json={"adapter_id": again["id"]}).status_code == 200
+    assert chat(http, "param-b", use_activation_memory=False)["adapter"] == again["id"]  # loads it on a worker
+    assert (folder / f"{again['id']}.safetensors").exists()
     assert http.delete("/v1/cubes/param-b").status_code == 204
     assert not folder.exists()
     for i in (0, 1):
         worker = ray.get_actor(f"memos_worker:{i}", namespace=config.namespace)
-        assert info["id"] not in ray.get(worker.adapters.remote())
+        assert again["id"] not in ray.get(worker.adapters.remote())
 
 
 def test_bad_training_requests(http: httpx.Client, trained: dict[str, Any]) -> None:

@@ -8,26 +8,42 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from memos_ray.types import AuditAction, Caller, ChatRequest, ChatResponse
-from serve.auth import Auth, act
+from serve.auth import Auth, act, record
 from serve.services import Services, Svc
 
 router = APIRouter(tags=["chat"])
 
 
 @router.post("/v1/chat", response_model=ChatResponse, dependencies=[act(AuditAction.chat)])
-async def chat(req: ChatRequest, who: Caller = Auth, svc: Services = Svc) -> Any:
+async def chat(request: Request, req: ChatRequest, who: Caller = Auth, svc: Services = Svc) -> Any:
     if not req.stream:
-        return await svc.chat.run(who, req)
+        response = await svc.chat.run(who, req)
+        await _remembered(request, req, response)
+        return response
     pieces = svc.chat.stream(who, req)
     first = await anext(pieces)  # errors before the first token (404, 403, 422) still answer as errors
-    return StreamingResponse(_sse(first, pieces), media_type="text/event-stream")
+    return StreamingResponse(_sse(request, req, first, pieces), media_type="text/event-stream")
 
 
-async def _sse(first: str | ChatResponse, rest: AsyncIterator[str | ChatResponse]) -> AsyncIterator[str]:
+async def _remembered(request: Request, req: ChatRequest, response: ChatResponse) -> None:
+    """A remembered exchange is a write: audited like an add, one record per memory."""
+    if response.remembered:
+        ids = [r.memory_id for r in response.remembered]
+        details = {"source": "chat", "chat_id": response.chat_id}
+        cube_id = req.remember_cube or req.cube_ids[0]
+        details_each = [details] * len(ids)
+        await record(
+            request, cube_id=cube_id, memory_ids=ids, details=details_each, action=AuditAction.memory_add, status=201
+        )
+
+
+async def _sse(
+    request: Request, req: ChatRequest, first: str | ChatResponse, rest: AsyncIterator[str | ChatResponse]
+) -> AsyncIterator[str]:
     async def every() -> AsyncIterator[str | ChatResponse]:
         yield first
         async for piece in rest:
@@ -35,6 +51,7 @@ async def _sse(first: str | ChatResponse, rest: AsyncIterator[str | ChatResponse
 
     async for piece in every():
         if isinstance(piece, ChatResponse):
+            await _remembered(request, req, piece)
             yield f"event: done\ndata: {piece.model_dump_json()}\n\n"
         else:
             yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n"

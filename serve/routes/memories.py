@@ -22,6 +22,7 @@ from memos_ray.types import (
     MemoryList,
     MemoryUpdate,
     MessagesCreate,
+    Purged,
     Role,
 )
 from serve.auth import Auth, act, record, shielded
@@ -34,8 +35,12 @@ ADD = act(AuditAction.memory_add)
 async def _add(request: Request, cube_id: str, written: Written) -> None:
     """One audit record per memory (redactions recorded with what was masked, never the value)."""
     details = [
-        {"source": m.provenance.source_type.value, **({"redacted": f} if f else {})}
-        for m, f in zip(written.items, written.redacted, strict=True)
+        {
+            "source": m.provenance.source_type.value,
+            **({"redacted": f} if f else {}),
+            **({"duplicate_of_existing": True} if i in written.duplicates else {}),
+        }
+        for i, (m, f) in enumerate(zip(written.items, written.redacted, strict=True))
     ]
     await record(request, cube_id=cube_id, memory_ids=[m.id for m in written.items], details=details, status=201)
 
@@ -43,10 +48,13 @@ async def _add(request: Request, cube_id: str, written: Written) -> None:
 @router.post("/v1/cubes/{cube_id}/memories", status_code=status.HTTP_201_CREATED, dependencies=[ADD])
 @shielded
 async def add_memory(
-    request: Request, cube_id: Id, req: MemoryCreate, who: Caller = Auth, svc: Services = Svc
+    request: Request, response: Response, cube_id: Id, req: MemoryCreate, who: Caller = Auth, svc: Services = Svc
 ) -> MemoryItem:
+    """201 with the new memory; 200 with the existing one when the cube's ingest dedup found it already held."""
     written = await svc.memories.add(who, cube_id, [req])
     await _add(request, cube_id, written)
+    if written.duplicates:
+        response.status_code = status.HTTP_200_OK
     return written.items[0]
 
 
@@ -57,7 +65,7 @@ async def add_memories(
 ) -> AddResult:
     written = await svc.memories.add(who, cube_id, req.items)
     await _add(request, cube_id, written)
-    return AddResult(items=[i.ref for i in written.items])
+    return AddResult(items=[i.ref for i in written.items], duplicates=written.duplicates)
 
 
 @router.post("/v1/cubes/{cube_id}/messages", status_code=status.HTTP_201_CREATED, dependencies=[ADD])
@@ -74,7 +82,7 @@ async def add_messages(
             if found
         ]
         await record(request, cube_id=cube_id, action=AuditAction.memory_redact, details=events, status=201)
-    return AddResult(items=[i.ref for i in written.items])
+    return AddResult(items=[i.ref for i in written.items], duplicates=written.duplicates)
 
 
 @router.get("/v1/cubes/{cube_id}/memories", dependencies=[act(AuditAction.memory_read)])
@@ -127,21 +135,16 @@ async def delete_memory(
     return item
 
 
-@router.post(
-    "/v1/cubes/{cube_id}/memories/{memory_id}/purge",
-    status_code=status.HTTP_204_NO_CONTENT,
-    dependencies=[act(AuditAction.memory_purge)],
-)
+@router.post("/v1/cubes/{cube_id}/memories/{memory_id}/purge", dependencies=[act(AuditAction.memory_purge)])
 @shielded
-async def purge_memory(
-    request: Request, cube_id: Id, memory_id: Id, who: Caller = Auth, svc: Services = Svc
-) -> Response:
-    """Erase every version of a memory (irreversible; admin role), and everything built from it: the answer
-    comes once its caches are dropped and the adapters that learned it are out of use (503 until then)."""
+async def purge_memory(request: Request, cube_id: Id, memory_id: Id, who: Caller = Auth, svc: Services = Svc) -> Purged:
+    """Erase a memory (irreversible; admin role) with its near-duplicates and the memories made from it, from
+    every file, and everything built from them: the answer comes once their caches are dropped and the
+    adapters that learned them are withdrawn (503 until then). The audit keeps that it happened, never the text."""
     cube = await svc.cubes.open(cube_id, who, Role.admin)
-    await cube.call(CubeHost.purge, memory_id)
-    await record(request, cube_id=cube_id, memory_ids=[memory_id], status=204)
-    return Response(status_code=204)
+    purged = await cube.call(CubeHost.purge, memory_id)
+    await record(request, cube_id=cube_id, memory_ids=purged.memory_ids)
+    return purged
 
 
 @router.get("/v1/cubes/{cube_id}/memories/{memory_id}/history", dependencies=[act(AuditAction.memory_read)])
