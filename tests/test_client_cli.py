@@ -20,7 +20,7 @@ import serve.cli.base as cli_base
 import serve.cli.commands as cli
 from memos_ray import AsyncMemosClient, MemosClient
 from memos_ray.errors import CubeNotFound, MemosError, NotFound
-from memos_ray.types import CubeMeta, MemoryItem, Provenance
+from memos_ray.types import CubeMeta, LifecyclePolicy, MemoryItem, Provenance, Purged
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 BASE = "http://memos.test:9000"
@@ -32,8 +32,9 @@ def item(memory_id: str = "m1", version: int = 1, text: str = "Alice lives in Li
     ).model_dump(mode="json")
 
 
-def cube(cube_id: str = "alice") -> dict[str, Any]:
-    return CubeMeta(id=cube_id, name="Alice", created_at=NOW, updated_at=NOW, memory_count=3).model_dump(mode="json")
+def cube(cube_id: str = "alice", **kw: Any) -> dict[str, Any]:
+    meta = CubeMeta(id=cube_id, name="Alice", created_at=NOW, updated_at=NOW, memory_count=3, **kw)
+    return meta.model_dump(mode="json")
 
 
 def not_found(code: str = "cube_not_found") -> tuple[int, Any]:
@@ -107,7 +108,7 @@ def test_memory_routes_send_the_right_requests() -> None:
             ("GET", "/v1/cubes/alice/memories/m1"): (200, item(version=2)),
             ("PATCH", "/v1/cubes/alice/memories/m1"): (200, item(version=2, text="Alice lives in Porto")),
             ("DELETE", "/v1/cubes/alice/memories/m1"): (200, item(version=3, state="deleted")),
-            ("POST", "/v1/cubes/alice/memories/m1/purge"): (204, None),
+            ("POST", "/v1/cubes/alice/memories/m1/purge"): (200, {"memory_ids": ["m1", "m4"], "scrubbed": ["m7"]}),
             ("GET", "/v1/cubes/alice/memories/m1/history"): (200, [item(), item(version=2)]),
             ("GET", "/v1/cubes/alice/memories"): (200, {"items": [item()], "total": 1, "offset": 0, "limit": 10}),
         }
@@ -144,7 +145,10 @@ def test_memory_routes_send_the_right_requests() -> None:
 
         deleted = mc.delete("alice", "m1", expected_version=2)
         assert deleted.state == "deleted" and dict(server.last.url.params) == {"expected_version": "2"}
-        assert mc.purge("alice", "m1") is None and server.last.method == "POST"
+        purged = mc.purge("alice", "m1")
+        assert isinstance(purged, Purged) and server.last.method == "POST"
+        assert (purged.memory_ids, purged.scrubbed) == (["m1", "m4"], ["m7"])
+        assert server.last.content == b""  # a purge sends no body
         assert [m.version for m in mc.history("alice", "m1")] == [1, 2]
 
         page = mc.list("alice", 0, 10, states=["active", "archived"], kinds=["fact"], tag="home")
@@ -178,6 +182,72 @@ def test_search_single_and_many_cubes() -> None:
         body = server.body()
         assert body["cube_ids"] == ["alice", "bob"] and body["mode"] == "bm25"
         assert body["prefer_time"] == {"weight": 0.5}
+
+
+def test_lifecycle_fields_and_calls_send_the_right_requests() -> None:
+    def patched(request: httpx.Request) -> tuple[int, Any]:
+        state = json.loads(request.content).get("state", "active")
+        return 200, item(version=4, state=state)
+
+    policy = {"ttl_s": {"event": 86400.0}, "archive_after_s": 2592000.0, "merge_threshold": 0.95}
+    server = Server(
+        {
+            ("POST", "/v1/cubes/alice/memories"): (201, item("m2", supersedes=["m1"])),
+            ("PATCH", "/v1/cubes/alice/memories/m1"): patched,
+            ("PATCH", "/v1/cubes/alice"): (200, cube(lifecycle=policy)),
+            ("POST", "/v1/cubes"): (201, cube(lifecycle={"dedup_threshold": 0.98})),
+            ("POST", "/v1/cubes/alice/search"): (200, {"hits": [], "took_ms": 0.5}),
+        }
+    )
+    with sync_client(server) as mc:
+        added = mc.add(
+            "alice",
+            "Alice lives in Porto",
+            supersedes=["m1"],
+            valid_from=datetime(2024, 3, 1),
+            valid_to=datetime(2025, 1, 1, tzinfo=UTC),
+        )
+        assert added.id == "m2" and added.supersedes == ["m1"]
+        assert server.body() == {
+            "text": "Alice lives in Porto",
+            "valid_from": "2024-03-01T00:00:00Z",  # naive is UTC
+            "valid_to": "2025-01-01T00:00:00Z",
+            "supersedes": ["m1"],
+        }
+
+        server.routes[("POST", "/v1/cubes/alice/memories")] = (200, item())  # ingest dedup: the existing memory
+        assert mc.add("alice", "Alice lives in Lisbon!").id == "m1"
+
+        restored = mc.restore("alice", "m1")
+        assert isinstance(restored, MemoryItem) and restored.state == "active"
+        assert server.last.method == "PATCH" and server.body() == {"state": "active"}
+        assert mc.archive("alice", "m1").state == "archived"
+        assert server.last.method == "PATCH" and server.body() == {"state": "archived"}
+
+        mc.update("alice", "m1", supersedes=["m0"], valid_to=datetime(2024, 3, 1, tzinfo=UTC), expected_version=3)
+        assert server.body() == {"valid_to": "2024-03-01T00:00:00Z", "supersedes": ["m0"], "expected_version": 3}
+
+        meta = mc.update_cube("alice", lifecycle=policy)
+        assert isinstance(meta.lifecycle, LifecyclePolicy) and meta.lifecycle.merge_threshold == 0.95
+        assert server.last.url.path == "/v1/cubes/alice" and server.body() == {"lifecycle": policy}
+        mc.update_cube("alice", lifecycle=LifecyclePolicy(dedup_threshold=0.9))
+        assert server.body() == {"lifecycle": {"dedup_threshold": 0.9}}  # only the fields set
+        mc.create_cube("bob", lifecycle={"dedup_threshold": 0.98})
+        assert server.body() == {"id": "bob", "lifecycle": {"dedup_threshold": 0.98}}
+
+        mc.search("alice", "where does Alice live?", filter={"as_of": datetime(2023, 6, 1, 12, tzinfo=UTC)})
+        # states left out, so the server searches superseded memories too
+        assert server.body()["filter"] == {"as_of": "2023-06-01T12:00:00Z"}
+
+    before = len(server.requests)
+    with sync_client(server) as mc:
+        with pytest.raises(ValidationError):  # valid_to must come after valid_from
+            mc.add("alice", "x", valid_from=datetime(2024, 1, 2), valid_to=datetime(2024, 1, 1))
+        with pytest.raises(ValidationError):
+            mc.update_cube("alice", lifecycle={"merge_threshold": 0.2})
+        with pytest.raises(ValidationError):
+            mc.update_cube("alice", lifecycle={"ttl_s": {"gossip": 10}})
+    assert len(server.requests) == before
 
 
 def test_error_body_becomes_the_servers_error_class() -> None:
@@ -254,6 +324,7 @@ def test_sync_and_async_methods_match() -> None:
 
     assert public(MemosClient) == public(AsyncMemosClient)
     assert {"add", "search", "list", "update", "history", "purge", "add_messages"} <= public(MemosClient)
+    assert {"restore", "archive"} <= public(MemosClient)
     assert MemosClient.add.__doc__ and MemosClient.add.__name__ == "add"
     sig = inspect.signature(MemosClient().add)  # what help() and IDEs show
     assert list(sig.parameters)[:2] == ["cube_id", "text"] and sig.return_annotation == "MemoryItem"
@@ -381,6 +452,113 @@ def test_add_and_global_url(cli_server: Server) -> None:
     assert invoke("add", "alice", "x", "--kind", "gossip").exit_code == 2
 
 
+def test_add_lifecycle_options_and_search_as_of(cli_server: Server) -> None:
+    cli_server.routes[("POST", "/v1/cubes/alice/memories")] = (201, item("m2"))
+    cli_server.routes[("POST", "/v1/cubes/alice/search")] = (200, {"hits": [], "took_ms": 0.5})
+    args = ["--supersedes", "m1", "--supersedes", "m0", "--valid-from", "2024-03-01", "--valid-to", "2025-01-01T00:00Z"]
+    result = invoke("add", "alice", "Alice lives in Porto", *args)
+    assert result.exit_code == 0, result.output
+    assert cli_server.body() == {
+        "text": "Alice lives in Porto",
+        "kind": "fact",
+        "valid_from": "2024-03-01T00:00:00Z",
+        "valid_to": "2025-01-01T00:00:00Z",
+        "supersedes": ["m1", "m0"],
+    }
+    assert "added m2" in result.stdout
+
+    result = invoke("search", "alice", "where?", "--as-of", "2023-06-01T12:00:00+02:00")
+    assert result.exit_code == 0, result.output
+    assert cli_server.body()["filter"] == {"as_of": "2023-06-01T10:00:00Z"}
+
+    before = len(cli_server.requests)
+    assert invoke("add", "alice", "x", "--valid-from", "last tuesday").exit_code == 2
+    assert invoke("search", "alice", "q", "--as-of", "2023-13-01").exit_code == 2
+    result = invoke("add", "alice", "x", "--valid-from", "2024-02-01", "--valid-to", "2024-01-01")
+    assert result.exit_code == 2 and "valid_to must be later" in result.stderr
+    assert len(cli_server.requests) == before
+
+
+def test_restore_archive_and_purge_commands(cli_server: Server) -> None:
+    def patched(request: httpx.Request) -> tuple[int, Any]:
+        return 200, item(version=5, state=json.loads(request.content)["state"])
+
+    cli_server.routes[("PATCH", "/v1/cubes/alice/memories/m1")] = patched
+    cli_server.routes[("POST", "/v1/cubes/alice/memories/m1/purge")] = (
+        200,
+        {"memory_ids": ["m1", "m4"], "scrubbed": ["m7"]},
+    )
+    result = invoke("restore", "alice", "m1")
+    assert result.exit_code == 0, result.output
+    assert cli_server.last.method == "PATCH" and cli_server.body() == {"state": "active"}
+    assert "restored m1 (version 5) in alice: active" in result.stdout
+
+    result = invoke("archive", "alice", "m1")
+    assert result.exit_code == 0, result.output
+    assert cli_server.body() == {"state": "archived"} and "archived m1 (version 5)" in result.stdout
+
+    result = invoke("purge", "alice", "m1")
+    assert result.exit_code == 0, result.output
+    assert cli_server.last.url.path == "/v1/cubes/alice/memories/m1/purge"
+    assert "purged from alice: m1, m4" in result.stdout and "context scrubbed in: m7" in result.stdout
+
+    result = invoke("restore", "alice", "nope")  # no route: the server's 404
+    assert result.exit_code == 1 and result.stderr.startswith("error 404")
+
+
+def test_lifecycle_command(cli_server: Server) -> None:
+    def patched(request: httpx.Request) -> tuple[int, Any]:
+        return 200, cube(lifecycle=json.loads(request.content)["lifecycle"])
+
+    cli_server.routes[("PATCH", "/v1/cubes/alice")] = patched
+    cli_server.routes[("GET", "/v1/cubes/alice")] = (200, cube())
+
+    args = ["--ttl", "event=86400", "--ttl", "note=3600", "--archive-after", "2592000", "--merge-threshold", "0.95"]
+    result = invoke("lifecycle", "alice", *args, "--dedup-threshold", "0.98")
+    assert result.exit_code == 0, result.output
+    assert cli_server.last.method == "PATCH" and cli_server.last.url.path == "/v1/cubes/alice"
+    assert cli_server.body() == {
+        "lifecycle": {
+            "ttl_s": {"event": 86400.0, "note": 3600.0},
+            "archive_after_s": 2592000.0,
+            "merge_threshold": 0.95,
+            "dedup_threshold": 0.98,
+        }
+    }
+    for shown in ("ttl event", "86400 s", "ttl note", "3600 s", "2592000 s", "0.95", "0.98"):
+        assert shown in result.stdout, shown
+
+    result = invoke("lifecycle", "alice", "--archive-after", "60")
+    assert result.exit_code == 0, result.output
+    assert cli_server.body() == {"lifecycle": {"archive_after_s": 60.0}}  # replaced whole
+    assert "ttl" in result.stdout and "off" in result.stdout
+
+    result = invoke("lifecycle", "alice", "--off")
+    assert result.exit_code == 0, result.output
+    assert cli_server.body() == {"lifecycle": {}}
+
+    result = invoke("lifecycle", "alice")  # no option: shows the policy, changes nothing
+    assert result.exit_code == 0, result.output
+    assert cli_server.last.method == "GET" and "the server's default" in result.stdout
+
+    before = len(cli_server.requests)
+    for bad in (["--ttl", "event"], ["--ttl", "gossip=10"], ["--ttl", "event=-5"], ["--merge-threshold", "0.1"]):
+        result = invoke("lifecycle", "alice", *bad)
+        assert result.exit_code == 2, (bad, result.output)
+    assert invoke("lifecycle", "alice", "--off", "--archive-after", "60").exit_code == 2
+    assert len(cli_server.requests) == before
+
+
+def test_import_counts_memories_already_held(tmp_path: Path, cli_server: Server) -> None:
+    refs = [{"memory_id": f"m{i}", "version": 1} for i in range(3)]
+    cli_server.routes[("POST", "/v1/cubes/alice/messages")] = (201, {"items": refs, "duplicates": [1]})
+    path = tmp_path / "chat.json"
+    path.write_text(json.dumps([{"content": f"message {i}"} for i in range(3)]))
+    result = invoke("import", "alice", str(path))
+    assert result.exit_code == 0, result.output
+    assert "2 memories created (1 already held)" in result.stdout
+
+
 def test_cubes_commands(cli_server: Server) -> None:
     cli_server.routes[("GET", "/v1/cubes")] = (200, {"cubes": [cube()], "total": 1})
     cli_server.routes[("POST", "/v1/cubes")] = (201, cube())
@@ -439,5 +617,5 @@ def test_up_config_and_help(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("up", "add", "search", "cubes", "status", "import"):
+    for command in ("up", "add", "search", "cubes", "status", "import", "restore", "archive", "purge", "lifecycle"):
         assert command in result.stdout

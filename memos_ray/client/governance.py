@@ -21,6 +21,7 @@ from memos_ray.types import (
     CubeUpdate,
     IssuedKey,
     KeyCreate,
+    LifecyclePolicy,
     Principal,
     PrincipalCreate,
     PrincipalKind,
@@ -89,8 +90,10 @@ class GovernanceCalls:
         name: str | None = None,
         description: str | None = None,
         quotas: CubeQuotas | Mapping[str, Any] | None = None,
+        lifecycle: LifecyclePolicy | Mapping[str, Any] | None = None,
     ) -> Call[CubeMeta]:
-        body = body_of(CubeUpdate, given(name=name, description=description, quotas=quotas))
+        """Change a cube's fields (admin role; None = keep). ``lifecycle`` replaces its lifecycle policy whole."""
+        body = body_of(CubeUpdate, given(name=name, description=description, quotas=quotas, lifecycle=lifecycle))
         return Call("PATCH", f"/v1/cubes/{seg(cube_id)}", CubeMeta.model_validate, json=body)
 
     @staticmethod

@@ -16,6 +16,7 @@ from memos_ray.types import (
     CubeList,
     CubeMeta,
     CubeQuotas,
+    LifecyclePolicy,
     LifecycleState,
     MemoryBatchCreate,
     MemoryCreate,
@@ -25,6 +26,7 @@ from memos_ray.types import (
     MemoryUpdate,
     MessagesCreate,
     MetaValue,
+    Purged,
     SearchFilter,
     SearchQuery,
     SearchRequest,
@@ -56,9 +58,12 @@ class MemoryCalls:
         name: str = "",
         description: str = "",
         quotas: CubeQuotas | Mapping[str, int | None] | None = None,
+        lifecycle: LifecyclePolicy | Mapping[str, Any] | None = None,
     ) -> Call[CubeMeta]:
-        """Create a cube (the server makes an id when none is given); 409 ``cube_exists`` if taken."""
-        body = body_of(CubeCreate, given(id=id, name=name or None, description=description or None, quotas=quotas))
+        """Create a cube (the server makes an id when none is given); 409 ``cube_exists`` if taken.
+        ``lifecycle``: how its memories age and consolidate (None: the server's default)."""
+        fields = given(id=id, name=name or None, description=description or None, quotas=quotas, lifecycle=lifecycle)
+        body = body_of(CubeCreate, fields)
         return Call("POST", "/v1/cubes", CubeMeta.model_validate, json=body)
 
     @staticmethod
@@ -83,9 +88,15 @@ class MemoryCalls:
         metadata: Mapping[str, MetaValue] | None = None,
         said_at: datetime | None = None,
         source: SourceIn | Mapping[str, Any] | None = None,
+        valid_from: datetime | None = None,
+        valid_to: datetime | None = None,
+        supersedes: Sequence[str] | None = None,
     ) -> Call[MemoryItem]:
-        """Add one memory; returns its first version."""
+        """Add one memory; returns its first version, or the memory the cube already holds when its ingest
+        dedup matched (200 instead of 201). ``supersedes``: ids of this cube's memories it replaces (they leave
+        default search, their validity closes); ``valid_from`` / ``valid_to``: when the fact holds."""
         fields = given(text=text, kind=kind, tags=tags, metadata=metadata, said_at=said_at, source=source)
+        fields.update(given(valid_from=valid_from, valid_to=valid_to, supersedes=supersedes))
         body = body_of(MemoryCreate, fields)
         return Call("POST", f"/v1/cubes/{seg(cube_id)}/memories", MemoryItem.model_validate, json=body)
 
@@ -134,13 +145,28 @@ class MemoryCalls:
         metadata: Mapping[str, MetaValue] | None = None,
         said_at: datetime | None = None,
         state: LifecycleState | str | None = None,
+        valid_from: datetime | None = None,
+        valid_to: datetime | None = None,
+        supersedes: Sequence[str] | None = None,
         expected_version: int | None = None,
     ) -> Call[MemoryItem]:
-        """Partial update (None = keep the value) making a new version; 409 if ``expected_version`` differs."""
+        """Partial update (None = keep the value) making a new version; 409 if ``expected_version`` differs.
+        ``state``: ``active`` (restore) or ``archived`` only."""
         fields = given(text=text, tags=tags, kind=kind, metadata=metadata, said_at=said_at, state=state)
+        fields.update(given(valid_from=valid_from, valid_to=valid_to, supersedes=supersedes))
         fields.update(given(expected_version=expected_version))
         path = f"/v1/cubes/{seg(cube_id)}/memories/{seg(memory_id)}"
         return Call("PATCH", path, MemoryItem.model_validate, json=body_of(MemoryUpdate, fields))
+
+    @staticmethod
+    def restore(cube_id: str, memory_id: str) -> Call[MemoryItem]:
+        """Make an archived, expired, merged or superseded memory active again (a new version)."""
+        return MemoryCalls.update(cube_id, memory_id, state=LifecycleState.active)
+
+    @staticmethod
+    def archive(cube_id: str, memory_id: str) -> Call[MemoryItem]:
+        """Take a memory out of default search, keeping it readable and restorable (a new version)."""
+        return MemoryCalls.update(cube_id, memory_id, state=LifecycleState.archived)
 
     @staticmethod
     def delete(cube_id: str, memory_id: str, expected_version: int | None = None) -> Call[MemoryItem]:
@@ -150,9 +176,10 @@ class MemoryCalls:
         return Call("DELETE", path, MemoryItem.model_validate, params)
 
     @staticmethod
-    def purge(cube_id: str, memory_id: str) -> Call[None]:
-        """Remove every version of a memory (irreversible)."""
-        return Call("POST", f"/v1/cubes/{seg(cube_id)}/memories/{seg(memory_id)}/purge", no_content)
+    def purge(cube_id: str, memory_id: str) -> Call[Purged]:
+        """Erase every version of a memory (irreversible; admin role), with its near-duplicates and the memories
+        made from it; returns what was erased, and the memories whose context quoted it (scrubbed)."""
+        return Call("POST", f"/v1/cubes/{seg(cube_id)}/memories/{seg(memory_id)}/purge", Purged.model_validate)
 
     @staticmethod
     def history(cube_id: str, memory_id: str) -> Call[list[MemoryItem]]:
@@ -169,7 +196,8 @@ class MemoryCalls:
         filter: SearchFilter | Mapping[str, Any] | None = None,
         prefer_time: TimePreference | Mapping[str, Any] | None = None,
     ) -> Call[SearchResponse]:
-        """Search one cube (a str) or several (a list: hits merged by score)."""
+        """Search one cube (a str) or several (a list: hits merged by score). ``filter={"as_of": t}``: the facts
+        valid at ``t`` (superseded ones included, unless ``states`` is given)."""
         fields = given(query=query, top_k=top_k, mode=mode, filter=filter, prefer_time=prefer_time)
         if isinstance(cube_id_or_ids, str):
             path, body = f"/v1/cubes/{seg(cube_id_or_ids)}/search", body_of(SearchQuery, fields)

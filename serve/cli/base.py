@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 import httpx
@@ -85,3 +86,9 @@ def connect(ctx: typer.Context) -> Iterator[MemosClient]:
 def clip(text: str, width: int = 80) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def iso_datetime(value: str) -> datetime:
+    """An option's ISO 8601 time (``2024-05-01``, ``2024-05-01T10:00:00+02:00``, ``...Z``); naive is UTC on the
+    server. A ValueError makes click report a bad parameter (exit 2)."""
+    return datetime.fromisoformat(value)

@@ -3,8 +3,10 @@
     memos-ray up --port 8000                     # Ray + Serve + the app, until Ctrl-C
     memos-ray cubes create alice --name Alice
     memos-ray add alice "Alice moved to Lisbon" --tag home --speaker Alice
+    memos-ray add alice "Alice moved to Porto" --supersedes m1 --valid-from 2024-03-01
     memos-ray import alice chat.jsonl --conversation-id c1
     memos-ray search alice bob "where does Alice live?" --top-k 5
+    memos-ray search alice "where does Alice live?" --as-of 2023-06-01   # what held then
 
 Client commands take ``--url`` (env ``MEMOS_RAY_URL``). An API error prints
 ``error <status> <code>: <message>`` and exits 1; a bad import file exits 2.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,8 +33,8 @@ from memos_ray.config import MemosConfig
 from memos_ray.errors import MemosError
 from memos_ray.plaintext.reader import context_of
 from memos_ray.types import MAX_BATCH, ChatMessage, MemoryKind, SchedulerStatus
-from serve.cli import adapters, governance, scheduler
-from serve.cli.base import app, clip, connect, err, out
+from serve.cli import adapters, governance, lifecycle, scheduler
+from serve.cli.base import app, clip, connect, err, iso_datetime, out
 
 
 class SearchMode(StrEnum):
@@ -137,11 +140,30 @@ def add(
     tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="a tag (repeatable)")] = None,
     kind: Annotated[MemoryKind, typer.Option("--kind", "-k")] = MemoryKind.fact,
     speaker: Annotated[str | None, typer.Option("--speaker", "-s", help="who said it")] = None,
+    supersedes: Annotated[
+        list[str] | None,
+        typer.Option("--supersedes", metavar="ID", help="a memory of the cube this one replaces (repeatable)"),
+    ] = None,
+    valid_from: Annotated[
+        datetime | None, typer.Option(parser=iso_datetime, metavar="ISO", help="since when the fact holds")
+    ] = None,
+    valid_to: Annotated[
+        datetime | None, typer.Option(parser=iso_datetime, metavar="ISO", help="until when it held")
+    ] = None,
 ) -> None:
     """Add one memory to a cube."""
     source = None if speaker is None else {"speaker": speaker}
     with connect(ctx) as client:
-        item = client.add(cube, text, kind=kind, tags=tag or None, source=source)
+        item = client.add(
+            cube,
+            text,
+            kind=kind,
+            tags=tag or None,
+            source=source,
+            valid_from=valid_from,
+            valid_to=valid_to,
+            supersedes=supersedes or None,
+        )
     out.print(escape(f"added {item.id} (version {item.version}) to {item.cube_id}"))
 
 
@@ -151,11 +173,16 @@ def search(
     query: Annotated[str, typer.Argument(help="the query (last argument)")],
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=200)] = 10,
     mode: Annotated[SearchMode, typer.Option("--mode", "-m")] = SearchMode.hybrid,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(parser=iso_datetime, metavar="ISO", help="the facts valid then (superseded ones included)"),
+    ] = None,
 ) -> None:
     """Search one or more cubes: CUBE... QUERY."""
     target: str | list[str] = cubes[0] if len(cubes) == 1 else cubes
+    search_filter = None if as_of is None else {"as_of": as_of}
     with connect(ctx) as client:
-        res = client.search(target, query, top_k=top_k, mode=mode.value)
+        res = client.search(target, query, top_k=top_k, mode=mode.value, filter=search_filter)
     table = Table("score", "id", "v", *(["cube"] if len(cubes) > 1 else []), "speaker", "text")
     for hit in res.hits:
         m = hit.memory
@@ -270,7 +297,7 @@ def import_(
     except BadFile as exc:
         typer.echo(f"error: {file}: {exc}", err=True)
         raise typer.Exit(2) from None
-    created = sent = 0
+    created = held = sent = 0
     columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TextColumn("messages"), TimeElapsedColumn())
     with connect(ctx) as client, Progress(*columns, console=err) as progress:
         bar = progress.add_task("import", total=len(messages))
@@ -281,14 +308,16 @@ def import_(
                 res = client.add_messages(
                     cube, batch, conversation_id=conversation_id, tags=tag or None, context=context
                 )
-                created += len(res.items)
+                created += len(res.items) - len(res.duplicates)
+                held += len(res.duplicates)
                 sent += len(batch)
                 progress.advance(bar, len(batch))
         except (MemosError, httpx.HTTPError):
             progress.stop()
             typer.echo(f"stopped after {sent} of {len(messages)} messages ({created} memories created)", err=True)
             raise
-    out.print(escape(f"imported {len(messages)} messages into {cube}: {created} memories created"))
+    already = f" ({held} already held)" if held else ""
+    out.print(escape(f"imported {len(messages)} messages into {cube}: {created} memories created{already}"))
 
 
 def main() -> None:
@@ -315,5 +344,6 @@ def register(app: typer.Typer) -> None:
 
 register(app)
 governance.register(app)
+lifecycle.register(app)
 adapters.register(app)
 scheduler.register(app)
