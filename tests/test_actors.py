@@ -21,7 +21,7 @@ ALL_STATES = list(LifecycleState)
 
 def _add(runtime, handle, texts: list[str]):  # type: ignore[no-untyped-def]
     vecs = ray.get(runtime.embedder.embed.remote(texts))
-    return ray.get(handle.add.remote([MemoryCreate(text=t) for t in texts], vecs, "tester"))
+    return ray.get(handle.add.remote([MemoryCreate(text=t) for t in texts], vecs, "tester")).items
 
 
 def _snapshot(handle) -> dict[str, list[tuple[int, str, str]]]:  # type: ignore[no-untyped-def]
