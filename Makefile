@@ -1,7 +1,7 @@
 # The README names these targets. Each one installs what it needs first (scripts/bootstrap.sh).
 PY := .venv/bin/python
 
-.PHONY: setup up test test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops bench-scheduler bench-grounding lint format typecheck
+.PHONY: setup up test test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops bench-scheduler bench-grounding bench-lifecycle lint format typecheck
 
 setup:
 	@./scripts/bootstrap.sh
@@ -38,6 +38,9 @@ bench-scheduler: setup  ## MemScheduler: 16 agents x 8 cubes, policy off vs on; 
 
 bench-grounding: setup  ## answers that name the fact: pinned, working set, retrieved, per prompt layout
 	$(PY) -m benchmarks.grounding
+
+bench-lifecycle: setup  ## MemLifecycle: LoCoMo merges, archives and recall under a sample policy; sweep per 10k; purge
+	$(PY) -m benchmarks.lifecycle
 
 lint: setup      ## ruff, and the import contracts (layers; the SDK and the schema import nothing of the server)
 	.venv/bin/ruff check .

@@ -173,6 +173,7 @@ def test_a_remembered_chat_becomes_memory_the_next_chat_retrieves(http: httpx.Cl
     assert fact in [ref["memory_id"] for ref in answered["provenance"]["derived_from"]]
     assert answered["metadata"]["chat_id"] == chat["chat_id"] == answered["provenance"]["conversation_id"]
     assert answered["metadata"]["model"] == "smollm2-135m-instruct" and answered["kind"] == "dialogue"
+
     def audited() -> set[str]:
         records = http.get(f"/v1/cubes/{cube}/audit").json()["records"]
         return {a["memory_id"] for a in records if a["action"] == "memory.add"}

@@ -99,7 +99,11 @@ class MemCube(LifecycleMoves):
             self.seq = max(self.seq, item.seq)
         self._vecs = vecs
         for memory_id, item in self.latest.items():
-            self.index.upsert(item, vecs[memory_id])
+            self._index(item, vecs[memory_id])
+
+    def _index(self, item: MemoryItem, vec: np.ndarray) -> None:
+        merged = (self.latest.get(r.memory_id) for r in item.merged_from)
+        self.index.upsert(item, vec, [m.context for m in merged if m is not None and m.context])
 
     # ------------------------------------------------------------ counters
 
@@ -140,7 +144,7 @@ class MemCube(LifecycleMoves):
             self.history.setdefault(item.id, []).append(item)
             self.latest[item.id] = item
             self._vecs[item.id] = vec
-            self.index.upsert(item, vec)
+            self._index(item, vec)
             self._record(_event(item))
         self.seq = max(self.seq, max(i.seq for i in items))
 
@@ -314,21 +318,24 @@ class MemCube(LifecycleMoves):
             if erasure.quotes(v.context, texts)
         ]
         pks = [self.store.pk(i, v.version) for i in ids for v in self.history[i]]
+        fixed = {(v.id, v.version): v for v in scrubbed}
+        kept = [
+            fixed.get((v.id, v.version), v) for m, versions in self.history.items() if m not in erased for v in versions
+        ]
         self.seq += len(ids)
-        self.store.erase(pks, scrubbed, self.seq)
+        self.store.erase(pks, scrubbed, kept, self._vecs, self.seq)
         for version in scrubbed:
             history = self.history[version.id]
             history[:] = [version if v.version == version.version else v for v in history]
             if self.latest[version.id].version == version.version:
                 self.latest[version.id] = version
-                self.index.upsert(version, self._vecs[version.id])
+                self._index(version, self._vecs[version.id])
         for i in ids:
             del self.latest[i], self.history[i], self._vecs[i]
             self.index.remove(i)
         self.working = [m for m in self.working if m not in erased]
         # erased means erased: the feed's recent events of these memories go too (the purge events stay)
-        fixed = {(v.id, v.version): v for v in scrubbed}
-        kept = [
+        events = [
             e
             if e.memory is None or (e.memory_id, e.version) not in fixed
             else e.model_copy(update={"memory": fixed[(e.memory_id, e.version or 0)]})
@@ -336,7 +343,7 @@ class MemCube(LifecycleMoves):
             if e.memory_id not in erased
         ]
         self.changes.clear()
-        self.changes.extend(kept)
+        self.changes.extend(events)
         now = utcnow()
         for k, i in enumerate(ids):
             seq = self.seq - len(ids) + k + 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -83,8 +84,9 @@ class HybridIndex:
             grown_f[: len(arr)] = arr
             setattr(self, name, grown_f)
 
-    def upsert(self, item: MemoryItem, vec: np.ndarray) -> None:
-        """Index the latest version of ``item`` (replacing an older one)."""
+    def upsert(self, item: MemoryItem, vec: np.ndarray, contexts: Sequence[str] = ()) -> None:
+        """Index the latest version of ``item`` (replacing an older one). ``contexts``: those of the memories
+        merged into it, searched like its own (a near-duplicate said after other words stays findable by them)."""
         slot = self._slot.get(item.id)
         if slot is None:
             if self._free:
@@ -116,9 +118,10 @@ class HybridIndex:
         for tag in item.tags:
             self._tags.setdefault(tag, set()).add(slot)
         terms: Counter[str] = Counter(tokenize(index_text(item.text, item.provenance.speaker)))
-        if item.context and self.config.context_weight > 0:
-            for term, tf in Counter(tokenize(item.context)).items():
-                terms[term] += tf * self.config.context_weight  # type: ignore[assignment]
+        if self.config.context_weight > 0:
+            for context in [item.context, *contexts]:
+                for term, tf in Counter(tokenize(context or "")).items():
+                    terms[term] += tf * self.config.context_weight  # type: ignore[assignment]
         self._slot_terms[slot] = terms
         for term, tf in terms.items():
             self._postings.setdefault(term, {})[slot] = tf

@@ -30,7 +30,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,30 +225,42 @@ class CubeStore:
                 vecs[item.id] = np.asarray(row["vec"], dtype=np.float32)
         return list(items.values()), vecs
 
-    def erase(self, pks: list[str], scrubbed: list[MemoryItem], seq_floor: int) -> None:
-        """Remove these rows and leave no trace of them in any file: ``scrubbed`` versions (their context
-        quoted an erased text) replace their rows first, then the table is rewritten without the erased ones.
-        Marked pending before anything is removed, so a crash is finished on the next open."""
+    def erase(
+        self, pks: list[str], scrubbed: list[MemoryItem], kept: list[MemoryItem], vecs: dict[str, np.ndarray], seq: int
+    ) -> None:
+        """Remove the rows ``pks`` and leave no trace of them in any file. ``scrubbed`` versions (their context
+        quoted an erased text) replace their rows first; then the table is rewritten from ``kept`` (every version
+        that stays, as the cube holds it; each row gets its memory's current vector, the only one ever read).
+        Marked pending before anything is removed, so a crash is finished on the next open (from the rows)."""
         self.drop_checkpoint()  # it would bring the purged rows back
-        self._save_counters(seq_floor=seq_floor, rewrite_pending=True)
+        self._save_counters(seq_floor=seq, rewrite_pending=True)
         self.counters.flush()
         if scrubbed:
             by_pk = {self.pk(i.id, i.version): i for i in scrubbed}
             rows = self.memories.get(list(by_pk))
             self.memories.upsert([{**r, "doc": by_pk[r["pk"]].model_dump(mode="json")} for r in rows])
         self.memories.delete(pks)
-        self.rewrite()
+        self.rewrite(
+            {"pk": self.pk(i.id, i.version), "seq": i.seq, "vec": vecs[i.id], "doc": i.model_dump(mode="json")}
+            for i in kept
+        )
 
-    def rewrite(self) -> None:
-        """Copy every row into the next generation of the table, then drop the old one with its files."""
+    def rewrite(self, rows: Iterable[dict[str, Any]] | None = None) -> None:
+        """Copy every row (``rows``, or the table's own) into the next generation of the table, then drop the
+        old one with its files."""
         generation = self.state.generation + 1
         name = self._name(generation)
         if self.client.has_collection(name):
             self.client.drop_collection(name)
         fresh = MilvusTable(self.client, name, self.dim)
+        if rows is None:
+            rows = (
+                {"pk": r["pk"], "seq": r["seq"], "vec": r["vec"], "doc": r["doc"]}
+                for r in self.memories.scan(with_vectors=True)
+            )
         batch: list[dict[str, Any]] = []
-        for row in self.memories.scan(with_vectors=True):
-            batch.append({"pk": row["pk"], "seq": row["seq"], "vec": list(row["vec"]), "doc": row["doc"]})
+        for row in rows:
+            batch.append(row)
             if len(batch) >= _PAGE:
                 fresh.upsert(batch)
                 batch = []
