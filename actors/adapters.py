@@ -87,6 +87,8 @@ class Adapters:
         self.jobs: OrderedDict[str, TrainingJob] = OrderedDict()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._running: dict[str, Running] = {}  # job -> its task and what it learns
+        self._purged: dict[str, set[str]] = {}  # cube -> memories purged: no job may learn them any more
+        self._owed: dict[str, dict[str, Retrain]] = {}  # cube -> retrainings a purge made due, until started
         self._stale_jobs: dict[str, str] = {}  # job -> why its adapter will be stale on arrival
         self._locks: dict[str, asyncio.Lock] = {}  # one per cube: every change of its index is serialised
         self.refs: OrderedDict[str, ray.ObjectRef] = OrderedDict()  # adapter id -> its weights in the store
@@ -107,7 +109,15 @@ class Adapters:
         settings: AdapterSettings,
         activate: bool,
         created_by: str,
+        replaces: str | None = None,
     ) -> TrainingJob:
+        """``replaces``: the withdrawn adapter (or cancelled job) a retraining stands in for; it is owed once."""
+        purged = self._purged.get(cube_id, set())
+        if any(s.memory_id in purged for s in sources):  # purged after the caller read them: never learned
+            kept = [(t, s) for t, s in zip(texts, sources, strict=True) if s.memory_id not in purged]
+            texts, sources = [t for t, _ in kept], [s for _, s in kept]
+        if replaces is not None and self._owed.get(cube_id, {}).pop(replaces, None) is None:
+            raise InvalidInput(f"{replaces} was already trained again", {"replaces": replaces})
         if not texts:
             raise InvalidInput(f"cube {cube_id} has no memories that match: nothing to train on")
         job = TrainingJob(
@@ -249,6 +259,7 @@ class Adapters:
             if self.jobs[job_id].cube_id == cube_id and any(s.memory_id in ids for s in run.sources)
         ]
         if what == "purged":
+            self._purged.setdefault(cube_id, set()).update(ids)
             retrain = [
                 Retrain(replaces=job_id, settings=run.settings, sources=run.sources)
                 for job_id in learning
@@ -268,7 +279,10 @@ class Adapters:
                 for a in learned
                 if a.id == listing.active
             ]
-            return AdapterChange(withdrawn=[a.id for a in learned], cancelled=learning, retrain=retrain)
+            owed = self._owed.setdefault(cube_id, {})
+            owed.update({r.replaces: r for r in retrain})
+            # all that is owed, again on a retried cascade: one whose first try failed after withdrawing still retrains
+            return AdapterChange(withdrawn=[a.id for a in learned], cancelled=learning, retrain=list(owed.values()))
         reason = f"memory {', '.join(sorted(memory_ids)[:3])} {what} after training"
         for job_id in learning:
             self._stale_jobs[job_id] = reason

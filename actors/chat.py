@@ -143,7 +143,7 @@ class ChatService:
         if req.remember:  # where the exchange goes: writable, checked before any work too
             if self.memories is None:
                 raise InvalidInput("this entry point cannot remember chats")
-            await self.cubes.open(req.remember_cube or req.cube_ids[0], who, Role.write)
+            await self.cubes.open(req.cube_ids[0], who, Role.write)
         qvec, adapter = await asyncio.gather(self._embed_question(q), self._adapter(req))
         recalls = await asyncio.gather(*(c.call(CubeHost.recall, PINNED_TAG, q, qvec) for c in cubes))
         planned = plan_chat(
@@ -174,7 +174,7 @@ class ChatService:
         chat_id = f"chat-{secrets.token_hex(8)}"
         remembered: list[MemoryRef] = []
         if req.remember and self.memories is not None:
-            cube_id = req.remember_cube or req.cube_ids[0]
+            cube_id = req.cube_ids[0]
             turns = exchange(req, outcome, chat.planned.used, chat_id, self.config.llm.model, who.principal)
             written = await self.memories.add(who, cube_id, turns)
             remembered = [m.ref for m in written.items]

@@ -115,7 +115,9 @@ class CubeHost:
                 with self._changing():
                     yield
             except BaseException:
-                self.outbox.update(item, None)
+                # a purge whose store already committed to the erase (finished at the next open) keeps its cascade
+                if what != "purged" or not self.cube.store.state.rewrite_pending:
+                    self.outbox.update(item, None)
                 raise
             done = await self._attempt(item)
         finally:
@@ -267,15 +269,19 @@ class CubeHost:
         and adapters built from the memories that left default search)."""
         policy = self.cube.policy
         if not policy.sweeps:
-            return LifecycleSweep(cube_id=self.cube.meta.id, merge_seq=self.cube.seq)
-        swept = self.cube.sweep_lifecycle(used_at, now, merge_after_seq, PINNED_TAG, author)
-        if swept.moved:  # like an edit's cascade: written down at once, retried in the background when it fails
-            item = PendingCascade(memory_ids=swept.moved, what="edited")
-            self.outbox.add(item)
+            return LifecycleSweep(cube_id=self.cube.meta.id, merge_seq=merge_after_seq, seq=self.cube.seq)
+        written: list[PendingCascade] = []
+
+        def before(moved: builtins.list[str]) -> None:  # the intent first, as for an edit
+            written.append(PendingCascade(memory_ids=moved, what="edited"))
+            self.outbox.add(written[0])
+
+        swept = self.cube.sweep_lifecycle(used_at, now, merge_after_seq, PINNED_TAG, author, before)
+        if written:  # like an edit's cascade: retried in the background when it fails
             self._wake()
             self._writes += 1
             try:
-                await self._attempt(item)
+                await self._attempt(written[0])
             finally:
                 self._writes -= 1
                 if self._writes == 0:

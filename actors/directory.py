@@ -380,12 +380,12 @@ class Directory:
     async def live_cubes(self) -> list[str]:
         return list(self.live)
 
-    async def lifecycle_cubes(self) -> tuple[list[str], list[str]]:
+    async def lifecycle_cubes(self) -> tuple[dict[str, int], list[str]]:
         """The cubes whose lifecycle policy (their own, else the server's default) gives a sweep something to
-        do, and which of all cubes are live."""
+        do, with their seq as of their last passivation, and which of all cubes are live."""
         default = self.config.scheduler.lifecycle
-        ids = [c for c, m in self.cubes.items() if c not in self._deleting and (m.lifecycle or default).sweeps]
-        return ids, list(self.live)
+        seqs = {c: m.seq for c, m in self.cubes.items() if c not in self._deleting and (m.lifecycle or default).sweeps}
+        return seqs, list(self.live)
 
     async def stats(self) -> DirectoryStats:
         times = list(self._activation_s)

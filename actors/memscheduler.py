@@ -39,6 +39,7 @@ from actors.handoff import AdapterWeights
 from actors.scheduler import SCHEDULER_NAME, Scheduler
 from memos_ray.activation.prompt import PINNED_TAG, prefix_plan
 from memos_ray.config import MemosConfig
+from memos_ray.errors import InvalidInput
 from memos_ray.scheduling.decisions import DecisionLog
 from memos_ray.scheduling.marks import LifecycleMarks, Mark
 from memos_ray.scheduling.policy import CANDIDATES, BuildBudget, demotions
@@ -185,7 +186,7 @@ class MemScheduler:
         task.add_done_callback(self._tasks.discard)
 
     async def _retrain(self, cube_id: str, retrain: Retrain, purged: set[str]) -> None:
-        keep = [r.memory_id for r in retrain.sources if r.memory_id not in purged]
+        keep = [r.memory_id for r in retrain.sources if r.memory_id not in purged][:5_000]
         adapters = self.actors.get(ADAPTERS_NAME)
         inputs: dict[str, DecisionInput] = {"replaces": retrain.replaces, "purged": len(purged)}
         chosen = []
@@ -198,7 +199,23 @@ class MemScheduler:
             self.log.add(DecisionKind.skip, why, cube_id=cube_id, inputs=inputs)
             return
         texts, refs = [m.text for m in chosen], [m.ref for m in chosen]
-        job = await call(adapters, Adapters.start_training, cube_id, texts, refs, retrain.settings, True, AUTHOR)
+        try:
+            job = await call(
+                adapters,
+                Adapters.start_training,
+                cube_id,
+                texts,
+                refs,
+                retrain.settings,
+                True,
+                AUTHOR,
+                retrain.replaces,
+            )
+        except InvalidInput as exc:  # trained again already (a retried cascade), or nothing left after a purge
+            self.log.add(
+                DecisionKind.skip, f"no retraining for {retrain.replaces}: {exc}", cube_id=cube_id, inputs=inputs
+            )
+            return
         why = f"the active adapter ({retrain.replaces}) learned a purged memory: trained again without it"
         self.log.add(
             DecisionKind.retrain, why, cube_id=cube_id, inputs={**inputs, "job_id": job.id, "memories": len(chosen)}
@@ -411,15 +428,16 @@ class MemScheduler:
         if directory is None:
             return []
         now = time.time() if now is None else now
-        cube_ids, live_ids = await call(directory, Directory.lifecycle_cubes)
+        seqs, live_ids = await call(directory, Directory.lifecycle_cubes)
         live = set(live_ids)
         asleep = 0
         swept = []
-        for cube_id in cube_ids:
+        for cube_id, seq in seqs.items():
             mark = self.marks.get(cube_id)
             if cube_id not in live:
-                if mark is not None and (mark.next_due is None or mark.next_due > now):
-                    continue  # nothing falls due, and nothing new arrives while it sleeps
+                quiet = mark is not None and seq <= mark.seq  # not written since its last sweep
+                if quiet and (mark.next_due is None or mark.next_due > now):  # type: ignore[union-attr]
+                    continue  # and nothing falls due: left asleep
                 asleep += 1
                 if asleep > WAKE_PER_SWEEP:
                     continue
@@ -433,7 +451,7 @@ class MemScheduler:
         cube = await self.cubes().open(cube_id, None, Role.read)
         used = self.usage.last_used(cube_id)
         result = await cube.call(CubeHost.sweep_lifecycle, used, now, mark.merge_seq if mark else 0, AUTHOR)
-        self.marks.put(cube_id, Mark(result.merge_seq, result.next_due, now))
+        self.marks.put(cube_id, Mark(result.merge_seq, result.seq, result.next_due, now))
         figures: dict[str, DecisionInput] = {"took_ms": result.took_ms, "checked": result.checked}
         for kind, ids, why in (
             (DecisionKind.expire, result.expired, "past its kind's time to live"),

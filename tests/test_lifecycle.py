@@ -180,6 +180,9 @@ def test_a_remembered_chat_becomes_memory_the_next_chat_retrieves(http: httpx.Cl
 
     wait_for_condition(lambda: audited() >= {asked["id"], answered["id"]}, timeout=10)
 
+    two = http.post("/v1/chat", json={**body, "cube_ids": [cube, "life-facts"]})
+    assert two.status_code == 422 and "one cube" in two.text  # a purge in one could not reach the other
+
     again = {**body, "messages": [{"role": "user", "content": "What did Ola ask about the spare key?"}]}
     again["remember"] = False
     used = {m["memory_id"] for m in http.post("/v1/chat", json=again).json()["memories_used"]}

@@ -47,8 +47,8 @@ def said(text: str, speaker: str, kind: MemoryKind = MemoryKind.dialogue, **more
     return MemoryCreate(text=text, kind=kind, source=SourceIn(speaker=speaker), **more)  # type: ignore[arg-type]
 
 
-def search(cube: MemCube, encoder: SentenceEncoder, query: str, **filters: object) -> list[str]:
-    q = SearchQuery(query=query, top_k=10, filter=SearchFilter(**filters))  # type: ignore[arg-type]
+def search(cube: MemCube, encoder: SentenceEncoder, query: str, mode: str = "hybrid", **filters: object) -> list[str]:
+    q = SearchQuery(query=query, top_k=10, mode=mode, filter=SearchFilter(**filters))  # type: ignore[arg-type]
     return [h.memory.id for h in cube.search(q, encoder.encode([query])[0])]
 
 
@@ -83,20 +83,23 @@ def test_expire_archive_and_merge_move_memories_and_keep_every_id(
     again = cube.sweep_lifecycle({}, now, soon.merge_seq, "pinned", "memscheduler")
     assert again.checked == 0 and not again.moved  # nothing new: nothing compared
 
+    # restoring a merged memory takes it out of the survivor (still active); the policy never merges it again
+    restored = cube.update(dup.id, MemoryUpdate(state=LifecycleState.active), None, "alice")
+    assert restored.state == LifecycleState.active and restored.merged_into is None
+    assert cube.get(first.id).merged_from == [] and cube.get(first.id).state == LifecycleState.active
+    assert cube.sweep_lifecycle({}, now, 0, "pinned", "memscheduler").merged == {}
+
     # forty days on: the event expired; what was not used is archived; what was used stays
     later = now + 40 * DAY
     swept = cube.sweep_lifecycle({used.id: later - DAY}, later, again.merge_seq, "pinned", "memscheduler")
+    # the policy's own versions renew no clock: archived at +40 days, it expires by its last write, not then
+    assert cube.get(first.id).provenance.author == "memscheduler"
     assert swept.expired == [event.id]
-    assert set(swept.archived) == {first.id, other_speaker.id, unrelated.id}
+    assert set(swept.archived) == {first.id, dup.id, other_speaker.id, unrelated.id}
     assert cube.get(used.id).state == LifecycleState.active
     assert not {first.id, other_speaker.id, dup.id} & set(search(cube, encoder, "puppy named Biscuit"))
     assert first.id in search(cube, encoder, "puppy named Biscuit", states=[LifecycleState.archived])
 
-    # restoring a merged memory takes it out of the survivor; the policy never merges it again
-    restored = cube.update(dup.id, MemoryUpdate(state=LifecycleState.active), None, "alice")
-    assert restored.state == LifecycleState.active and restored.merged_into is None
-    assert cube.get(first.id).merged_from == []
-    assert dup.id not in cube.sweep_lifecycle({}, now, 0, "pinned", "memscheduler").merged
     with pytest.raises(Conflict):  # only an active memory is archived by hand
         cube.update(event.id, MemoryUpdate(state=LifecycleState.archived), None, "alice")
 
@@ -133,6 +136,16 @@ def test_supersession_closes_validity_and_search_can_ask_as_of(
     back = cube.update(old.id, MemoryUpdate(state=LifecycleState.active), None, "alice")
     assert back.valid_to is None and back.superseded_by is None and cube.get(new.id).supersedes == []
 
+    # a fact valid only from the future, superseded now: its validity closes empty, and it stays editable
+    (planned,) = add(
+        cube, encoder, [MemoryCreate(text="Dana will move to Oslo.", valid_from=datetime(2031, 1, 1, tzinfo=UTC))]
+    )
+    add(cube, encoder, [MemoryCreate(text="Dana stays in Denver.", supersedes=[planned.id])])
+    closed = cube.get(planned.id)
+    assert closed.valid_to == closed.valid_from and closed.state == LifecycleState.superseded
+    assert cube.update(planned.id, MemoryUpdate(tags=["plans"]), None, "alice").tags == ["plans"]
+    assert cube.update(planned.id, MemoryUpdate(state=LifecycleState.active), None, "alice").valid_to is None
+
 
 def test_ingest_dedup_returns_the_existing_memory(storage: StorageConfig, encoder: SentenceEncoder) -> None:
     cube = open_cube(storage, LifecyclePolicy(dedup_threshold=0.95))
@@ -163,14 +176,18 @@ def test_a_purge_reaches_duplicates_derived_memories_and_quoting_contexts_and_le
         source=SourceIn(speaker="assistant", derived_from=[MemoryRef(memory_id=first.id, version=1)]),
     )
     reply = MemoryCreate(text="Thanks, noted.", context=f"Quinn: {secret}", source=SourceIn(speaker="Ana"))
-    derived, thanks = add(cube, encoder, [answer, reply])
+    echo = MemoryCreate(text="Thanks, noted!", context=f"Quinn: {secret}", source=SourceIn(speaker="Ana"))
+    derived, thanks, echoed = add(cube, encoder, [answer, reply, echo])
     cube.sweep_lifecycle({}, utcnow().timestamp(), 0, "pinned", "t")
-    assert cube.get(copy.id).merged_into == first.id
+    assert cube.get(copy.id).merged_into == first.id and cube.get(echoed.id).merged_into == thanks.id
     folder = storage.data_dir / "cubes" / "life"
     assert traces(folder, "zebracorn")  # it is on disk now
 
     purged = cube.purge(copy.id)  # a near-duplicate: its group and what was made from it go too
-    assert set(purged.memory_ids) == {copy.id, first.id, derived.id} and purged.scrubbed == [thanks.id]
+    assert set(purged.memory_ids) == {copy.id, first.id, derived.id}
+    assert set(purged.scrubbed) == {thanks.id, echoed.id}
+    # the survivor was searched by its duplicate's context too: not any more
+    assert search(cube, encoder, "zebracorn-4417 locker code", mode="bm25") == []
     assert cube.get(thanks.id).context is None and cube.get(kept.id).text == "I like green tea."
     for memory_id in purged.memory_ids:
         with pytest.raises(MemoryNotFound):
@@ -179,17 +196,35 @@ def test_a_purge_reaches_duplicates_derived_memories_and_quoting_contexts_and_le
     assert traces(folder, "zebracorn") == []
     cube.close()
     reloaded = open_cube(storage)
-    assert set(reloaded.latest) == {kept.id, thanks.id} and traces(folder, "zebracorn") == []
+    assert set(reloaded.latest) == {kept.id, thanks.id, echoed.id} and traces(folder, "zebracorn") == []
     reloaded.close()
 
 
-def test_a_rewrite_that_died_half_way_is_finished_on_open(storage: StorageConfig, encoder: SentenceEncoder) -> None:
+def test_a_purge_that_died_before_its_rewrite_is_finished_on_open(
+    storage: StorageConfig, encoder: SentenceEncoder
+) -> None:
     cube = open_cube(storage)
-    (item,) = add(cube, encoder, [MemoryCreate(text="Keep me.")])
-    cube.store._save_counters(rewrite_pending=True)  # as if a purge died between its delete and its rewrite
-    cube.close()
+    secret, kept, quoting = add(
+        cube,
+        encoder,
+        [
+            MemoryCreate(text="The alarm code is quokka-5521."),
+            MemoryCreate(text="Keep me."),
+            MemoryCreate(text="Got it.", context="The alarm code is quokka-5521."),
+        ],
+    )
+    cube.store.flush()
+    # as if a purge died right after recording what to leave out: nothing is removed yet
+    cube.store._save_counters(
+        rewrite_pending=True, erase=[CubeStore.pk(secret.id, 1)], scrub=[CubeStore.pk(quoting.id, 1)]
+    )
+    cube.store.counters.flush()
+    cube.store.close()  # not cube.close(): no checkpoint, the crash left none
     store = CubeStore(storage, "life", 384)
-    assert store.state.generation == 1 and not store.state.rewrite_pending
+    assert store.state.generation == 1 and not store.state.rewrite_pending and store.state.erase == []
     assert set(store.client.list_collections()) == {"counters", "memories_g1"}
     store.close()
-    assert open_cube(storage).get(item.id).text == "Keep me."
+    reloaded = open_cube(storage)
+    assert set(reloaded.latest) == {kept.id, quoting.id} and reloaded.get(quoting.id).context is None
+    assert traces(storage.data_dir / "cubes" / "life", "quokka") == []
+    reloaded.close()

@@ -251,13 +251,6 @@ class MemCube(LifecycleMoves):
             for k, v in patch.model_dump(exclude_unset=True, exclude={"expected_version"}).items()
             if v is not None or k in ("said_at", "valid_from", "valid_to")
         }
-        valid_from = changes.get("valid_from", cur.valid_from)
-        valid_to = changes.get("valid_to", cur.valid_to)
-        if valid_from is not None and valid_to is not None and valid_to <= valid_from:
-            raise InvalidInput(
-                f"memory {memory_id} would be valid to {valid_to} before it is valid from {valid_from}",
-                {"memory_id": memory_id},
-            )
         if "text" in changes and changes["text"] != cur.text:
             if vec is None:
                 raise InvalidInput("a new text needs its embedding")
@@ -275,8 +268,8 @@ class MemCube(LifecycleMoves):
         if added:
             changes["supersedes"] = [*cur.supersedes, *added]
         restoring = changes.get("state") == LifecycleState.active and cur.state in RESTORABLE
-        if restoring:
-            changes.update(self._restored(cur))
+        if restoring:  # what the caller sends wins over what the restore brings back
+            changes = {**self._restored(cur), **changes}
         elif changes.get("state") == LifecycleState.archived and cur.state not in (
             LifecycleState.active,
             LifecycleState.archived,
@@ -284,6 +277,14 @@ class MemCube(LifecycleMoves):
             raise Conflict(
                 f"memory {memory_id} is {cur.state.value}; only an active memory can be archived",
                 {"memory_id": memory_id, "state": cur.state.value},
+            )
+        valid_from = changes.get("valid_from", cur.valid_from)
+        valid_to = changes.get("valid_to", cur.valid_to)
+        changed_validity = "valid_from" in changes or "valid_to" in changes
+        if changed_validity and valid_from is not None and valid_to is not None and valid_to < valid_from:
+            raise InvalidInput(
+                f"memory {memory_id} would be valid to {valid_to} before it is valid from {valid_from}",
+                {"memory_id": memory_id},
             )
         item = self._next_version(cur, author, changes, redactions)
         self._commit([item], vec[None, :])
@@ -323,7 +324,8 @@ class MemCube(LifecycleMoves):
             fixed.get((v.id, v.version), v) for m, versions in self.history.items() if m not in erased for v in versions
         ]
         self.seq += len(ids)
-        self.store.erase(pks, scrubbed, kept, self._vecs, self.seq)
+        scrubbed_pks = [self.store.pk(v.id, v.version) for v in scrubbed]
+        self.store.erase(pks, scrubbed_pks, kept, self._vecs, self.seq)
         for version in scrubbed:
             history = self.history[version.id]
             history[:] = [version if v.version == version.version else v for v in history]
@@ -333,6 +335,9 @@ class MemCube(LifecycleMoves):
         for i in ids:
             del self.latest[i], self.history[i], self._vecs[i]
             self.index.remove(i)
+        for survivor in {self.latest[v.id].merged_into for v in scrubbed}:  # it was searched by their contexts
+            if survivor in self.latest:
+                self._index(self.latest[survivor], self._vecs[survivor])
         self.working = [m for m in self.working if m not in erased]
         # erased means erased: the feed's recent events of these memories go too (the purge events stay)
         events = [

@@ -22,12 +22,20 @@ _SHORT = 12  # a text this short is matched only as a whole context (it would be
 
 
 def reach(latest: dict[str, MemoryItem], memory_id: str) -> list[str]:
-    """The ids a purge of ``memory_id`` erases, itself first."""
-    merged_into: dict[str, list[str]] = {}
+    """The ids a purge of ``memory_id`` erases, itself first. A merge link counts only while both ends agree
+    (a memory restored from a merge is no longer its survivor's, even if the survivor could not be told)."""
+
+    def merged(dup: str, survivor: str) -> bool:
+        d, s = latest.get(dup), latest.get(survivor)
+        return (
+            d is not None
+            and s is not None
+            and d.merged_into == survivor
+            and any(r.memory_id == dup for r in s.merged_from)
+        )
+
     derived: dict[str, list[str]] = {}
     for m in latest.values():
-        if m.merged_into is not None:
-            merged_into.setdefault(m.merged_into, []).append(m.id)
         for ref in m.provenance.derived_from:
             derived.setdefault(ref.memory_id, []).append(m.id)
     seen = [memory_id]
@@ -35,11 +43,10 @@ def reach(latest: dict[str, MemoryItem], memory_id: str) -> list[str]:
     while todo:
         current = latest[todo.pop()]
         linked = [
-            *merged_into.get(current.id, []),
             *derived.get(current.id, []),
-            *(r.memory_id for r in current.merged_from),
+            *(r.memory_id for r in current.merged_from if merged(r.memory_id, current.id)),
         ]
-        if current.merged_into is not None:
+        if current.merged_into is not None and merged(current.id, current.merged_into):
             linked.append(current.merged_into)
         for other in linked:
             if other in latest and other not in seen:

@@ -85,10 +85,14 @@ def plan(
     merge_after_seq: int,
     pinned_tag: str,
     was_merged: Callable[[str], bool],
+    written_at: Callable[[MemoryItem], float] | None = None,
+    first_seq: Callable[[MemoryItem], int] | None = None,
 ) -> LifecyclePlan:
     """``used_at``: epoch seconds of each memory's last use (the MemScheduler's usage); ``merge_after_seq``:
     memories written after this seq are compared for near-duplicates; ``was_merged``: whether a memory was
-    merged before (restored from it: the policy leaves it alone)."""
+    merged before (restored from it: the policy leaves it alone); ``written_at``: when a memory was last written
+    (default: its latest version; the cube leaves out the policy's own moves); ``first_seq``: the seq of a
+    memory's first version, which orders "oldest" (default: its latest version's)."""
     expire: list[str] = []
     archive: list[str] = []
     active: list[MemoryItem] = []
@@ -96,7 +100,7 @@ def plan(
     for m in latest:
         if m.state not in (LifecycleState.active, LifecycleState.archived):
             continue
-        written = m.updated_at.timestamp()
+        written = written_at(m) if written_at is not None else m.updated_at.timestamp()
         ttl = policy.ttl_s.get(m.kind)
         if ttl is not None:
             if now - written >= ttl:
@@ -122,7 +126,7 @@ def plan(
         for m in active:
             groups.setdefault(_group_key(m), []).append(m)
         for members in groups.values():
-            members.sort(key=lambda m: (m.created_at, m.seq))  # written first, first
+            members.sort(key=lambda m: (m.created_at, first_seq(m) if first_seq else m.seq))  # written first, first
             new = {m.id for m in members if m.seq > merge_after_seq and not was_merged(m.id)}
             checked += len(new)
             found, found_scores = near_duplicates(members, vecs, new, policy.merge_threshold)

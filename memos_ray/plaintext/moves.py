@@ -6,7 +6,7 @@ supersession with time validity, restore, and the sweep that expires, archives a
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -129,12 +129,24 @@ class LifecycleMoves:
     # ------------------------------------------------------------ the lifecycle sweep
 
     def sweep_lifecycle(
-        self, used_at: dict[str, float], now: float, merge_after_seq: int, pinned_tag: str, author: str
+        self,
+        used_at: dict[str, float],
+        now: float,
+        merge_after_seq: int,
+        pinned_tag: str,
+        author: str,
+        before: Callable[[list[str]], None] | None = None,
     ) -> LifecycleSweep:
         """Expire, archive and merge under the cube's policy (:mod:`memos_ray.plaintext.lifecycle`), each move a
-        new version: every id stays readable. ``merge_after_seq``: the seq up to which near-duplicates were
-        already looked for."""
+        new version written by ``author``: every id stays readable. ``merge_after_seq``: the seq up to which
+        near-duplicates were already looked for. Clocks run from a memory's last write by anyone but ``author``
+        (the policy's own moves renew nothing). ``before`` hears the ids that will change, before they do."""
         start = time.perf_counter()
+
+        def written_at(m: MemoryItem) -> float:
+            own = (v for v in reversed(self.history[m.id]) if v.provenance.author != author)
+            return next(own, m).updated_at.timestamp()
+
         plan = lifecycle.plan(
             self.latest.values(),
             self._vecs,
@@ -144,6 +156,8 @@ class LifecycleMoves:
             merge_after_seq,
             pinned_tag,
             lambda m: any(v.state == LifecycleState.merged for v in self.history[m]),
+            written_at,
+            lambda m: self.history[m.id][0].seq,
         )
         seq = self.seq
         versions: dict[str, MemoryItem] = {}
@@ -167,6 +181,8 @@ class LifecycleMoves:
             refs = [*cur.merged_from, *(self.latest[d].ref for d in dups)]
             move(cur, merged_from=refs, tags=tags)
         if versions:
+            if before is not None:
+                before(list(versions))
             items = sorted(versions.values(), key=lambda v: v.seq)
             self._commit(items, np.stack([self._vecs[v.id] for v in items]))
         return LifecycleSweep(
@@ -175,7 +191,8 @@ class LifecycleMoves:
             archived=plan.archive,
             merged=plan.merge,
             checked=plan.checked,
-            merge_seq=self.seq,
+            merge_seq=self.seq if self.policy.merge_threshold is not None else merge_after_seq,
+            seq=self.seq,
             next_due=plan.next_due,
             took_ms=round((time.perf_counter() - start) * 1000, 2),
         )

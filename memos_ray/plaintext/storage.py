@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 from pymilvus import DataType, MilvusClient
 from safetensors.numpy import load_file, save_file
 
@@ -98,11 +99,6 @@ class MilvusTable:
         if pks:
             self.client.delete(self.name, ids=pks)
 
-    def get(self, pks: list[str]) -> list[dict[str, Any]]:
-        if not pks:
-            return []
-        return list(self.client.get(self.name, ids=pks, output_fields=["pk", "seq", "vec", "doc"]))
-
     def scan(self, with_vectors: bool = True, after_seq: int | None = None) -> Iterator[dict[str, Any]]:
         fields = ["pk", "seq", "doc", "vec"] if with_vectors else ["pk", "seq", "doc"]
         expr = 'pk != ""' if after_seq is None else f"seq > {int(after_seq)}"
@@ -142,7 +138,9 @@ class Counters(Strict):
 
     seq_floor: int = 0  # the seq of the last purge: seqs are never reused, even of erased rows
     generation: int = 0  # which collection holds the memories (each rewrite makes the next)
-    rewrite_pending: bool = False  # set before a purge deletes, cleared once the rewrite is done
+    rewrite_pending: bool = False  # set before a purge rewrites, cleared once the new table holds everything
+    erase: list[str] = Field(default_factory=list)  # the rows a pending rewrite leaves out (ids only: no text)
+    scrub: list[str] = Field(default_factory=list)  # the rows whose context a pending rewrite clears
 
 
 class CubeStore:
@@ -166,8 +164,8 @@ class CubeStore:
         self.state = self._read_counters()
         self._drop_other_generations()
         self.memories = MilvusTable(self.client, self._name(self.state.generation), dim)
-        if self.state.rewrite_pending:  # a purge died before its rewrite: its text may still be on disk
-            self.rewrite()
+        if self.state.rewrite_pending:  # a purge died before its rewrite was done: finish it from the old table
+            self.rewrite(self._surviving_rows())
 
     def _name(self, generation: int) -> str:
         return self._base if generation == 0 else f"{self._base}_g{generation}"
@@ -226,38 +224,36 @@ class CubeStore:
         return list(items.values()), vecs
 
     def erase(
-        self, pks: list[str], scrubbed: list[MemoryItem], kept: list[MemoryItem], vecs: dict[str, np.ndarray], seq: int
+        self, pks: list[str], scrubbed: list[str], kept: list[MemoryItem], vecs: dict[str, np.ndarray], seq: int
     ) -> None:
-        """Remove the rows ``pks`` and leave no trace of them in any file. ``scrubbed`` versions (their context
-        quoted an erased text) replace their rows first; then the table is rewritten from ``kept`` (every version
-        that stays, as the cube holds it; each row gets its memory's current vector, the only one ever read).
-        Marked pending before anything is removed, so a crash is finished on the next open (from the rows)."""
+        """Leave no trace of the rows ``pks`` in any file: the table is rewritten from ``kept`` (every version
+        that stays, as the cube holds it, contexts already cleared in the ``scrubbed`` rows; each row gets its
+        memory's current vector, the only one ever read) and the old table dropped with its files. What to
+        leave out is recorded first, so a crash is finished on the next open from the old table."""
         self.drop_checkpoint()  # it would bring the purged rows back
-        self._save_counters(seq_floor=seq, rewrite_pending=True)
+        self._save_counters(seq_floor=seq, rewrite_pending=True, erase=pks, scrub=scrubbed)
         self.counters.flush()
-        if scrubbed:
-            by_pk = {self.pk(i.id, i.version): i for i in scrubbed}
-            rows = self.memories.get(list(by_pk))
-            self.memories.upsert([{**r, "doc": by_pk[r["pk"]].model_dump(mode="json")} for r in rows])
-        self.memories.delete(pks)
         self.rewrite(
             {"pk": self.pk(i.id, i.version), "seq": i.seq, "vec": vecs[i.id], "doc": i.model_dump(mode="json")}
             for i in kept
         )
 
-    def rewrite(self, rows: Iterable[dict[str, Any]] | None = None) -> None:
-        """Copy every row (``rows``, or the table's own) into the next generation of the table, then drop the
-        old one with its files."""
+    def _surviving_rows(self) -> Iterator[dict[str, Any]]:
+        """The old table's rows less those a pending rewrite leaves out, the scrubbed contexts cleared."""
+        erase, scrub = set(self.state.erase), set(self.state.scrub)
+        for r in self.memories.scan(with_vectors=True):
+            if r["pk"] not in erase:
+                doc = {**r["doc"], "context": None} if r["pk"] in scrub else r["doc"]
+                yield {"pk": r["pk"], "seq": r["seq"], "vec": r["vec"], "doc": doc}
+
+    def rewrite(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Write ``rows`` into the next generation of the table, name it in the counters, then drop the old
+        one with its files."""
         generation = self.state.generation + 1
         name = self._name(generation)
         if self.client.has_collection(name):
             self.client.drop_collection(name)
         fresh = MilvusTable(self.client, name, self.dim)
-        if rows is None:
-            rows = (
-                {"pk": r["pk"], "seq": r["seq"], "vec": r["vec"], "doc": r["doc"]}
-                for r in self.memories.scan(with_vectors=True)
-            )
         batch: list[dict[str, Any]] = []
         for row in rows:
             batch.append(row)
@@ -266,7 +262,7 @@ class CubeStore:
                 batch = []
         fresh.upsert(batch)
         fresh.flush()
-        self._save_counters(generation=generation, rewrite_pending=False)
+        self._save_counters(generation=generation, rewrite_pending=False, erase=[], scrub=[])
         self.counters.flush()
         old, self.memories = self.memories, fresh
         old.drop()

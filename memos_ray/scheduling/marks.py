@@ -1,5 +1,6 @@
 """Where the MemScheduler's lifecycle sweep left each cube: up to which seq its memories were compared for
-near-duplicates, and when a memory of it next expires or falls due for archiving. A SQLite file beside the
+near-duplicates, the cube's seq then (a later write makes it due), and when a memory of it next expires or
+falls due for archiving. A SQLite file beside the
 usage, so a restart neither compares a cube all over again nor wakes a passivated cube before it is due."""
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from memos_ray.governance.sqlite import open_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS lifecycle_marks (
-    cube_id TEXT PRIMARY KEY, merge_seq INTEGER NOT NULL, next_due REAL, swept_at REAL NOT NULL);
+    cube_id TEXT PRIMARY KEY, merge_seq INTEGER NOT NULL, seq INTEGER NOT NULL, next_due REAL,
+    swept_at REAL NOT NULL);
 """
 
 
 @dataclass(frozen=True)
 class Mark:
     merge_seq: int
+    seq: int
     next_due: float | None
     swept_at: float
 
@@ -26,7 +29,8 @@ class LifecycleMarks:
     def __init__(self, path: Path) -> None:
         self.db = open_sqlite(path, SCHEMA)
         self.db.execute("PRAGMA synchronous=NORMAL")  # a lost mark only means one more full comparison
-        self.marks = {c: Mark(s, d, a) for c, s, d, a in self.db.execute("SELECT * FROM lifecycle_marks")}
+        rows = self.db.execute("SELECT cube_id, merge_seq, seq, next_due, swept_at FROM lifecycle_marks")
+        self.marks = {c: Mark(m, s, d, a) for c, m, s, d, a in rows}
 
     def get(self, cube_id: str) -> Mark | None:
         return self.marks.get(cube_id)
@@ -34,8 +38,8 @@ class LifecycleMarks:
     def put(self, cube_id: str, mark: Mark) -> None:
         self.marks[cube_id] = mark
         self.db.execute(
-            "INSERT OR REPLACE INTO lifecycle_marks VALUES (?, ?, ?, ?)",
-            (cube_id, mark.merge_seq, mark.next_due, mark.swept_at),
+            "INSERT OR REPLACE INTO lifecycle_marks VALUES (?, ?, ?, ?, ?)",
+            (cube_id, mark.merge_seq, mark.seq, mark.next_due, mark.swept_at),
         )
 
     def forget(self, cube_id: str) -> None:

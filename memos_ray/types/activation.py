@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from memos_ray.types.base import (
     Id,
@@ -65,11 +65,20 @@ class ChatRequest(Strict):
     stream: bool = Field(False, description="server-sent events: token events, then one done event")
     remember: bool = Field(
         False,
-        description="write the user's turn and the answer back as dialogue memories (write role on the cube), "
-        "with the chat id, model, adapter and the memories used as provenance",
+        description="write the user's turn and the answer back to the cube as dialogue memories (write role), "
+        "with the chat id, model, adapter and the memories used as provenance; a chat over one cube only, so "
+        "that a purge of any memory the answer used reaches the answer",
     )
-    remember_cube: Id | None = Field(None, description="where a remembered exchange goes; None: the first cube")
     worker: int | None = Field(None, ge=0, description="run on this model worker (placement tests, benchmarks)")
+
+    @model_validator(mode="after")
+    def _remember_one_cube(self) -> ChatRequest:
+        if self.remember and len(self.cube_ids) > 1:
+            raise ValueError(
+                "remember needs a chat over one cube: an answer stored in one cube could not be reached by a purge "
+                "of the memories it used in another"
+            )
+        return self
 
 
 class ChatPlan(Strict):

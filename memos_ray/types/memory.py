@@ -133,8 +133,8 @@ class _Validity(Strict):
 
     @model_validator(mode="after")
     def _ordered(self) -> _Validity:
-        if self.valid_from is not None and self.valid_to is not None and self.valid_to <= self.valid_from:
-            raise ValueError("valid_to must be later than valid_from")
+        if self.valid_from is not None and self.valid_to is not None and self.valid_to < self.valid_from:
+            raise ValueError("valid_to must not be earlier than valid_from")
         return self
 
 

@@ -182,6 +182,7 @@ class LifecycleSweep(Strict):
     merged: dict[str, str] = Field(default_factory=dict, description="near-duplicate -> the memory it merged into")
     checked: int = Field(0, description="memories compared for near-duplicates")
     merge_seq: int = Field(0, description="memories written up to this seq are checked for near-duplicates")
+    seq: int = Field(0, description="the cube's seq after the sweep: a later write makes it due again")
     next_due: float | None = Field(None, description="epoch seconds when a memory next expires or falls due")
     took_ms: float = 0.0
 

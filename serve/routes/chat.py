@@ -34,7 +34,7 @@ async def _remembered(request: Request, req: ChatRequest, response: ChatResponse
     if response.remembered:
         ids = [r.memory_id for r in response.remembered]
         details = {"source": "chat", "chat_id": response.chat_id}
-        cube_id = req.remember_cube or req.cube_ids[0]
+        cube_id = req.cube_ids[0]
         details_each = [details] * len(ids)
         await record(
             request, cube_id=cube_id, memory_ids=ids, details=details_each, action=AuditAction.memory_add, status=201
