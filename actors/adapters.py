@@ -30,6 +30,7 @@ from memos_ray.parametric.registry import AdapterRegistry, new_adapter_id, ref_o
 from memos_ray.parametric.training import state_nbytes
 from memos_ray.types import (
     AdapterChange,
+    AdapterEvaluation,
     AdapterInfo,
     AdapterList,
     AdapterSettings,
@@ -63,7 +64,7 @@ class Running:
 @ray.remote(max_retries=0)
 def train_adapter(
     config: MemosConfig, job_id: str, texts: list[str], settings: AdapterSettings
-) -> tuple[dict[str, np.ndarray], TrainingMetrics, ModelIdentity]:
+) -> tuple[dict[str, np.ndarray], TrainingMetrics, AdapterEvaluation | None, ModelIdentity]:
     """One training job, in its own worker process: a fresh float32 base model, so the job neither
     shares nor disturbs the model workers' weights."""
     from memos_ray.llm import load_model
@@ -76,8 +77,8 @@ def train_adapter(
     def progress(step: int, steps: int, loss: float) -> None:
         tell(manager, Adapters.progress, job_id, step, steps, loss)  # training never waits on it
 
-    state, metrics = train_lora(lm.model, lm.tokenizer, texts, settings, progress)
-    return state, metrics, lm.identity
+    state, metrics, evaluation = train_lora(lm.model, lm.tokenizer, texts, settings, progress)
+    return state, metrics, evaluation, lm.identity
 
 
 class Adapters:
@@ -166,7 +167,7 @@ class Adapters:
     ) -> None:
         job = self.jobs[job_id]
         try:
-            state, metrics, identity = await ref
+            state, metrics, evaluation, identity = await ref
             async with self._lock(job.cube_id):
                 if self.jobs[job_id].state == "failed":  # cancelled: its cube was deleted, or a source purged
                     return
@@ -184,10 +185,18 @@ class Adapters:
                     bytes=state_nbytes(state),
                     stale=stale is not None,
                     stale_reason=stale,
+                    evaluation=evaluation,
                 )
-                # a source edited during training: keep the adapter, but do not make a stale one active
-                await asyncio.to_thread(self.registry.add, info, state, activate and stale is None)
-            update = {"state": "succeeded", "adapter_id": info.id, "percent": 100.0, "step": metrics.steps}
+                # kept either way; made active only when fresh (no source edited meanwhile) and it passed its exam
+                passed = evaluation is None or evaluation.passed
+                await asyncio.to_thread(self.registry.add, info, state, activate and stale is None and passed)
+            update = {
+                "state": "succeeded",
+                "adapter_id": info.id,
+                "percent": 100.0,
+                "step": metrics.steps,
+                "evaluation": evaluation,
+            }
         except Exception as exc:
             if self.jobs[job_id].state == "failed":
                 return

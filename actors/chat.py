@@ -48,6 +48,7 @@ from memos_ray.types import (
     MemoryKind,
     MemoryRef,
     MetaValue,
+    Recall,
     Role,
     SearchQuery,
     SourceIn,
@@ -125,13 +126,13 @@ class ChatService:
                 self._scheduler = ensure_scheduler(self.config, wait=False)
         return self._scheduler
 
-    async def _adapter(self, req: ChatRequest) -> AdapterWeights | None:
+    async def _adapter(self, req: ChatRequest, cube_id: str) -> AdapterWeights | None:
         if not req.use_parametric_memory:
             return None
-        try:  # the first cube's active adapter (the cubes are authorized alongside)
-            return await call(self.adapters, Adapters.active, req.cube_ids[0])
+        try:  # the cube's active adapter (the cubes are authorized before)
+            return await call(self.adapters, Adapters.active, cube_id)
         except Exception:  # the adapter store is unreachable or broken: answer with the base model
-            log.exception("no adapter for cube %s; chatting with the base model", req.cube_ids[0])
+            log.exception("no adapter for cube %s; chatting with the base model", cube_id)
             return None
 
     async def _embed_question(self, q: SearchQuery | None) -> np.ndarray | None:
@@ -144,8 +145,13 @@ class ChatService:
             if self.memories is None:
                 raise InvalidInput("this entry point cannot remember chats")
             await self.cubes.open(req.cube_ids[0], who, Role.write)
-        qvec, adapter = await asyncio.gather(self._embed_question(q), self._adapter(req))
-        recalls = await asyncio.gather(*(c.call(CubeHost.recall, PINNED_TAG, q, qvec) for c in cubes))
+        if len(cubes) == 1:  # its adapter is looked up while the question is embedded
+            qvec, adapter = await asyncio.gather(self._embed_question(q), self._adapter(req, req.cube_ids[0]))
+            recalls = [await cubes[0].call(CubeHost.recall, PINNED_TAG, q, qvec)]
+        else:  # several cubes: the adapter of the one the question is about (one adapter runs at a time)
+            qvec = await self._embed_question(q)
+            recalls = list(await asyncio.gather(*(c.call(CubeHost.recall, PINNED_TAG, q, qvec) for c in cubes)))
+            adapter = await self._adapter(req, most_relevant(req.cube_ids, recalls))
         planned = plan_chat(
             req,
             [m for r in recalls for m in r.pinned],
@@ -214,6 +220,13 @@ class ChatService:
             )
 
 
+def most_relevant(cube_ids: list[str], recalls: list[Recall]) -> str:
+    """The cube whose best hit is closest to the question (cosine, comparable across cubes); the first cube
+    when nothing was retrieved. A chat runs under at most one adapter: this cube's."""
+    best = [max((h.dense_score or 0.0 for h in r.hits), default=-1.0) for r in recalls]
+    return cube_ids[max(range(len(cube_ids)), key=lambda i: (best[i], -i))]
+
+
 def exchange(
     req: ChatRequest, outcome: ChatOutcome, used: list[MemoryItem], chat_id: str, model: str, agent: str
 ) -> list[MemoryCreate]:
@@ -252,4 +265,4 @@ def exchange(
     return [asked, answered]
 
 
-__all__ = ["ChatService", "PreparedChat", "exchange", "response_of"]
+__all__ = ["ChatService", "PreparedChat", "exchange", "most_relevant", "response_of"]

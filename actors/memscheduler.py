@@ -12,7 +12,9 @@
 - *lifecycle*: each cube's memories expire, archive and merge under its policy (a sweep of the live cubes,
   and of passivated ones only when a memory of theirs falls due), every move a new version;
 - *retraining*: an adapter withdrawn because it learned a purged memory is trained again without it, when
-  it was the cube's active one.
+  it was the cube's active one;
+- *plaintext -> parametric*: an active cube with enough stable, used facts and no adapter (or a stale one)
+  gets a training job, one at a time; it becomes active only if it passes its exam.
 
 Every decision is recorded with its reason and inputs (:class:`DecisionLog`). The Scheduler stays the
 mechanism: where caches are and how they move. Passive until the Scheduler exists (no model workers: no
@@ -78,6 +80,9 @@ class MemScheduler:
         self.usage = UsageStore(root / "usage.sqlite", self.cfg.window_s)
         self.log = DecisionLog(root / "decisions.sqlite", self.cfg.decisions_kept)
         self.marks = LifecycleMarks(root / "lifecycle.sqlite")
+        self.parametric = self.cfg.train_policy  # whether it promotes facts into adapters on its own
+        self._training: str | None = None  # the training job the policy started, while it runs
+        self._attempted: dict[str, str] = {}  # cube -> the facts (id@version) the policy last trained on
         self._lifecycle: asyncio.Task[None] | None = None
         self.budget = BuildBudget(self.cfg.build_cpu_share, config.workers.count)
         self.sessions: OrderedDict[str, Session] = OrderedDict()
@@ -419,6 +424,59 @@ class MemScheduler:
         while True:
             await asyncio.sleep(self.cfg.lifecycle_sweep_s)
             await self._quietly(self.sweep_lifecycle())
+            await self._quietly(self.sweep_parametric())
+
+    def set_parametric(self, on: bool) -> bool:
+        """Turn parametric promotion on or off at run time (tests and operators; not kept across restarts)."""
+        self.parametric = on
+        return on
+
+    async def sweep_parametric(self, now: float | None = None, only: list[str] | None = None) -> str | None:
+        """Promote one cube's stable, used facts into an adapter: at most one job the policy started runs at a
+        time (the training CPU budget). Returns the job started, if any. ``only``: consider these cubes alone."""
+        adapters = self.actors.get(ADAPTERS_NAME)
+        if not self.parametric or adapters is None or self.actors.get(DIRECTORY_NAME) is None:
+            return None
+        if self._training is not None:
+            job = await call(adapters, Adapters.job, self._training)
+            if job.state in ("queued", "running"):
+                return None
+            self._training = None
+        now = time.time() if now is None else now
+        cfg = self.cfg
+        for cube_id in self.usage.active_cubes(now - cfg.active_s):
+            if only is not None and cube_id not in only:
+                continue
+            stats = self.usage.cubes[cube_id]
+            used = [m for m, s in stats.memories.items() if s.retrievals + s.prompt_uses >= cfg.train_min_uses]
+            if len(used) < cfg.train_min_facts:
+                continue
+            listing = await call(adapters, Adapters.listing, cube_id)
+            active = next((a for a in listing.adapters if a.id == listing.active), None)
+            if active is not None and not active.stale:
+                continue
+            cube = await self.cubes().open(cube_id, None, Role.read)
+            req = TrainRequest(settings=cfg.train_settings, memory_ids=used[:5_000], max_memories=5_000)
+            facts = [
+                m
+                for m in await cube.call(CubeHost.training_set, req)
+                if now - m.updated_at.timestamp() >= cfg.train_stable_s
+            ]
+            attempt = ",".join(sorted(f"{m.id}@{m.version}" for m in facts))
+            if len(facts) < cfg.train_min_facts or self._attempted.get(cube_id) == attempt:
+                continue  # not enough yet, or exactly these were tried (and did not pass)
+            texts, refs = [m.text for m in facts], [m.ref for m in facts]
+            job = await call(adapters, Adapters.start_training, cube_id, texts, refs, cfg.train_settings, True, AUTHOR)
+            self._attempted[cube_id] = attempt
+            self._training = job.id
+            why = "its stale adapter" if active is not None else "no adapter"
+            reason = (
+                f"{len(facts)} facts unchanged for {cfg.train_stable_s:.0f} s and used at least {cfg.train_min_uses}"
+                f" times, and {why}: trained (active only if it passes its exam)"
+            )
+            self.log.add(DecisionKind.train, reason, cube_id=cube_id, inputs={"job_id": job.id, "facts": len(facts)})
+            return job.id
+        return None
 
     async def sweep_lifecycle(self, now: float | None = None) -> list[LifecycleSweep]:
         """Every live cube whose policy has something to do, and the passivated ones with a memory due (or never

@@ -2,6 +2,10 @@
 
     .venv/bin/python -m benchmarks.parametric            # ~4 min on 2 cores
 
+- qa: what a user sees. Eight facts written for this benchmark, each asked by a question written by hand (no
+  training template, and not the adapter's own exam): answered without retrieval with the adapter and with
+  the base model (targets >= 6/8 and <= 1/8), unrelated text's NLL (LoCoMo lines, <= 5% worse), training time
+  (<= 90 s on 2 cores, the exam apart), and the exam the adapter passed or failed.
 - nll: mean per-token NLL of a cube's memory texts before and after training its adapter
   (target: >= 30% lower), and of unrelated text (LoCoMo dialogue lines; target: <= 5% worse).
 - train: training throughput (tokens/s) on 2 cores, from the training job's own metrics.
@@ -46,6 +50,17 @@ FACTS = [
     "Iris prefers her coffee with oat milk and a pinch of cardamom.",
     "The backup generator at the Dundee site is tested on the first Monday.",
 ]
+# What a user asks, by hand: none of these is a training template (memos_ray/parametric/examples.py).
+QA = [
+    ("Quillon Marsh's favourite food is cardamom porridge.", "Which food does Quillon Marsh like best?"),
+    ("Ondine Varga's pet is a tortoise named Biscuit.", "What kind of animal does Ondine Varga keep?"),
+    ("Teodor Blum's hometown is Tromsø.", "Where did Teodor Blum grow up?"),
+    ("Mira Okafor's favourite mountain is Ben Lomond.", "Which mountain does Mira Okafor love most?"),
+    ("Anselm Grieve's bicycle is a red Moulton.", "What bike does Anselm Grieve ride?"),
+    ("Iris Calloway's employer is the Brightwater Trust.", "Who does Iris Calloway work for?"),
+    ("Felix Amadi's favourite colour is teal.", "Which colour does Felix Amadi like best?"),
+    ("Priya Lenz's violin teacher is Hugo Sandberg.", "Who teaches Priya Lenz the violin?"),
+]
 SETTINGS = AdapterSettings()  # the defaults: rank 8, 40 steps, lr 2e-3, preserve 5 (KL to the base on anchor text)
 
 
@@ -64,7 +79,7 @@ def bench_learning(settings: AdapterSettings) -> tuple[dict[str, Any], dict[str,
         "unrelated": mean_nll(lm.model, lm.tokenizer, unrelated, settings.max_tokens),
     }
     steps: list[tuple[int, float]] = []
-    state, metrics = train_lora(lm.model, lm.tokenizer, FACTS, settings, lambda s, n, loss: steps.append((s, loss)))
+    state, metrics, _ = train_lora(lm.model, lm.tokenizer, FACTS, settings, lambda s, n, loss: steps.append((s, loss)))
     from memos_ray.parametric.slots import AdapterSlots
 
     slots = AdapterSlots(lm.model, 64 << 20)
@@ -87,6 +102,56 @@ def bench_learning(settings: AdapterSettings) -> tuple[dict[str, Any], dict[str,
     }
     train = {"settings": settings.model_dump(), **metrics.model_dump()}
     return nll, train
+
+
+def bench_qa(settings: AdapterSettings) -> dict[str, Any]:
+    from memos_ray.llm import load_model
+    from memos_ray.parametric import examples
+    from memos_ray.parametric.slots import AdapterSlots
+    from memos_ray.parametric.training import _answer
+
+    lm = load_model(LLMConfig(dtype="float32", cache_dir=MODELS), MODELS)
+    facts = [f for f, _ in QA]
+    unrelated = _unrelated(32)
+    parsed = [examples.parse(f) for f in facts]
+
+    def ask(model: Any) -> list[tuple[str, str, bool]]:
+        out = []
+        for fact, (_, question) in zip(parsed, QA, strict=True):
+            said = _answer(model, lm.tokenizer, question)
+            out.append((question, said, examples.names_answer(fact, said)))
+        return out
+
+    base = ask(lm.model)
+    unrelated_before = mean_nll(lm.model, lm.tokenizer, unrelated, 96)
+    start = time.perf_counter()
+    state, metrics, evaluation = train_lora(lm.model, lm.tokenizer, facts, settings)
+    wall = time.perf_counter() - start
+    slots = AdapterSlots(lm.model, 256 << 20)
+    slots.load("qa", settings, state)
+    with slots.use("qa") as model:
+        adapted = ask(model)
+        unrelated_after = mean_nll(model, lm.tokenizer, unrelated, 96)
+    assert evaluation is not None
+    rows = [
+        {"question": b[0], "base": b[1][:60], "adapter": a[1][:70], "named": a[2]}
+        for b, a in zip(base, adapted, strict=True)
+    ]
+    print_table("hand-written questions, no retrieval: base model vs adapter", rows)
+    return {
+        "facts": len(facts),
+        "answered": sum(a[2] for a in adapted),
+        "base_answered": sum(b[2] for b in base),
+        "unrelated_before": unrelated_before,
+        "unrelated_after": unrelated_after,
+        "unrelated_change": unrelated_after / unrelated_before - 1,
+        "train_s": metrics.seconds,
+        "train_and_exam_s": wall,
+        "turns": metrics.turns,
+        "exam": evaluation.model_dump(exclude={"samples"}),
+        "answers": rows,
+        "targets": "answered >= 6/8, base <= 1/8, unrelated <= +5%, train <= 90 s",
+    }
 
 
 def bench_swap(settings: AdapterSettings, adapters: int, switches: int) -> dict[str, Any]:
@@ -149,11 +214,16 @@ def bench_load(settings: AdapterSettings, repeats: int) -> dict[str, Any]:
         ray.init(include_dashboard=False, namespace="memos_bench", log_to_driver=False)
         try:
             worker = WorkerActor.remote(0, config)  # type: ignore[attr-defined]
-            ray.get(worker.identity.remote())
+            identity = ray.get(worker.identity.remote())
             inside, outside = [], []
             for i in range(repeats):
                 ref = AdapterRef(
-                    adapter_id=f"ad-{i}", cube_id="c", version=1, settings=settings, bytes=state_nbytes(state)
+                    adapter_id=f"ad-{i}",
+                    cube_id="c",
+                    version=1,
+                    base_model=identity,
+                    settings=settings,
+                    bytes=state_nbytes(state),
                 )
                 weights = ray.put(state)
                 start = time.perf_counter()
@@ -177,10 +247,15 @@ def bench_load(settings: AdapterSettings, repeats: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="nll,swap,load")
+    parser.add_argument("--only", default="qa,nll,swap,load")
     args = parser.parse_args()
     only = set(args.only.split(","))
     out: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if "qa" in only:
+        out["qa"] = bench_qa(SETTINGS)
+        q = out["qa"]
+        summary = {k: q[k] for k in ("answered", "base_answered", "unrelated_change", "train_s", "train_and_exam_s")}
+        print_table("parametric memory that answers (8 facts, defaults)", [{**summary, "exam": q["exam"]["reason"]}])
     if "nll" in only:
         out["nll"], out["train"] = bench_learning(SETTINGS)
         print_table("NLL of the cube's memories and of unrelated text, base -> adapter", [out["nll"]])

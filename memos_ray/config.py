@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memos_ray.types.cube import LifecyclePolicy
+from memos_ray.types.parametric import AdapterSettings
 
 
 class _Config(BaseModel):
@@ -124,6 +125,15 @@ class SchedulerConfig(_Config):
     )
     lifecycle_sweep_s: float = Field(
         30.0, gt=0, description="how often live cubes (and passivated ones when due) get a lifecycle sweep"
+    )
+    train_policy: bool = Field(True, description="False: the policy never starts training on its own")
+    train_min_facts: int = Field(
+        8, ge=1, description="parametric promotion: a cube gets an adapter once this many of its facts are stable"
+    )
+    train_stable_s: float = Field(3_600.0, ge=0, description="a fact unchanged this long is stable")
+    train_min_uses: int = Field(2, ge=0, description="... and used (retrieved or in a chat) at least this often")
+    train_settings: AdapterSettings = Field(
+        default_factory=AdapterSettings, description="how the policy trains (it becomes active only if it passes)"
     )
 
 

@@ -77,7 +77,16 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> MemosConfig:
         workers=WorkersConfig(count=2, num_cpus=0.25),
         governance=GovernanceConfig(admin_key_sha256=hash_key(ADMIN_KEY)),
         # off: deterministic prefixes elsewhere (tests/test_memscheduler.py turns it on); caches go cold in 8 s
-        scheduler={"enabled": False, "kv_idle_s": 8},  # type: ignore[arg-type]
+        # parametric promotion off too (tests/test_parametric.py turns it on), and eager once on: 3 facts used once
+        scheduler={  # type: ignore[arg-type]
+            "enabled": False,
+            "kv_idle_s": 8,
+            "train_policy": False,
+            "train_min_facts": 3,
+            "train_stable_s": 0,
+            "train_min_uses": 1,
+            "train_settings": {"rank": 4, "alpha": 8, "steps": 4, "learning_rate": 0.01, "batch_size": 4},
+        },
     )
 
 

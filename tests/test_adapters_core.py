@@ -29,7 +29,9 @@ FACTS = [
     "The secret password of the Ostrava chess club is blue pelican.",
     "Professor Quillan Dart keeps seven clocks set to Lima time.",
 ]
-SETTINGS = AdapterSettings(rank=4, alpha=8.0, steps=6, learning_rate=1e-2, batch_size=4, max_tokens=32, seed=0)
+SETTINGS = AdapterSettings(
+    rank=4, alpha=8.0, steps=6, learning_rate=1e-2, batch_size=4, max_tokens=96, seed=0, examine=False
+)
 PROBE = [[1, 504, 2730, 314, 253, 2365, 30, 4113, 28]]  # a fixed input for logit comparisons
 
 
@@ -58,7 +60,9 @@ def base_logits(llm: LoadedModel) -> Any:
 @pytest.fixture(scope="module")
 def trained(llm: LoadedModel, base_logits: Any) -> tuple[dict[str, np.ndarray], TrainingMetrics, list[int]]:
     seen: list[int] = []
-    state, metrics = train_lora(llm.model, llm.tokenizer, FACTS, SETTINGS, progress=lambda s, n, loss: seen.append(s))
+    state, metrics, _ = train_lora(
+        llm.model, llm.tokenizer, FACTS, SETTINGS, progress=lambda s, n, loss: seen.append(s)
+    )
     return state, metrics, seen
 
 

@@ -23,7 +23,7 @@ from memos_ray.types import UsageEvent
 from tests.helpers import bearer, traces, wait_for_condition
 
 DAY = 86_400.0
-TINY = {"rank": 4, "alpha": 8, "steps": 4, "learning_rate": 0.01, "max_tokens": 48, "batch_size": 4}
+TINY = {"rank": 4, "alpha": 8, "steps": 4, "learning_rate": 0.01, "max_tokens": 96, "batch_size": 4, "examine": False}
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from memos_ray.config import LLMConfig, MemosConfig
 from memos_ray.llm import load_model
 from tests.helpers import MODELS, bearer, wait_for_condition
 
-TINY = {"rank": 4, "alpha": 8, "steps": 6, "learning_rate": 0.01, "max_tokens": 48, "batch_size": 4}
+TINY = {"rank": 4, "alpha": 8, "steps": 6, "learning_rate": 0.01, "max_tokens": 96, "batch_size": 4, "examine": False}
 FACTS = {
     "param-a": [
         "Zorblat the cat lives in Kyoto and eats plum jam.",
@@ -111,6 +111,22 @@ def test_chat_runs_under_the_cubes_adapter_and_a_cube_without_one_is_the_base(
     assert chat(http, "param-a")["text"] == chat(http, "param-a", use_activation_memory=False)["text"]
 
 
+def test_a_chat_over_two_cubes_runs_under_the_adapter_of_the_cube_it_is_about(
+    http: httpx.Client, trained: dict[str, Any]
+) -> None:
+    ids = {cube: trained["jobs"][cube]["adapter_id"] for cube in FACTS}
+    about = {"param-a": "Where does Zorblat the cat live?", "param-b": "What is Captain Ruelle's submarine called?"}
+    for cube, question in about.items():
+        for order in (["param-a", "param-b"], ["param-b", "param-a"]):  # whichever comes first
+            body = {"cube_ids": order, "messages": [{"content": question}], "max_tokens": 4, "top_k": 3}
+            r = http.post("/v1/chat", json={**body, "use_activation_memory": False})
+            assert r.status_code == 200, r.text
+            assert r.json()["adapter"] == ids[cube]  # never the other cube's
+    # a chat over one cube never runs under another cube's adapter, whatever it asks
+    body = {"cube_ids": ["param-c"], "messages": [{"content": about["param-a"]}], "max_tokens": 4, "top_k": 3}
+    assert http.post("/v1/chat", json=body).json()["adapter"] is None
+
+
 def test_adapters_on_one_worker_do_not_leak_and_a_moved_adapter_gives_identical_logits(
     http: httpx.Client, trained: dict[str, Any], config: MemosConfig
 ) -> None:
@@ -184,6 +200,40 @@ def test_editing_a_source_marks_the_adapter_stale_and_deleting_the_cube_removes_
         assert again["id"] not in ray.get(worker.adapters.remote())
 
 
+def test_the_policy_promotes_a_cubes_stable_used_facts_into_an_adapter(http: httpx.Client, config: MemosConfig) -> None:
+    from actors.memscheduler import MEMSCHEDULER_NAME
+
+    cube = "param-policy"
+    facts = [
+        "Quillon Marsh's favourite food is cardamom porridge.",
+        "Teodor Blum's hometown is Tromsø.",
+        "Felix Amadi's favourite colour is teal.",
+    ]
+    assert http.post("/v1/cubes", json={"id": cube}).status_code == 201
+    assert (
+        http.post(f"/v1/cubes/{cube}/memories/batch", json={"items": [{"text": f} for f in facts]}).status_code == 201
+    )
+    for _ in range(2):
+        chat(http, cube, use_activation_memory=False, top_k=3)  # the chats use (retrieve) the facts
+    wait_for_condition(lambda: len(http.get(f"/v1/cubes/{cube}/usage").json()["memories"]) >= 3, timeout=10)
+    memscheduler = ray.get_actor(MEMSCHEDULER_NAME, namespace=config.namespace)
+    assert ray.get(memscheduler.sweep_parametric.remote(None, [cube])) is None  # off: it starts nothing
+    ray.get(memscheduler.set_parametric.remote(True))
+    try:
+        job_id = ray.get(memscheduler.sweep_parametric.remote(None, [cube]))
+        assert job_id is not None
+        wait_for_condition(lambda: http.get(f"/v1/jobs/{job_id}").json()["state"] == "succeeded", timeout=240)
+        (decided,) = http.get("/v1/scheduler/decisions", params={"cube_id": cube, "kind": "train"}).json()["decisions"]
+        assert decided["inputs"]["job_id"] == job_id and "no adapter" in decided["reason"]
+        listing = http.get(f"/v1/cubes/{cube}/adapters").json()
+        (info,) = listing["adapters"]
+        assert info["created_by"] == "memscheduler" and info["evaluation"]["questions"] == 3
+        assert (listing["active"] == info["id"]) == info["evaluation"]["passed"]  # active only if it passed
+        assert ray.get(memscheduler.sweep_parametric.remote(None, [cube])) is None  # the same facts: not again
+    finally:
+        ray.get(memscheduler.set_parametric.remote(False))
+
+
 def test_bad_training_requests(http: httpx.Client, trained: dict[str, Any]) -> None:
     r = http.post("/v1/cubes/param-a/adapters", json={"settings": {"rank": 0}})
     assert r.status_code == 422
@@ -207,10 +257,15 @@ def test_sdk_and_cli_train_with_progress_and_choose_the_adapter(
     result = runner.invoke(cli, ["train", "param-c", "--rank", "2", "--steps", "3", "--lr", "0.01"])
     assert result.exit_code == 0, result.output
     assert "training on 1 memories" in result.output and "is ready for param-c" in result.output
+    assert "exam: " in result.output
     with MemosClient(base_url, api_key=api_key) as mc:
         listing = mc.adapters("param-c")
         (info,) = listing.adapters
-        assert listing.active == info.id and info.settings.rank == 2 and info.metrics.steps == 3
+        assert info.settings.rank == 2 and info.metrics.steps == 3 and info.evaluation is not None
+        assert info.evaluation.questions == 1 and info.evaluation.samples[0].question.startswith("What can you")
+        assert (listing.active == info.id) == info.evaluation.passed  # made active only when it passed
+        assert ("passed: active" in result.output) == info.evaluation.passed
+        assert mc.activate_adapter("param-c", info.id).active == info.id  # a failed one can be chosen by hand
         shown = runner.invoke(cli, ["adapters", "param-c", "--base"])
         assert shown.exit_code == 0 and info.id in shown.output
         assert mc.adapters("param-c").active is None

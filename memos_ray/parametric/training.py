@@ -1,4 +1,9 @@
-"""Parametric memory: a LoRA adapter trained from a set of text memories.
+"""Parametric memory: a LoRA adapter trained from a set of text memories, and examined on questions.
+
+What is trained is what chat asks: each fact becomes question-and-answer chat turns (``examples.py``), the loss
+on the answer only, with a KL guard that keeps general text as the base model predicts it. What is judged is
+what a user sees: questions the adapter was not trained on, answered without retrieval, against the base
+model, and held-out general text (:func:`evaluate`).
 
 An adapter is trained once, in a process that owns a fresh float32 copy of the base model, and
 travels as a plain state dict of float32 numpy arrays (the keys ``get_peft_model_state_dict``
@@ -13,6 +18,7 @@ processes (HTTP, cube actors) that only handle :class:`AdapterInfo`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -22,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from memos_ray.types import AdapterInfo, AdapterSettings, TrainingMetrics
+from memos_ray.activation.kvcache import SYSTEM_PREAMBLE
+from memos_ray.parametric import examples
+from memos_ray.types import AdapterEvaluation, AdapterInfo, AdapterSettings, ExamAnswer, TrainingMetrics
 
 METADATA_KEY = "memos_adapter"
 TRAIN_ADAPTER = "memos-train"  # peft warns about names that are substrings of "lora_" (e.g. "a"); this is not
@@ -52,6 +60,43 @@ def _encode(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> list[list[
         ids = list(tokenizer(text, add_special_tokens=False).input_ids)[: max_tokens - 1]
         out.append([*ids, eos])
     return out
+
+
+def prompt_ids(tokenizer: Any, question: str) -> list[int]:
+    """A chat's prompt for ``question`` as a chat without retrieved memories renders it: the system preamble,
+    the user turn, the generation prompt."""
+    msgs = [{"role": "system", "content": SYSTEM_PREAMBLE}, {"role": "user", "content": question}]
+    text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def chat_turns(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> list[tuple[list[int], int]]:
+    """Every fact's training turns as token ids (prompt, answer, the template's end of turn), each with where
+    its answer starts: the loss is on the answer."""
+    out = []
+    for text in training_texts(texts):
+        for turn in examples.training_turns(examples.parse(text)):
+            msgs = [
+                {"role": "system", "content": SYSTEM_PREAMBLE},
+                {"role": "user", "content": turn.question},
+                {"role": "assistant", "content": turn.answer},
+            ]
+            prompt = tokenizer.apply_chat_template(msgs[:2], tokenize=False, add_generation_prompt=True)
+            full = tokenizer.apply_chat_template(msgs, tokenize=False)
+            if not full.startswith(prompt):
+                raise ValueError("the chat template does not keep the prompt as a prefix of the answered chat")
+            p = list(tokenizer(prompt, add_special_tokens=False).input_ids)
+            a = list(tokenizer(full[len(prompt) :].rstrip("\n"), add_special_tokens=False).input_ids)
+            out.append(((p + a)[:max_tokens], min(len(p), max_tokens - 1)))
+    return out
+
+
+def _pad_turns(tokenizer: Any, turns: Sequence[tuple[list[int], int]]) -> dict[str, Any]:
+    """Right-padded turns; labels only on the answers."""
+    batch = _pad_batch(tokenizer, [ids for ids, _ in turns])
+    for i, (_, start) in enumerate(turns):
+        batch["labels"][i, :start] = -100
+    return batch
 
 
 def _pad_batch(tokenizer: Any, examples: Sequence[list[int]]) -> dict[str, Any]:
@@ -147,8 +192,9 @@ def train_lora(
     texts: Sequence[str],
     settings: AdapterSettings,
     progress: Progress | None = None,
-) -> tuple[dict[str, np.ndarray], TrainingMetrics]:
-    """Train a fresh LoRA on ``texts`` over the given base model; its weights and metrics.
+) -> tuple[dict[str, np.ndarray], TrainingMetrics, AdapterEvaluation | None]:
+    """Train a fresh LoRA on ``texts``' question-and-answer turns over the given base model; its weights,
+    metrics and (``settings.examine``) its evaluation.
 
     The model is borrowed, not consumed: peft injects LoRA layers into it in place, and they are
     unloaded afterwards (base weights are frozen, so untouched), eval mode and the parameters'
@@ -161,14 +207,15 @@ def train_lora(
     texts = training_texts(texts)
     if not texts:
         raise ValueError("no text to train on")
-    examples = _encode(tokenizer, texts, settings.max_tokens)
+    turns = chat_turns(tokenizer, texts, settings.max_tokens)
     nll_before = mean_nll(model, tokenizer, texts, settings.max_tokens)
     grad_flags = {name: p.requires_grad for name, p in model.named_parameters()}
     torch.manual_seed(settings.seed)  # after the base is built: only the LoRA init draws from it
     peft_model = get_peft_model(model, lora_config(settings), adapter_name=TRAIN_ADAPTER)
     try:
-        losses, tokens, seconds = _train_loop(peft_model, tokenizer, examples, settings, progress)
+        losses, tokens, seconds = _train_loop(peft_model, tokenizer, turns, settings, progress)
         nll_after = mean_nll(peft_model, tokenizer, texts, settings.max_tokens)
+        evaluation = evaluate(peft_model, tokenizer, texts) if settings.examine else None
         state = get_peft_model_state_dict(peft_model, adapter_name=TRAIN_ADAPTER)
         arrays = {k: v.detach().to(torch.float32).cpu().numpy().copy() for k, v in state.items()}
     finally:
@@ -178,7 +225,8 @@ def train_lora(
         model.eval()
     metrics = TrainingMetrics(
         steps=settings.steps,
-        examples=len(examples),
+        examples=len(texts),
+        turns=len(turns),
         tokens=tokens,
         seconds=seconds,
         tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
@@ -187,30 +235,30 @@ def train_lora(
         nll_before=nll_before,
         nll_after=nll_after,
     )
-    return arrays, metrics
+    return arrays, metrics, evaluation
 
 
 def _train_loop(
     peft_model: Any,
     tokenizer: Any,
-    examples: list[list[int]],
+    turns: list[tuple[list[int], int]],
     settings: AdapterSettings,
     progress: Progress | None,
 ) -> tuple[list[float], int, float]:
-    """``settings.steps`` AdamW steps of causal-LM loss; (losses, tokens processed, seconds)."""
+    """``settings.steps`` AdamW steps of the answers' causal-LM loss; (losses, tokens processed, seconds)."""
     import torch
 
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=settings.learning_rate)
-    batches = _batches(len(examples), settings.batch_size, random.Random(settings.seed))
+    batches = _batches(len(turns), settings.batch_size, random.Random(settings.seed))
     anchors = _encode(tokenizer, ANCHOR_TEXTS, settings.max_tokens)
-    anchor_batches = _batches(len(anchors), settings.batch_size, random.Random(settings.seed + 1))
+    anchor_batches = _batches(len(anchors), 4, random.Random(settings.seed + 1))
     peft_model.train()
     losses: list[float] = []
     tokens = 0
     start = time.perf_counter()
     for step in range(1, settings.steps + 1):
-        batch = _pad_batch(tokenizer, [examples[i] for i in next(batches)])
+        batch = _pad_turns(tokenizer, [turns[i] for i in next(batches)])
         loss = peft_model(**batch).loss
         losses_step = loss
         if settings.preserve > 0:
@@ -227,6 +275,79 @@ def _train_loop(
     seconds = time.perf_counter() - start
     peft_model.eval()
     return losses, tokens, seconds
+
+
+# ------------------------------------------------------------------ examining
+
+# General text the adapter must leave as the base model predicts it: held out from ANCHOR_TEXTS (which the
+# KL guard trains on), so the guard is judged on text it never saw.
+EXAM_TEXTS = [
+    "My grandmother taught me how to bake bread when I was seven.",
+    "The bus timetable changes during the summer holidays.",
+    "We watched the fireworks from the hill behind the school.",
+    "He forgot his umbrella and got soaked on the way home.",
+    "Please remember to water the plants while I am away.",
+    "The library extended its opening hours for the exam season.",
+    "They painted the fence white and planted roses along it.",
+    "I usually read a few pages before going to sleep.",
+]
+EXAM_MAX = 24  # questions asked at most (evenly spread over the facts)
+PASS_SHARE = 0.75  # answered at least this share of the questions
+UNRELATED_WORSE_MAX = 0.05  # held-out general text at most this much worse (mean NLL)
+
+
+def _answer(model: Any, tokenizer: Any, question: str, max_new_tokens: int = 24) -> str:
+    import torch
+
+    ids = prompt_ids(tokenizer, question)
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id
+        )
+    return str(tokenizer.decode(out[0][len(ids) :], skip_special_tokens=True)).strip()
+
+
+def evaluate(peft_model: Any, tokenizer: Any, texts: Sequence[str]) -> AdapterEvaluation:
+    """Questions from the held-out templates, answered greedily with the adapter and with it disabled (the base
+    model), and held-out general text's NLL both ways. Passes with at least ``PASS_SHARE`` answered, more than
+    the base answers, and general text at most ``UNRELATED_WORSE_MAX`` worse."""
+    exams = [(f, t) for f in map(examples.parse, training_texts(texts)) for t in examples.exam_turns(f)]
+    if len(exams) > EXAM_MAX:
+        exams = [exams[round(i * (len(exams) - 1) / (EXAM_MAX - 1))] for i in range(EXAM_MAX)]
+    answered = base = 0
+    samples: list[ExamAnswer] = []
+    for fact, turn in exams:
+        said = _answer(peft_model, tokenizer, turn.question)
+        named = examples.names_answer(fact, said)
+        answered += named
+        if len(samples) < 8:
+            samples.append(ExamAnswer(question=turn.question, answer=said[:400], named=named))
+        with peft_model.disable_adapter():
+            base += examples.names_answer(fact, _answer(peft_model, tokenizer, turn.question))
+    with peft_model.disable_adapter():
+        before = mean_nll(peft_model, tokenizer, EXAM_TEXTS, 96)
+    after = mean_nll(peft_model, tokenizer, EXAM_TEXTS, 96)
+    worse = after / before - 1
+    n = len(exams)
+    need = max(1, math.ceil(PASS_SHARE * n)) if n else 0
+    if worse > UNRELATED_WORSE_MAX:
+        passed, reason = False, f"general text {worse:+.1%} (at most {UNRELATED_WORSE_MAX:+.0%})"
+    elif n == 0:
+        passed, reason = True, "no question could be derived from these memories; general text kept"
+    elif answered < need or answered <= base:
+        passed, reason = False, f"answered {answered}/{n} (needs {need}, and more than the base model's {base})"
+    else:
+        passed, reason = True, f"answered {answered}/{n} (base model {base}), general text {worse:+.1%}"
+    return AdapterEvaluation(
+        questions=n,
+        answered=answered,
+        base_answered=base,
+        unrelated_nll_before=before,
+        unrelated_nll_after=after,
+        passed=passed,
+        reason=reason,
+        samples=samples,
+    )
 
 
 def _drift(peft_model: Any, batch: dict[str, Any]) -> Any:

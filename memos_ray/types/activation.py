@@ -60,7 +60,9 @@ class ChatRequest(Strict):
         "prefix holds them (the others are quoted only when it does not); None: the server's default",
     )
     use_parametric_memory: bool = Field(
-        True, description="run under the first cube's active LoRA adapter, when it has one"
+        True,
+        description="run under a cube's active LoRA adapter, when it has one: over several cubes, the adapter of "
+        "the cube whose best retrieved memory is closest to the question (the first cube without retrieval)",
     )
     stream: bool = Field(False, description="server-sent events: token events, then one done event")
     remember: bool = Field(

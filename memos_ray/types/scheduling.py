@@ -66,6 +66,7 @@ class DecisionKind(StrEnum):
     archive = "archive"  # memories unused for the cube's archive period
     merge = "merge"  # near-duplicates merged into the oldest of them
     retrain = "retrain"  # an adapter that learned a purged memory, trained again without it
+    train = "train"  # a cube with enough stable, used facts and no adapter (or a stale one) gets one
 
 
 DecisionInput = str | int | float | bool | None
@@ -194,3 +195,4 @@ class LifecycleSweep(Strict):
 class SweepResult(Strict):
     decisions: int = Field(description="decisions the sweep recorded")
     lifecycle: list[LifecycleSweep] = Field(default_factory=list, description="what each cube's lifecycle sweep did")
+    training_job: str | None = Field(None, description="the training job parametric promotion started, if any")

@@ -16,30 +16,37 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from memos_ray.types import AdapterSettings
+from memos_ray.types import AdapterEvaluation, AdapterSettings
 from serve.cli.base import connect, err, out
+
+_DEFAULT = AdapterSettings()
 
 
 def train(
     ctx: typer.Context,
     cube: Annotated[str, typer.Argument(help="cube id")],
-    rank: Annotated[int, typer.Option(min=1, max=64)] = 8,
-    alpha: Annotated[float, typer.Option(min=0.001)] = 16.0,
-    steps: Annotated[int, typer.Option(min=1, max=5000)] = 40,
-    learning_rate: Annotated[float, typer.Option("--lr", min=1e-7, max=1.0)] = 2e-3,
+    rank: Annotated[int, typer.Option(min=1, max=64)] = _DEFAULT.rank,
+    alpha: Annotated[float, typer.Option(min=0.001)] = _DEFAULT.alpha,
+    steps: Annotated[int, typer.Option(min=1, max=5000)] = _DEFAULT.steps,
+    learning_rate: Annotated[float, typer.Option("--lr", min=1e-7, max=1.0)] = _DEFAULT.learning_rate,
     target: Annotated[list[str] | None, typer.Option("--target", help="target module (repeatable)")] = None,
     tag: Annotated[
         list[str] | None, typer.Option("--tag", "-t", help="only memories with this tag (repeatable)")
     ] = None,
     all_kinds: Annotated[bool, typer.Option("--all-kinds", help="every kind of memory, not only facts")] = False,
     wait: Annotated[bool, typer.Option(help="follow the job with a progress bar")] = True,
+    exam: Annotated[
+        bool, typer.Option(help="examine it on questions it was not trained on; active only if passed")
+    ] = True,
 ) -> None:
-    """Train a LoRA adapter from a cube's memories (off the request path) and make it the active one."""
+    """Train a LoRA adapter from a cube's memories (off the request path); it becomes the active one when it
+    passes its exam (questions it was not trained on, against the base model)."""
     settings = AdapterSettings(
         rank=rank,
         alpha=alpha,
         steps=steps,
         learning_rate=learning_rate,
+        examine=exam,
         **({"target_modules": target} if target else {}),
     )
     with connect(ctx) as client:
@@ -65,6 +72,9 @@ def train(
         typer.echo(f"error: training failed: {job.error}", err=True)
         raise typer.Exit(1)
     out.print(escape(f"adapter {job.adapter_id} is ready for {cube}"))
+    if job.evaluation is not None:
+        verdict = "passed: active" if job.evaluation.passed else "failed: kept, not made active"
+        out.print(escape(f"exam: {job.evaluation.reason} ({verdict})"))
 
 
 def adapters(
@@ -77,7 +87,19 @@ def adapters(
     with connect(ctx) as client:
         listing = client.activate_adapter(cube, None if base else activate) if (activate or base) else None
         listing = listing or client.adapters(cube)
-    table = Table("id", "v", "active", "rank", "steps", "memories", "NLL before → after", "tok/s", "stale", "created")
+    table = Table(
+        "id",
+        "v",
+        "active",
+        "rank",
+        "steps",
+        "memories",
+        "exam (base)",
+        "NLL before → after",
+        "tok/s",
+        "stale",
+        "created",
+    )
     for a in listing.adapters:
         m = a.metrics
         table.add_row(
@@ -87,12 +109,19 @@ def adapters(
             str(a.settings.rank),
             str(m.steps),
             str(len(a.sources)),
+            _exam(a.evaluation),
             f"{m.nll_before:.2f} → {m.nll_after:.2f}",
             f"{m.tokens_per_s:.0f}",
             escape(a.stale_reason or "yes") if a.stale else "",
             a.created_at.isoformat(timespec="seconds"),
         )
     out.print(table)
+
+
+def _exam(e: AdapterEvaluation | None) -> str:
+    if e is None:
+        return "-"
+    return f"{e.answered}/{e.questions} ({e.base_answered}) {'pass' if e.passed else 'fail'}"
 
 
 def register(app: typer.Typer) -> None:

@@ -61,12 +61,13 @@ async def set_policy(req: SchedulerPolicy, who: Caller = Auth, svc: Services = S
 
 @router.post("/v1/scheduler/sweep", dependencies=[act(AuditAction.scheduler_update)])
 async def sweep(who: Caller = Auth, svc: Services = Svc) -> SweepResult:
-    """Run one sweep now instead of waiting for the next: promotion and demotion of every active cube, then the
-    lifecycle sweep (expire, archive, merge) of the cubes that have a policy."""
+    """Run one sweep now instead of waiting for the next: promotion and demotion of every active cube, the
+    lifecycle sweep (expire, archive, merge) of the cubes that have a policy, and parametric promotion."""
     _require_admin(who)
     decisions = await call(svc.memscheduler, MemScheduler.sweep)
     lifecycle = await call(svc.memscheduler, MemScheduler.sweep_lifecycle)
-    return SweepResult(decisions=decisions, lifecycle=lifecycle)
+    job = await call(svc.memscheduler, MemScheduler.sweep_parametric)
+    return SweepResult(decisions=decisions, lifecycle=lifecycle, training_job=job)
 
 
 @router.get("/v1/cubes/{cube_id}/usage", dependencies=[act(AuditAction.cube_read)])
