@@ -111,8 +111,10 @@ class Adapters:
         activate: bool,
         created_by: str,
         replaces: str | None = None,
+        reason: str | None = None,
     ) -> TrainingJob:
-        """``replaces``: the withdrawn adapter (or cancelled job) a retraining stands in for; it is owed once."""
+        """``replaces``: the withdrawn adapter (or cancelled job) a retraining stands in for; it is owed once.
+        ``reason``: why the policy starts it (kept on the job)."""
         purged = self._purged.get(cube_id, set())
         if any(s.memory_id in purged for s in sources):  # purged after the caller read them: never learned
             kept = [(t, s) for t, s in zip(texts, sources, strict=True) if s.memory_id not in purged]
@@ -127,6 +129,7 @@ class Adapters:
             steps=settings.steps,
             memories=len(texts),
             created_by=created_by,
+            reason=reason,
             created_at=utcnow(),
         )
         self.jobs[job.id] = job

@@ -204,6 +204,7 @@ class MemScheduler:
             self.log.add(DecisionKind.skip, why, cube_id=cube_id, inputs=inputs)
             return
         texts, refs = [m.text for m in chosen], [m.ref for m in chosen]
+        why = f"the active adapter ({retrain.replaces}) learned a purged memory: trained again without it"
         try:
             job = await call(
                 adapters,
@@ -215,13 +216,13 @@ class MemScheduler:
                 True,
                 AUTHOR,
                 retrain.replaces,
+                why,
             )
         except InvalidInput as exc:  # trained again already (a retried cascade), or nothing left after a purge
             self.log.add(
                 DecisionKind.skip, f"no retraining for {retrain.replaces}: {exc}", cube_id=cube_id, inputs=inputs
             )
             return
-        why = f"the active adapter ({retrain.replaces}) learned a purged memory: trained again without it"
         self.log.add(
             DecisionKind.retrain, why, cube_id=cube_id, inputs={**inputs, "job_id": job.id, "memories": len(chosen)}
         )
@@ -466,14 +467,16 @@ class MemScheduler:
             if len(facts) < cfg.train_min_facts or self._attempted.get(cube_id) == attempt:
                 continue  # not enough yet, or exactly these were tried (and did not pass)
             texts, refs = [m.text for m in facts], [m.ref for m in facts]
-            job = await call(adapters, Adapters.start_training, cube_id, texts, refs, cfg.train_settings, True, AUTHOR)
-            self._attempted[cube_id] = attempt
-            self._training = job.id
             why = "its stale adapter" if active is not None else "no adapter"
             reason = (
                 f"{len(facts)} facts unchanged for {cfg.train_stable_s:.0f} s and used at least {cfg.train_min_uses}"
                 f" times, and {why}: trained (active only if it passes its exam)"
             )
+            job = await call(
+                adapters, Adapters.start_training, cube_id, texts, refs, cfg.train_settings, True, AUTHOR, None, reason
+            )
+            self._attempted[cube_id] = attempt
+            self._training = job.id
             self.log.add(DecisionKind.train, reason, cube_id=cube_id, inputs={"job_id": job.id, "facts": len(facts)})
             return job.id
         return None

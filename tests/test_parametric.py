@@ -223,6 +223,8 @@ def test_the_policy_promotes_a_cubes_stable_used_facts_into_an_adapter(http: htt
         job_id = ray.get(memscheduler.sweep_parametric.remote(None, [cube]))
         assert job_id is not None
         wait_for_condition(lambda: http.get(f"/v1/jobs/{job_id}").json()["state"] == "succeeded", timeout=240)
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        assert job["created_by"] == "memscheduler" and "no adapter" in job["reason"]
         (decided,) = http.get("/v1/scheduler/decisions", params={"cube_id": cube, "kind": "train"}).json()["decisions"]
         assert decided["inputs"]["job_id"] == job_id and "no adapter" in decided["reason"]
         listing = http.get(f"/v1/cubes/{cube}/adapters").json()

@@ -136,6 +136,7 @@ class TrainingJob(Strict):
     evaluation: AdapterEvaluation | None = Field(None, description="its adapter's exam (made active only if passed)")
     error: str | None = None
     created_by: str
+    reason: str | None = Field(None, description="why it was started, when the MemScheduler's policy started it")
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
