@@ -223,7 +223,7 @@ class ChatService:
 def most_relevant(cube_ids: list[str], recalls: list[Recall]) -> str:
     """The cube whose best hit is closest to the question (cosine, comparable across cubes); the first cube
     when nothing was retrieved. A chat runs under at most one adapter: this cube's."""
-    best = [max((h.dense_score or 0.0 for h in r.hits), default=-1.0) for r in recalls]
+    best = [max((h.dense_score for h in r.hits if h.dense_score is not None), default=-2.0) for r in recalls]
     return cube_ids[max(range(len(cube_ids)), key=lambda i: (best[i], -i))]
 
 

@@ -41,7 +41,7 @@ from actors.handoff import AdapterWeights
 from actors.scheduler import SCHEDULER_NAME, Scheduler
 from memos_ray.activation.prompt import PINNED_TAG, prefix_plan
 from memos_ray.config import MemosConfig
-from memos_ray.errors import InvalidInput
+from memos_ray.errors import InvalidInput, JobNotFound
 from memos_ray.scheduling.decisions import DecisionLog
 from memos_ray.scheduling.marks import LifecycleMarks, Mark
 from memos_ray.scheduling.policy import CANDIDATES, BuildBudget, demotions
@@ -82,6 +82,7 @@ class MemScheduler:
         self.marks = LifecycleMarks(root / "lifecycle.sqlite")
         self.parametric = self.cfg.train_policy  # whether it promotes facts into adapters on its own
         self._training: str | None = None  # the training job the policy started, while it runs
+        self._promoting = asyncio.Lock()  # one parametric sweep decides at a time
         self._attempted: dict[str, str] = {}  # cube -> the facts (id@version) the policy last trained on
         self._lifecycle: asyncio.Task[None] | None = None
         self.budget = BuildBudget(self.cfg.build_cpu_share, config.workers.count)
@@ -438,12 +439,20 @@ class MemScheduler:
         adapters = self.actors.get(ADAPTERS_NAME)
         if not self.parametric or adapters is None or self.actors.get(DIRECTORY_NAME) is None:
             return None
+        if self._promoting.locked():  # a sweep is deciding already (the timer's, or one asked for)
+            return None
+        async with self._promoting:
+            return await self._sweep_parametric(adapters, time.time() if now is None else now, only)
+
+    async def _sweep_parametric(self, adapters: ActorHandle, now: float, only: list[str] | None) -> str | None:
         if self._training is not None:
-            job = await call(adapters, Adapters.job, self._training)
-            if job.state in ("queued", "running"):
-                return None
+            try:
+                job = await call(adapters, Adapters.job, self._training)
+                if job.state in ("queued", "running"):
+                    return None
+            except JobNotFound:  # forgotten (old, or the Adapters actor restarted): not running any more
+                pass
             self._training = None
-        now = time.time() if now is None else now
         cfg = self.cfg
         for cube_id in self.usage.active_cubes(now - cfg.active_s):
             if only is not None and cube_id not in only:

@@ -264,7 +264,7 @@ def test_sdk_and_cli_train_with_progress_and_choose_the_adapter(
         listing = mc.adapters("param-c")
         (info,) = listing.adapters
         assert info.settings.rank == 2 and info.metrics.steps == 3 and info.evaluation is not None
-        assert info.evaluation.questions == 1 and info.evaluation.samples[0].question.startswith("What can you")
+        assert info.evaluation.questions == 1 and info.evaluation.samples[0].question.startswith("What should I know")
         assert (listing.active == info.id) == info.evaluation.passed  # made active only when it passed
         assert ("passed: active" in result.output) == info.evaluation.passed
         assert mc.activate_adapter("param-c", info.id).active == info.id  # a failed one can be chosen by hand

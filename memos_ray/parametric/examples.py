@@ -18,10 +18,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_POSSESSIVE = re.compile(r"^(?P<s>[A-Z][\w.\- ]*?)'s (?P<r>[a-z][a-z \-]*?) (?:is|are|was|were) (?P<o>.+?)[.!]?$")
+_POSSESSIVE = re.compile(
+    r"^(?P<s>[A-Z][\w.\-]*(?: [A-Z][\w.\-]*)*)'s (?P<r>[a-z][a-z \-]*?) (?:is|are|was|were) (?P<o>.+?)[.!]?$"
+)
 _SUBJECT = re.compile(r"^(?:(?:The|A|An) )?(?P<s>[A-Z][\w\-]*(?: (?:(?:the|of|de|van|von) )?[A-Z][\w\-]*)*)")
-_NAME = re.compile(r"(?P<s>[A-Z][\w\-]*(?: (?:(?:the|of|de|van|von) )?[A-Z][\w\-]*)*)")
-_ARTICLES = {"The", "A", "An"}
+_NAME = re.compile(r"\b(?P<s>[A-Z][\w\-]*(?: (?:(?:the|of|de|van|von) )?[A-Z][\w\-]*)*)")
+_NOT_NAMES = {
+    "The", "A", "An", "I", "He", "She", "It", "We", "They", "You", "My", "Our", "His", "Her", "Their", "When",
+    "If", "So", "But", "And", "Then", "Yes", "No", "Oh", "Well", "This", "That", "There", "What", "Why", "How",
+    "User", "Assistant",
+}  # fmt: skip
 _STOP = {
     "the", "a", "an", "of", "in", "on", "at", "to", "and", "or", "is", "are", "was", "were", "every", "for",
     "with", "from", "by", "her", "his", "their", "its", "named", "called", "after", "before", "which", "who",
@@ -30,7 +36,7 @@ _STOP = {
 TRAIN_RELATION = ["What is {s}'s {r}?", "Tell me {s}'s {r}.", "Do you know {s}'s {r}?", "{s}'s {r}? Remind me."]
 TRAIN_SUBJECT = ["What do you remember about {s}?", "Tell me about {s}."]
 EXAM_RELATION = ["What is the {r} of {s}?"]
-EXAM_SUBJECT = ["What can you tell me about {s}?"]
+EXAM_SUBJECT = ["What should I know about {s}?"]
 
 
 @dataclass(frozen=True)
@@ -54,8 +60,8 @@ def parse(text: str) -> Fact:
         obj = m["o"].strip()
         return Fact(text, m["s"].strip(), m["r"].strip(), _key_words(obj, limit=2))
     s = _SUBJECT.match(text)
-    if s is None or s["s"] in _ARTICLES:  # "The bakery on Fennel Street ...": its first proper name instead
-        s = _NAME.search(text, 1)
+    if s is None or s["s"].split()[0] in _NOT_NAMES:  # "The bakery on Fennel Street ...": its first proper name
+        s = next((n for n in _NAME.finditer(text, 1) if n["s"].split()[0] not in _NOT_NAMES), None)
     if s is None:
         return Fact(text, None, None, _key_words(text, limit=3))
     subject = s["s"].strip()
@@ -65,8 +71,7 @@ def parse(text: str) -> Fact:
 
 def _key_words(phrase: str, limit: int) -> tuple[str, ...]:
     """The words an answer must contain one of: the longest content words of the phrase."""
-    words = [w.strip(".,!?;:'\"()").lower() for w in phrase.split()]
-    content = [w for w in words if w and w not in _STOP]
+    content = [w for w in _words(phrase) if len(w) >= 3 and w not in _STOP]
     return tuple(sorted(dict.fromkeys(content), key=len, reverse=True)[:limit])
 
 
@@ -87,9 +92,16 @@ def exam_turns(fact: Fact) -> list[Turn]:
     return []
 
 
-def names_answer(fact: Fact, answer: str) -> bool:
-    said = answer.lower()
-    return any(w in said for w in fact.answer_words)
+def names_answer(fact: Fact, answer: str, question: str = "") -> bool:
+    """Whether ``answer`` names one of the fact's answer words, as a whole word; words the question itself
+    holds do not count (repeating the question is not knowing the answer)."""
+    asked = set(_words(question))
+    said = set(_words(answer))
+    return any(w in said for w in fact.answer_words if w not in asked)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[\w\-]+", text.lower())
 
 
 __all__ = ["Fact", "Turn", "exam_turns", "names_answer", "parse", "training_turns"]

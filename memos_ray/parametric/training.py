@@ -87,7 +87,11 @@ def chat_turns(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> list[tu
                 raise ValueError("the chat template does not keep the prompt as a prefix of the answered chat")
             p = list(tokenizer(prompt, add_special_tokens=False).input_ids)
             a = list(tokenizer(full[len(prompt) :].rstrip("\n"), add_special_tokens=False).input_ids)
-            out.append(((p + a)[:max_tokens], min(len(p), max_tokens - 1)))
+            if len(p) >= max_tokens:  # no answer token would be left to learn
+                raise ValueError(
+                    f"max_tokens {max_tokens} is too short for the chat prompt of {turn.question!r} ({len(p)} tokens)"
+                )
+            out.append(((p + a)[:max_tokens], len(p)))
     return out
 
 
@@ -318,12 +322,12 @@ def evaluate(peft_model: Any, tokenizer: Any, texts: Sequence[str]) -> AdapterEv
     samples: list[ExamAnswer] = []
     for fact, turn in exams:
         said = _answer(peft_model, tokenizer, turn.question)
-        named = examples.names_answer(fact, said)
+        named = examples.names_answer(fact, said, turn.question)
         answered += named
         if len(samples) < 8:
             samples.append(ExamAnswer(question=turn.question, answer=said[:400], named=named))
         with peft_model.disable_adapter():
-            base += examples.names_answer(fact, _answer(peft_model, tokenizer, turn.question))
+            base += examples.names_answer(fact, _answer(peft_model, tokenizer, turn.question), turn.question)
     with peft_model.disable_adapter():
         before = mean_nll(peft_model, tokenizer, EXAM_TEXTS, 96)
     after = mean_nll(peft_model, tokenizer, EXAM_TEXTS, 96)
@@ -333,7 +337,7 @@ def evaluate(peft_model: Any, tokenizer: Any, texts: Sequence[str]) -> AdapterEv
     if worse > UNRELATED_WORSE_MAX:
         passed, reason = False, f"general text {worse:+.1%} (at most {UNRELATED_WORSE_MAX:+.0%})"
     elif n == 0:
-        passed, reason = True, "no question could be derived from these memories; general text kept"
+        passed, reason = False, "no question could be derived from these memories: nothing shows it answers"
     elif answered < need or answered <= base:
         passed, reason = False, f"answered {answered}/{n} (needs {need}, and more than the base model's {base})"
     else:
