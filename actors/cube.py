@@ -109,8 +109,7 @@ class CubeHost:
         its cascade is retried in the background. Passivation waits for changes in flight (``_writes``)."""
         item = PendingCascade(memory_ids=memory_ids, what=what)
         self.outbox.add(item)
-        self._writes += 1
-        try:
+        with self._in_flight():
             try:
                 with self._changing():
                     yield
@@ -120,10 +119,6 @@ class CubeHost:
                     self.outbox.update(item, None)
                 raise
             done = await self._attempt(item)
-        finally:
-            self._writes -= 1
-            if self._writes == 0:
-                self._quiet.set()
         if not done and what == "purged":
             raise Unavailable(
                 f"memory {item.memory_ids[0]} was erased from cube {self.cube.meta.id}, but the caches and adapters "
@@ -279,14 +274,20 @@ class CubeHost:
         swept = self.cube.sweep_lifecycle(used_at, now, merge_after_seq, PINNED_TAG, author, before)
         if written:  # like an edit's cascade: retried in the background when it fails
             self._wake()
-            self._writes += 1
-            try:
+            with self._in_flight():
                 await self._attempt(written[0])
-            finally:
-                self._writes -= 1
-                if self._writes == 0:
-                    self._quiet.set()
         return swept
+
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        """A durable change whose cascade still runs: passivation waits for it."""
+        self._writes += 1
+        try:
+            yield
+        finally:
+            self._writes -= 1
+            if self._writes == 0:
+                self._quiet.set()
 
     @contextlib.contextmanager
     def _changing(self) -> Iterator[None]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -14,6 +15,17 @@ from memos_ray.errors import Conflict, InvalidInput
 from memos_ray.plaintext import lifecycle
 from memos_ray.plaintext.index import HybridIndex
 from memos_ray.types import CubeMeta, LifecyclePolicy, LifecycleState, LifecycleSweep, MemoryItem
+
+
+class _NextVersion(Protocol):
+    def __call__(
+        self,
+        cur: MemoryItem,
+        author: str,
+        changes: dict[str, object],
+        redactions: dict[str, int] | None = None,
+        seq: int | None = None,
+    ) -> MemoryItem: ...
 
 
 class LifecycleMoves:
@@ -25,18 +37,9 @@ class LifecycleMoves:
     seq: int
     index: HybridIndex
 
-    def _commit(self, items: list[MemoryItem], vecs: np.ndarray) -> None:
-        raise NotImplementedError
-
-    def _next_version(
-        self,
-        cur: MemoryItem,
-        author: str,
-        changes: dict[str, object],
-        redactions: dict[str, int] | None = None,
-        seq: int | None = None,
-    ) -> MemoryItem:
-        raise NotImplementedError
+    # written by MemCube, which holds the versions: a move only decides what the next versions are
+    _commit: Callable[[list[MemoryItem], np.ndarray], None]
+    _next_version: _NextVersion
 
     @property
     def policy(self) -> LifecyclePolicy:

@@ -16,41 +16,31 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from memos_ray.types import CubeMeta, MemoryItem
+from memos_ray.types import CubeMeta, LifecycleState
 from serve.cli.base import connect, out
 
+Cube = Annotated[str, typer.Argument(help="cube id")]
+MemoryId = Annotated[str, typer.Argument(metavar="MEMORY_ID")]
 
-def _print_state(verb: str, item: MemoryItem) -> None:
+
+def _set_state(ctx: typer.Context, cube: str, memory_id: str, state: LifecycleState) -> None:
+    with connect(ctx) as client:
+        item = client.restore(cube, memory_id) if state == LifecycleState.active else client.archive(cube, memory_id)
+    verb = "restored" if state == LifecycleState.active else "archived"
     out.print(escape(f"{verb} {item.id} (version {item.version}) in {item.cube_id}: {item.state.value}"))
 
 
-def restore(
-    ctx: typer.Context,
-    cube: Annotated[str, typer.Argument(help="cube id")],
-    memory_id: Annotated[str, typer.Argument(metavar="MEMORY_ID")],
-) -> None:
+def restore(ctx: typer.Context, cube: Cube, memory_id: MemoryId) -> None:
     """Make an archived, expired, merged or superseded memory active again."""
-    with connect(ctx) as client:
-        item = client.restore(cube, memory_id)
-    _print_state("restored", item)
+    _set_state(ctx, cube, memory_id, LifecycleState.active)
 
 
-def archive(
-    ctx: typer.Context,
-    cube: Annotated[str, typer.Argument(help="cube id")],
-    memory_id: Annotated[str, typer.Argument(metavar="MEMORY_ID")],
-) -> None:
+def archive(ctx: typer.Context, cube: Cube, memory_id: MemoryId) -> None:
     """Archive a memory: out of default search, still readable and restorable."""
-    with connect(ctx) as client:
-        item = client.archive(cube, memory_id)
-    _print_state("archived", item)
+    _set_state(ctx, cube, memory_id, LifecycleState.archived)
 
 
-def purge(
-    ctx: typer.Context,
-    cube: Annotated[str, typer.Argument(help="cube id")],
-    memory_id: Annotated[str, typer.Argument(metavar="MEMORY_ID")],
-) -> None:
+def purge(ctx: typer.Context, cube: Cube, memory_id: MemoryId) -> None:
     """Erase a memory for good (admin role), with its near-duplicates and the memories made from it."""
     with connect(ctx) as client:
         purged = client.purge(cube, memory_id)
@@ -93,7 +83,7 @@ def print_lifecycle(meta: CubeMeta) -> None:
 
 def lifecycle(
     ctx: typer.Context,
-    cube: Annotated[str, typer.Argument(help="cube id")],
+    cube: Cube,
     ttl: Annotated[
         list[str] | None,
         typer.Option("--ttl", metavar="KIND=SECONDS", help="a kind's time to live since last written (repeatable)"),
