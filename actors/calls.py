@@ -26,6 +26,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _READ_ONLY = "__memos_read_only__"
 
+# The actors that keep files under data_dir (the catalog, the storage shards, identities, the audit log) run
+# on the head node, the one whose disk holds them, wherever the caller is and wherever Ray restarts them.
+ON_HEAD = {"node:__internal_head__": 0.001}
+
 
 def read_only(method: F) -> F:
     """Declare that a method changes nothing, so a caller may run it again on a fresh actor when the
@@ -104,4 +108,4 @@ def tell(handle: ActorHandle, method: Callable[..., Any], *args: Any, **kwargs: 
     getattr(handle, method.__name__).remote(*args, **kwargs)
 
 
-__all__ = ["NamedActors", "actor_class", "call", "is_read_only", "read_only", "streaming", "tell", "unwrap"]
+__all__ = ["ON_HEAD", "NamedActors", "actor_class", "call", "is_read_only", "read_only", "streaming", "tell", "unwrap"]

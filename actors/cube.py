@@ -1,14 +1,18 @@
-"""One Ray actor per MemCube, named ``memcube:<id>`` in the memos namespace.
+"""Cube actors: each hosts one live MemCube at a time, in its own process, holding its index.
 
-A thin shell over :class:`memos_ray.plaintext.cube.MemCube`, holding the cube's index in its own
-process. It is an asyncio actor so that change-feed subscribers can wait in it
-(``wait_changes``) without blocking it; every change to the cube's state is synchronous code that
-runs to completion on the event loop, one at a time, so state changes need no locks. After an
-edit, delete or purge is durable the actor runs its cascade (``actors/cascade.py``): the KV
-caches built from the memory and the adapters that learned it, through a durable outbox, so no
-entry point can skip it and a failure is retried. Restarted by
-Ray after a crash (``max_restarts=-1``), it reloads everything from durable storage; the
-Directory passivates it (``passivate`` flushes and releases the file) and reactivates it.
+A thin shell over :class:`memos_ray.plaintext.cube.MemCube`. It is an asyncio actor so that change-feed
+subscribers can wait in it (``wait_changes``) without blocking it; every change to the cube's state is
+synchronous code that runs to completion on the event loop, one at a time, so state changes need no
+locks. After an edit, delete or purge is durable the actor runs its cascade (``actors/cascade.py``): the
+KV caches built from the memory and the adapters that learned it, through a durable outbox, so no entry
+point can skip it and a failure is retried.
+
+The Directory keeps a few of these actors started with nothing loaded (spares): activating a cube is
+``open`` on a spare (its checkpoint and the rows after it, ~tens of ms) instead of a new process (~1 s of
+start and imports). ``passivate`` flushes, releases the cube and empties the actor, which goes back to
+the spares. Each life has a lease, a number the Directory hands to callers with the handle: a call made
+for an earlier life is refused (``Unavailable``, retry), so a call can never reach another cube. The
+process imports no storage client: rows go to the cube's storage actor (``actors/rows.py``).
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 import numpy as np
+from ray.actor import ActorHandle
 
 from actors.calls import actor_class, read_only
 from actors.cascade import Cascade
+from actors.rows import ShardRows
 from memos_ray.activation.prompt import PINNED_TAG
 from memos_ray.config import MemosConfig
 from memos_ray.errors import Unavailable
@@ -54,49 +60,104 @@ from memos_ray.types import (
     WorkingSet,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 log = logging.getLogger(__name__)
 CASCADE_TIMEOUT_S = 30.0  # one attempt at a cascade; passivation waits at most this for changes in flight
 
 
-def cube_actor_name(cube_id: str) -> str:
-    return f"memcube:{cube_id}"
-
-
-def _passivated(cube_id: str) -> Unavailable:
+def _passivated(cube_id: str | None) -> Unavailable:
+    if cube_id is None:
+        return Unavailable("the cube this call was made for was passivated", {"retry": True})
     return Unavailable(f"cube {cube_id} was passivated", {"retry": True})
 
 
-def _open(method: F) -> F:
-    """Calls that arrive after passivation fail with Unavailable: the caller reactivates and retries.
-    The wrapper is a coroutine (this is an asyncio actor). A method changes the cube's state without
-    awaiting; only what follows a durable change (its cascade) awaits."""
+@overload
+def _open(  # type: ignore[overload-overlap]
+    method: Callable[Concatenate[CubeHost, P], Awaitable[R]],
+) -> Callable[Concatenate[CubeHost, int, P], Awaitable[R]]: ...
+@overload
+def _open(method: Callable[Concatenate[CubeHost, P], R]) -> Callable[Concatenate[CubeHost, int, P], Awaitable[R]]: ...
+def _open(method: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """Calls take the lease of the life they were made for, first; a call that arrives after passivation, or
+    for another life of this actor, fails with Unavailable: the caller reactivates and retries. The wrapper
+    is a coroutine (this is an asyncio actor). A method changes the cube's state without awaiting; only what
+    follows a durable change (its cascade) awaits."""
 
     @functools.wraps(method)
-    async def wrapper(self: CubeHost, *args: Any, **kwargs: Any) -> Any:
-        if self.closed:
-            raise _passivated(self.cube.meta.id)
+    async def wrapper(self: CubeHost, lease: int, *args: Any, **kwargs: Any) -> Any:
+        self._check(lease)
         self._retry_later()  # a no-op unless an earlier life left cascades to finish
         result = method(self, *args, **kwargs)
         return await result if inspect.isawaitable(result) else result
 
-    return wrapper  # type: ignore[return-value]
+    # what Ray checks a call's arguments against: the method's own, with the lease first (Ray follows
+    # ``__wrapped__`` to the method, so it is not kept)
+    sig = inspect.signature(method)
+    self_param, *params = sig.parameters.values()
+    lease = inspect.Parameter("lease", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=int)
+    wrapper.__signature__ = sig.replace(parameters=[self_param, lease, *params])  # type: ignore[attr-defined]
+    del wrapper.__wrapped__  # type: ignore[attr-defined]
+    return wrapper
 
 
 class CubeHost:
-    """Hosts one :class:`MemCube` in its own process (the actor is :data:`CubeActor`)."""
+    """Hosts one :class:`MemCube` at a time in its own process (the actor is :data:`CubeActor`)."""
 
-    def __init__(self, meta: CubeMeta, config: MemosConfig) -> None:
-        start = time.perf_counter()
-        self.cube = MemCube(meta, config.storage, config.search, config.embedder.dim, config.scheduler.lifecycle)
-        self.load_s = time.perf_counter() - start
-        self.closed = False
-        self._changed: asyncio.Event | None = None
+    def __init__(self, config: MemosConfig) -> None:
+        self.config = config
         self.cascade = Cascade(config.namespace)
-        self.outbox = CascadeOutbox.of(config.storage.data_dir, meta.id)  # a crashed life may have left some
+        self.lease: int | None = None  # the life being served; None: a spare
+        self.lives = 0
+        self._cube: MemCube | None = None
+        self.load_s = 0.0
+        self._outbox: CascadeOutbox | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.closed = True
+        self._changed: asyncio.Event | None = None
         self._retrying: asyncio.Task[None] | None = None
         self._writes = 0  # changes in flight (durable, their cascade still running): passivation waits
         self._quiet = asyncio.Event()
+
+    @property
+    def cube(self) -> MemCube:
+        if self._cube is None:
+            raise _passivated(None)
+        return self._cube
+
+    @property
+    def outbox(self) -> CascadeOutbox:
+        if self._outbox is None:
+            raise _passivated(None)
+        return self._outbox
+
+    def _check(self, lease: int) -> None:
+        if self.closed or lease != self.lease:
+            raise _passivated(self._cube.meta.id if self._cube is not None else None)
+
+    def ready(self) -> int:
+        """Started (a spare): how many cubes it hosted so far."""
+        return self.lives
+
+    async def open(self, lease: int, meta: CubeMeta, storage: ActorHandle) -> CubeMeta:
+        """Host ``meta``'s cube for the life ``lease``: its checkpoint, then the rows its storage actor holds
+        after it. A crashed earlier life may have left cascades in its outbox: they are retried."""
+        if self._cube is not None:
+            raise Unavailable(f"cube actor still hosts cube {self._cube.meta.id}", {"retry": True})
+        start = time.perf_counter()
+        rows = ShardRows(storage, meta.id)
+        cfg = self.config
+        self._cube = MemCube(meta, cfg.storage, cfg.search, cfg.embedder.dim, cfg.scheduler.lifecycle, rows)
+        self.load_s = time.perf_counter() - start
+        self._outbox = CascadeOutbox.of(cfg.storage.data_dir, meta.id)
+        self._reset()
+        self.closed = False
+        self.lease = lease
+        self.lives += 1
+        self._retry_later()
+        return self._cube.live_meta()
 
     # ------------------------------------------------------------ the cascade
 
@@ -163,14 +224,17 @@ class CubeHost:
             self._changed.set()
             self._changed = None
 
+    @_open
     @read_only
     async def wait_changes(self, after_seq: int | None, timeout_s: float, limit: int = 1_000) -> ChangeBatch:
         """Changes after ``after_seq`` (None: from now on), waiting up to ``timeout_s`` for the first."""
+        life = self.lease
         deadline = time.monotonic() + timeout_s
         after = self.cube.seq if after_seq is None else after_seq
         while True:
-            if self.closed:
-                raise _passivated(self.cube.meta.id)
+            if life is None:
+                raise _passivated(None)
+            self._check(life)  # passivated while we waited
             events = self.cube.changes_after(after, limit)
             left = deadline - time.monotonic()
             if events or left <= 0:
@@ -179,10 +243,6 @@ class CubeHost:
                 self._changed = asyncio.Event()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
-
-    @_open
-    def ready(self) -> CubeMeta:
-        return self.cube.live_meta()
 
     @_open
     @read_only
@@ -338,18 +398,22 @@ class CubeHost:
     async def passivate(self) -> CubeMeta:
         """Refuse new calls, let the changes in flight finish their cascades (bounded: what is left stays in
         the outbox, and the Directory starts the cube again for it), flush, release the storage file and
-        report final counters; the Directory then kills us. So a call that did not finish was refused, and a
-        caller may retry it."""
+        report final counters, and empty the actor (the Directory keeps it as a spare, or ends it). So a call
+        that did not finish was refused, and a caller may retry it."""
         self.closed = True
         self._wake()
         if self._writes:
             self._quiet.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._quiet.wait(), CASCADE_TIMEOUT_S)
-        meta = self.cube.live_meta()
-        self.cube.close()
+        cube = self.cube
+        meta = cube.live_meta()
+        if self._retrying is not None:  # what is left stays in the outbox for the next life
+            self._retrying.cancel()
+        self._cube, self.lease = None, None  # emptied first: a failed close leaves nothing of it here
+        cube.close()
         return meta
 
 
-CubeActor = actor_class(CubeHost, max_restarts=-1, max_task_retries=0, max_concurrency=1000)
-"""One per live cube, named :func:`cube_actor_name`; started and passivated by the Directory."""
+CubeActor = actor_class(CubeHost, max_restarts=0, max_task_retries=0, max_concurrency=1000)
+"""Started by the Directory as spares, each hosting one cube after another; a crashed one is replaced."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 from ray.actor import ActorHandle
@@ -44,27 +44,24 @@ class CubeRef:
     def cube_id(self) -> str:
         return self.activation.cube_id
 
-    @overload
-    async def call(  # type: ignore[overload-overlap]
-        self, method: Callable[Concatenate[CubeHost, P], Awaitable[R]], *args: P.args, **kwargs: P.kwargs
-    ) -> R: ...
-    @overload
-    async def call(self, method: Callable[Concatenate[CubeHost, P], R], *args: P.args, **kwargs: P.kwargs) -> R: ...
-    async def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def call(
+        self, method: Callable[Concatenate[CubeHost, int, P], Awaitable[R]], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
         """Call the cube's actor, reactivating it when it was passivated under us. A passivated actor
         refused the call, or died after passivating without running it: always safe to retry. One that
         crashed may have applied a write: only methods declared :func:`read_only` retry."""
         for attempt in range(ATTEMPTS):
-            handle = self.activation.handle
-            try:
-                return await call(handle, method, *args, **kwargs)
+            handle, lease = self.activation.handle, self.activation.lease
+            try:  # every cube call passes its life's lease first (see actors/cube.py)
+                return await call(handle, method, lease, *args, **kwargs)
             except Exception as exc:
                 died = isinstance(exc, RayActorError)
                 retired = died and await call(self.directory, Directory.drop_dead, self.cube_id, handle)
                 passivated = isinstance(exc, Unavailable) and bool(exc.details.get("retry"))
                 if attempt == ATTEMPTS - 1 or not (passivated or retired or (died and is_read_only(method))):
                     raise
-            self.activation = await call(self.directory, Directory.activate, self.cube_id, self.who, self.need)
+            refused = lease if passivated else None
+            self.activation = await call(self.directory, Directory.activate, self.cube_id, self.who, self.need, refused)
         raise Unavailable(f"cube {self.cube_id} unavailable", {"cube_id": self.cube_id})  # pragma: no cover
 
 

@@ -1,12 +1,15 @@
 """The Directory: which cubes exist, and which of them have a live actor.
 
 It owns the catalog (cube metadata, with each cube's owner and grants, so it is where access
-is decided: ``activate`` and the catalog calls take the caller and the role the action needs)
-and keeps at most ``max_live_cubes`` cube actors alive.
-``activate`` finds or starts a cube's actor (concurrent activations of one cube share one
-start); when the cap is reached the least recently used cube is passivated: it flushes and
-releases its storage, its counters go to the catalog, and its process is ended. The next
-``activate`` starts it again from durable state, so callers never see the difference.
+is decided: ``activate`` and the catalog calls take the caller and the role the action needs),
+starts the storage actors (one per shard) and keeps at most ``max_live_cubes`` cubes live.
+``activate`` finds or opens a cube's actor (concurrent activations of one cube share one
+start): a spare cube actor, already started with the code imported, opens the cube from its
+checkpoint, and another spare is started in the background when too few are left. When the cap
+is reached the least used cube is passivated in the background: it flushes, checkpoints, its
+counters go to the catalog, and its actor goes back to the spares (or ends, after
+``actor_lives`` cubes). The next ``activate`` opens it again from durable state, so callers
+never see the difference; a lease per life keeps a late call from reaching the next cube.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import shutil
 import statistics
 import time
 from collections import OrderedDict, deque
@@ -23,15 +27,18 @@ from dataclasses import dataclass
 import ray
 from ray.actor import ActorHandle
 
-from actors.calls import actor_class, call
+from actors.calls import ON_HEAD, actor_class, call
 from actors.cascade import Cascade
-from actors.cube import CubeActor, CubeHost, cube_actor_name
+from actors.cube import CubeActor, CubeHost
+from actors.rows import storage_actor_name
+from actors.storage import StorageActor, StorageHost
 from memos_ray.config import MemosConfig
 from memos_ray.errors import CubeExists, CubeNotFound, InvalidInput, MemosError, NotFound, Unavailable
 from memos_ray.governance.access import can, require
 from memos_ray.governance.identity import ADMIN, LEGACY_OWNER
 from memos_ray.plaintext.outbox import CascadeOutbox
-from memos_ray.plaintext.storage import CatalogStore, CubeStore
+from memos_ray.plaintext.rows import shard_of
+from memos_ray.plaintext.storage import CatalogStore
 from memos_ray.types import Caller, CubeCreate, CubeList, CubeMeta, CubeUpdate, DirectoryStats, Grant, Role, utcnow
 
 DIRECTORY_NAME = "memos_directory"
@@ -40,11 +47,13 @@ RESUME_AFTER_S = 5.0  # a cube passivated with cascades still pending is started
 
 @dataclass(frozen=True)
 class Activation:
-    """A live cube's actor and the caller's role on it: what every cube call starts from."""
+    """A live cube's actor, the lease of its life (every call passes it) and the caller's role on it: what
+    every cube call starts from."""
 
     cube_id: str
     handle: ActorHandle
     role: Role
+    lease: int
 
 
 log = logging.getLogger(__name__)
@@ -64,7 +73,22 @@ class Directory:
                 self.cubes[meta.id] = meta.model_copy(update={"owner": ADMIN})
                 self.catalog.put(self.cubes[meta.id])
         self.live: OrderedDict[str, ActorHandle] = OrderedDict()
-        self._starting: dict[str, asyncio.Task[ActorHandle]] = {}
+        self._leases: dict[str, int] = {}  # live cube -> the lease of its actor's current life
+        self._spares: list[ActorHandle] = []  # cube actors started with nothing loaded
+        self._spawning = 0
+        self._hosted: dict[str, int] = {}  # actor id -> cubes it hosted
+        self.storage = [
+            StorageActor.options(  # type: ignore[attr-defined]
+                name=storage_actor_name(k),
+                namespace=config.namespace,
+                lifetime="detached",
+                get_if_exists=True,
+                num_cpus=0.01,
+                resources=ON_HEAD,
+            ).remote(config, k)
+            for k in range(config.storage.shards)
+        ]
+        self._starting: dict[str, asyncio.Task[tuple[ActorHandle, int]]] = {}
         self._retiring: dict[str, asyncio.Task[None]] = {}
         self._retired: OrderedDict[str, None] = OrderedDict()  # actor ids passivated cleanly
         self._deleting: set[str] = set()
@@ -79,8 +103,13 @@ class Directory:
         self._resuming: asyncio.Task[None] | None = None
 
     async def ready(self) -> int:
+        await asyncio.gather(*(call(s, StorageHost.ready) for s in self.storage))
+        self._refill()
         self._resume_cascades()
         return len(self.cubes)
+
+    def _storage_of(self, cube_id: str) -> ActorHandle:
+        return self.storage[shard_of(cube_id, self.config.storage.shards)]
 
     # ------------------------------------------------------------ cascades left pending
 
@@ -152,7 +181,7 @@ class Directory:
         if handle is not None:
             # A cube being passivated refuses the call; then the catalog's copy is current enough.
             with contextlib.suppress(MemosError, ray.exceptions.RayActorError):
-                return self._counters(cube_id, await call(handle, CubeHost.meta))
+                return self._counters(cube_id, await call(handle, CubeHost.meta, self._leases[cube_id]))
         return self.cubes[cube_id]
 
     def readable(self, caller: Caller) -> list[str]:
@@ -174,7 +203,7 @@ class Directory:
         handle = self.live.get(meta.id)
         if handle is not None:
             with contextlib.suppress(MemosError, ray.exceptions.RayActorError):  # passivating: reads the catalog
-                await call(handle, CubeHost.set_meta, meta)
+                await call(handle, CubeHost.set_meta, self._leases[meta.id], meta)
         return meta
 
     async def update_cube(self, cube_id: str, req: CubeUpdate, caller: Caller) -> CubeMeta:
@@ -216,99 +245,150 @@ class Directory:
             retiring = self._retiring.get(cube_id)
             if retiring is not None:
                 await retiring
-            await asyncio.to_thread(self._destroy_storage, cube_id)
+            await call(self._storage_of(cube_id), StorageHost.destroy, cube_id)
+            await asyncio.to_thread(self._destroy_files, cube_id)
             self.catalog.delete(cube_id)
             self.cubes.pop(cube_id, None)
         finally:
             self._deleting.discard(cube_id)
 
-    def _destroy_storage(self, cube_id: str) -> None:
-        CubeStore(self.config.storage, cube_id, self.config.embedder.dim).destroy()
+    def _destroy_files(self, cube_id: str) -> None:
+        shutil.rmtree(self.config.storage.data_dir / "cubes" / cube_id, ignore_errors=True)  # its checkpoint
         CascadeOutbox.of(self.config.storage.data_dir, cube_id).destroy()
 
     # ------------------------------------------------------------ live actors
 
-    async def activate(self, cube_id: str, caller: Caller | None = None, need: Role = Role.read) -> Activation:
-        """The cube's live actor, started from durable state when it was passivated, with the caller's
-        role on it. With a caller, only if it holds ``need`` (None: an internal call, already authorized)."""
+    async def activate(
+        self, cube_id: str, caller: Caller | None = None, need: Role = Role.read, refused: int | None = None
+    ) -> Activation:
+        """The cube's live actor, opened from durable state when it was passivated, with the caller's
+        role on it. With a caller, only if it holds ``need`` (None: an internal call, already authorized).
+        ``refused``: the lease a call was just refused with; if it is still the live one, that actor lost
+        its cube and is replaced."""
         role = require(self._known(cube_id), caller, need) if caller is not None else Role.admin
         self._touch(cube_id)
         handle = self.live.get(cube_id)
+        if handle is not None and refused is not None and self._leases.get(cube_id) == refused:
+            log.warning("cube %s's actor refused its own lease: replacing it", cube_id)
+            del self.live[cube_id]
+            ray.kill(handle, no_restart=True)
+            handle = None
         if handle is not None:
             self.live.move_to_end(cube_id)
-            return Activation(cube_id, handle, role)
+            return Activation(cube_id, handle, role, self._leases[cube_id])
         task = self._starting.get(cube_id)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._start(cube_id))
             self._starting[cube_id] = task
-        handle = await asyncio.shield(task)
+        started, lease = await asyncio.shield(task)
         if caller is not None:  # a grant revoked while the cube was starting counts
             role = require(self._known(cube_id), caller, need)
-        return Activation(cube_id, handle, role)
+        return Activation(cube_id, started, role, lease)
 
-    async def _start(self, cube_id: str) -> ActorHandle:
+    async def _start(self, cube_id: str) -> tuple[ActorHandle, int]:
         start = time.perf_counter()
         admitted = False
         try:
             retiring = self._retiring.get(cube_id)
-            if retiring is not None:  # its old actor still holds the name: let it finish passivating
+            if retiring is not None:  # its last life is still flushing: open it after
                 await retiring
             await self._make_room()
             admitted = True
             self._known(cube_id)  # deleted while we waited?
-            handle = await self._create_actor(cube_id)
+            try:
+                handle = await self._host()
+            except Exception as exc:
+                raise Unavailable(f"cube {cube_id} could not be activated: {exc}", {"cube_id": cube_id}) from exc
+            lease = secrets.randbits(62)
             try:
                 timeout = self.config.directory.activation_timeout_s
-                meta = await asyncio.wait_for(call(handle, CubeHost.ready), timeout=timeout)
-            except Exception as exc:  # timed out, died starting, or its storage failed: not live
+                opening = call(handle, CubeHost.open, lease, self.cubes[cube_id], self._storage_of(cube_id))
+                meta = await asyncio.wait_for(opening, timeout=timeout)
+            except Exception as exc:  # timed out, died, or its storage failed: not live, and not reused
                 ray.kill(handle, no_restart=True)
                 raise Unavailable(f"cube {cube_id} could not be activated: {exc}", {"cube_id": cube_id}) from exc
+            aid = handle._actor_id.hex()
+            self._hosted[aid] = self._hosted.get(aid, 0) + 1
             if meta.updated_at != self.cubes[cube_id].updated_at:  # grants or quotas changed while it started
-                await call(handle, CubeHost.set_meta, self.cubes[cube_id])
+                await call(handle, CubeHost.set_meta, lease, self.cubes[cube_id])
             self._counters(cube_id, meta)
             self.live[cube_id] = handle
+            self._leases[cube_id] = lease
             self._live_since[cube_id] = time.monotonic()
             self._activations += 1
             self._activation_s.append(time.perf_counter() - start)
-            return handle
+            return handle, lease
         finally:
             if admitted:
                 self._admitted -= 1
             self._starting.pop(cube_id, None)
 
-    async def _create_actor(self, cube_id: str) -> ActorHandle:
-        deadline = time.monotonic() + 10.0
+    # ------------------------------------------------------------ spare cube actors
+
+    async def _host(self) -> ActorHandle:
+        """A spare cube actor: one left ready, else one a passivation is about to give back, else a new one."""
         while True:
-            try:
-                return CubeActor.options(  # type: ignore[attr-defined]
-                    name=cube_actor_name(cube_id),
-                    namespace=self.config.namespace,
-                    num_cpus=self.config.directory.cube_num_cpus,
-                ).remote(self.cubes[cube_id], self.config)
-            except ValueError:  # the name of a just-killed actor is not released yet
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
+            if self._spares:
+                handle = self._spares.pop()
+                self._refill()
+                return handle
+            retiring = [t for t in self._retiring.values() if not t.done()]
+            if not retiring:
+                return await self._spawn()
+            await asyncio.wait(retiring, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _spawn(self) -> ActorHandle:
+        self._spawning += 1
+        try:
+            handle = CubeActor.options(  # type: ignore[attr-defined]
+                namespace=self.config.namespace, num_cpus=self.config.directory.cube_num_cpus
+            ).remote(self.config)
+            await asyncio.wait_for(call(handle, CubeHost.ready), timeout=self.config.directory.activation_timeout_s)
+            return handle
+        finally:
+            self._spawning -= 1
+
+    def _refill(self) -> None:
+        """Start spares while fewer than ``spare_actors`` are ready or coming back from a passivation."""
+        coming = len(self._spares) + len(self._retiring) + self._spawning
+        for _ in range(self.config.directory.spare_actors - coming):
+            asyncio.get_running_loop().create_task(self._spare())
+
+    async def _spare(self) -> None:
+        try:
+            self._keep(await self._spawn())
+        except Exception as exc:  # the next activation starts one itself
+            log.warning("could not start a spare cube actor: %s", exc)
+
+    def _keep(self, handle: ActorHandle) -> None:
+        """An empty cube actor: kept as a spare, or ended when there are enough or it hosted its share."""
+        lives = self._hosted.get(handle._actor_id.hex(), 0)
+        if len(self._spares) < self.config.directory.spare_actors and lives < self.config.directory.actor_lives:
+            self._spares.append(handle)
+            return
+        self._retired[handle._actor_id.hex()] = None
+        self._hosted.pop(handle._actor_id.hex(), None)
+        ray.kill(handle, no_restart=True)
 
     async def _make_room(self) -> None:
         """Take one of the ``max_live_cubes`` slots, passivating least recently used cubes for it.
 
-        Victims are chosen under the lock and passivated outside it, so activations overlap.
-        When every slot belongs to an actor that is still starting, wait for one to go live.
+        Victims are chosen under the lock and passivated in the background (their actors come back as
+        spares), so an activation does not wait for another cube's checkpoint.
+        When every slot belongs to an actor that is still starting or just started, wait.
         """
         cap = self.config.directory.max_live_cubes
-        victims: list[asyncio.Task[None]] = []
         while True:
             async with self._room:
                 while len(self.live) + self._admitted >= cap and self.live:
                     victim = self._victim()
-                    victims.append(self._retire(victim, self.live.pop(victim)))
+                    if victim is None:  # every live cube is just activated: wait, do not thrash
+                        break
+                    self._retire(victim, self.live.pop(victim))
                 if len(self.live) + self._admitted < cap:
                     self._admitted += 1
                     break
             await asyncio.sleep(0.02)
-        if victims:
-            await asyncio.gather(*victims)
 
     def _touch(self, cube_id: str) -> None:
         now = time.monotonic()
@@ -322,39 +402,45 @@ class Directory:
         heat, when = self._heat.get(cube_id, (0.0, now))
         return heat * 0.5 ** ((now - when) / self.config.directory.heat_half_life_s)
 
-    def _victim(self) -> str:
+    def _victim(self) -> str | None:
         """Least recently used (lru), or least decayed use (lfu: one-off visitors go before the
-        hot set). Cubes activated within the grace period go last: their caller has yet to use them."""
+        hot set). Cubes activated within the grace period are not evicted: their caller has yet to use
+        them (None: all are; more concurrent cubes than the cap then wait for a slot, at most the grace)."""
         cfg = self.config.directory
         now = time.monotonic()
         order = list(self.live)  # least recently used first
-        settled = [c for c in order if now - self._live_since.get(c, 0.0) >= cfg.eviction_grace_s] or order
+        settled = [c for c in order if now - self._live_since.get(c, 0.0) >= cfg.eviction_grace_s]
+        if not settled:
+            return None
         if cfg.eviction == "lru":
             return settled[0]
         return min(settled, key=lambda c: self._heat_at(c, now))  # min keeps the first (LRU) on ties
 
     def _retire(self, cube_id: str, handle: ActorHandle) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(self._passivate_actor(cube_id, handle))
+        lease = self._leases.pop(cube_id)
+        task = asyncio.get_running_loop().create_task(self._passivate_actor(cube_id, handle, lease))
         self._retiring[cube_id] = task
         task.add_done_callback(lambda _: self._retiring.pop(cube_id, None))
         return task
 
-    async def _passivate_actor(self, cube_id: str, handle: ActorHandle) -> None:
+    async def _passivate_actor(self, cube_id: str, handle: ActorHandle, lease: int) -> None:
         try:
-            meta = await call(handle, CubeHost.passivate)
+            meta = await call(handle, CubeHost.passivate, lease)
+        except Exception as exc:  # its rows were durable when acknowledged: stop it anyway
+            log.warning("passivating cube %s failed: %s", cube_id, exc)
+            # Calls queued behind passivate() were refused or die with the actor without running:
+            # remembering the actor lets callers retry even writes (see drop_dead).
+            self._retired[handle._actor_id.hex()] = None
+            ray.kill(handle, no_restart=True)
+        else:
             if cube_id not in self._deleting and cube_id in self.cubes:
                 self.catalog.put(self._counters(cube_id, meta))
                 if CascadeOutbox.of(self.config.storage.data_dir, cube_id).items:
                     self._resume_cascades(RESUME_AFTER_S)
-        except Exception as exc:  # its rows were durable when acknowledged: stop it anyway
-            log.warning("passivating cube %s failed: %s", cube_id, exc)
+            self._keep(handle)  # calls for this life are refused from now on: its lease is spent
         finally:
-            # Calls queued behind passivate() were refused or die with the actor without running:
-            # remembering the actor lets callers retry even writes (see drop_dead).
-            self._retired[handle._actor_id.hex()] = None
             while len(self._retired) > 10_000:
                 self._retired.popitem(last=False)
-            ray.kill(handle, no_restart=True)
             self._passivations += 1
 
     async def passivate(self, cube_id: str) -> bool:
@@ -374,6 +460,7 @@ class Directory:
         current = self.live.get(cube_id)
         if current is not None and current._actor_id == handle._actor_id:
             del self.live[cube_id]
+            self._leases.pop(cube_id, None)
             ray.kill(handle, no_restart=True)
         return False
 
@@ -397,12 +484,21 @@ class Directory:
             passivations=self._passivations,
             activation_p50_s=statistics.median(times) if times else None,
             activation_max_s=max(times) if times else None,
+            spares=len(self._spares),
         )
 
     async def shutdown(self) -> None:
-        """Passivate every live cube and close the catalog (clean stop)."""
+        """Passivate every live cube, end the spares and the storage actors, close the catalog (clean stop)."""
         for cube_id in list(self.live):
             await self.passivate(cube_id)
+        await asyncio.gather(*self._retiring.values(), return_exceptions=True)
+        for handle in self._spares:
+            ray.kill(handle, no_restart=True)
+        self._spares.clear()
+        for storage in self.storage:
+            with contextlib.suppress(ray.exceptions.RayError):
+                await call(storage, StorageHost.shutdown)
+            ray.kill(storage, no_restart=True)
         self.catalog.close()
 
 

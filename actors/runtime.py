@@ -18,6 +18,7 @@ from ray.actor import ActorHandle
 
 from actors.adapters import ADAPTERS_NAME, AdaptersActor
 from actors.audit import AUDIT_NAME, AuditLogActor
+from actors.calls import ON_HEAD
 from actors.directory import DIRECTORY_NAME, Directory, DirectoryActor
 from actors.embedder import EMBEDDER_NAME, EmbedderActor
 from actors.identity import IDENTITY_NAME, IdentityActor
@@ -34,11 +35,6 @@ class Runtime:
     audit: ActorHandle
     adapters: ActorHandle
     memscheduler: ActorHandle
-
-
-# The actors that keep files under data_dir (the catalog, identities, the audit log) run on the head node,
-# the one whose disk holds them, wherever the caller is and wherever Ray restarts them.
-ON_HEAD = {"node:__internal_head__": 0.001}
 
 
 def _shared(

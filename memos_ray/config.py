@@ -27,7 +27,12 @@ class StorageConfig(_Config):
     data_dir: Path = Field(Path(".memos-ray/data"), description="root of every local file memos-ray writes")
     milvus_uri: str | None = Field(
         None,
-        description="Milvus server URI (http://host:19530). None: one milvus-lite file per cube under data_dir.",
+        description="Milvus server URI (http://host:19530). None: milvus-lite shard files under data_dir.",
+    )
+    shards: int = Field(
+        2,
+        ge=1,
+        description="storage actors, each owning one shard (a milvus-lite file) of many cubes; fixed per data_dir",
     )
     flush_every: int = Field(2_000, ge=1, description="seal milvus segments after this many unflushed rows")
     lock_wait_s: float = Field(
@@ -93,6 +98,12 @@ class DirectoryConfig(_Config):
     )
     heat_half_life_s: float = Field(120.0, gt=0, description="lfu: how fast past use is forgotten")
     eviction_grace_s: float = Field(2.0, ge=0, description="a cube activated this recently is evicted last")
+    spare_actors: int = Field(
+        2, ge=0, description="cube actors kept started with nothing loaded: an activation skips a process start"
+    )
+    actor_lives: int = Field(
+        1_000, ge=1, description="a cube actor hosts this many cubes in turn, then ends (bounds its heap's growth)"
+    )
 
 
 class SchedulerConfig(_Config):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # The suite's administrator key (registered by hash, as MEMOS_RAY_ADMIN_KEY would be).
 ADMIN_KEY = "mrk_000000000000_the-test-suites-administrator-key"
@@ -56,3 +57,22 @@ def traces(root: Path, token: str) -> list[Path]:
         if hit:
             found.append(path)
     return found
+
+
+class Leased:
+    """A cube actor as tests call it directly: ``leased.add.remote(...)`` passes the activation's lease."""
+
+    def __init__(self, activation: Any) -> None:
+        self.activation = activation
+        self.handle = activation.handle
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.handle, name)
+        lease = self.activation.lease
+
+        class _Bound:
+            @staticmethod
+            def remote(*args: Any, **kwargs: Any) -> Any:
+                return method.remote(lease, *args, **kwargs)
+
+        return _Bound

@@ -14,7 +14,7 @@ from actors.directory import DirectoryActor
 from memos_ray.config import MemosConfig, StorageConfig
 from memos_ray.errors import MemoryNotFound, Unavailable
 from memos_ray.types import AdapterChange, Caller, CubeCreate, MemoryCreate, MemoryUpdate, PrincipalKind
-from tests.helpers import wait_for_condition
+from tests.helpers import Leased, wait_for_condition
 
 ROOT = Caller(principal="root", kind=PrincipalKind.user, subjects=["root"], admin=True, key_id="test")
 NAMESPACE = "memos_cascade_tests"
@@ -49,7 +49,7 @@ def test_a_purge_whose_cascade_fails_is_refused_loudly_and_retried(runtime, tmp_
     directory = DirectoryActor.options(namespace=NAMESPACE).remote(config)
     try:
         ray.get(directory.create_cube.remote(CubeCreate(id="erasable"), ROOT))
-        cube = ray.get(directory.activate.remote("erasable")).handle
+        cube = Leased(ray.get(directory.activate.remote("erasable")))
         texts = ["Quillon's locker code is 4417.", "Quillon likes tea."]
         vecs = ray.get(runtime.embedder.embed.remote(texts))
         secret, kept = ray.get(cube.add.remote([MemoryCreate(text=t) for t in texts], vecs, "tester")).items

@@ -14,7 +14,6 @@ import httpx
 import pytest
 import ray
 
-from actors.cube import cube_actor_name
 from actors.directory import DIRECTORY_NAME
 from actors.memscheduler import MEMSCHEDULER_NAME
 from memos_ray.activation import kvcache
@@ -109,7 +108,7 @@ def test_merge_and_archive_keep_every_id_across_passivation_and_restarts(
     directory = ray.get_actor(DIRECTORY_NAME, namespace=config.namespace)
     assert ray.get(directory.passivate.remote(cube))
     assert states(http, cube, [first, dup, used, idle]) == before
-    ray.kill(ray.get_actor(cube_actor_name(cube), namespace=config.namespace), no_restart=False)
+    ray.kill(ray.get(directory.activate.remote(cube)).handle, no_restart=True)  # a crash: the next call replaces it
     wait_for_condition(lambda: _answers(http, cube, first), timeout=60)
     assert states(http, cube, [first, dup, used, idle]) == before
     ray.kill(memscheduler, no_restart=False)
@@ -237,7 +236,8 @@ def test_a_purge_leaves_the_text_in_no_store(http: httpx.Client, admin: httpx.Cl
     # no usage, no change event, no audit record with the text; no file anywhere holds it, nor a log line
     assert not {m["memory_id"] for m in http.get(f"/v1/cubes/{cube}/usage").json()["memories"]} & {pinned, said_it}
     directory = ray.get_actor(DIRECTORY_NAME, namespace=config.namespace)
-    feed = ray.get(ray.get(directory.activate.remote(cube)).handle.wait_changes.remote(0, 0.0)).model_dump_json()
+    live = ray.get(directory.activate.remote(cube))
+    feed = ray.get(live.handle.wait_changes.remote(live.lease, 0, 0.0)).model_dump_json()
     assert token not in feed and pinned in feed  # that it was purged is kept, never what it said
     audit = http.get(f"/v1/cubes/{cube}/audit").text
     assert token not in audit and '"memory.purge"' in audit

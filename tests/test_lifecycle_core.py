@@ -180,7 +180,7 @@ def test_a_purge_reaches_duplicates_derived_memories_and_quoting_contexts_and_le
     derived, thanks, echoed = add(cube, encoder, [answer, reply, echo])
     cube.sweep_lifecycle({}, utcnow().timestamp(), 0, "pinned", "t")
     assert cube.get(copy.id).merged_into == first.id and cube.get(echoed.id).merged_into == thanks.id
-    folder = storage.data_dir / "cubes" / "life"
+    folder = storage.data_dir  # the cube's shard, its checkpoint: every file
     assert traces(folder, "zebracorn")  # it is on disk now
 
     purged = cube.purge(copy.id)  # a near-duplicate: its group and what was made from it go too
@@ -215,16 +215,17 @@ def test_a_purge_that_died_before_its_rewrite_is_finished_on_open(
     )
     cube.store.flush()
     # as if a purge died right after recording what to leave out: nothing is removed yet
+    assert isinstance(cube.store, CubeStore)
     cube.store._save_counters(
         rewrite_pending=True, erase=[CubeStore.pk(secret.id, 1)], scrub=[CubeStore.pk(quoting.id, 1)]
     )
-    cube.store.counters.flush()
+    cube.store.shard.counters.flush()
     cube.store.close()  # not cube.close(): no checkpoint, the crash left none
-    store = CubeStore(storage, "life", 384)
+    store = CubeStore.local(storage, "life", 384)
     assert store.state.generation == 1 and not store.state.rewrite_pending and store.state.erase == []
-    assert set(store.client.list_collections()) == {"counters", "memories_g1"}
+    assert set(store.client.list_collections()) == {"memos_counters", store._name(1)}
     store.close()
     reloaded = open_cube(storage)
     assert set(reloaded.latest) == {kept.id, quoting.id} and reloaded.get(quoting.id).context is None
-    assert traces(storage.data_dir / "cubes" / "life", "quokka") == []
+    assert traces(storage.data_dir, "quokka") == []
     reloaded.close()

@@ -16,9 +16,10 @@ import numpy as np
 from memos_ray.config import SearchConfig, StorageConfig
 from memos_ray.errors import Conflict, InvalidInput, MemoryNotFound, QuotaExceeded, VersionConflict
 from memos_ray.plaintext import erasure
+from memos_ray.plaintext.checkpoint import CheckpointFiles
 from memos_ray.plaintext.index import HybridIndex
 from memos_ray.plaintext.moves import LifecycleMoves
-from memos_ray.plaintext.storage import CubeStore
+from memos_ray.plaintext.rows import CubeRows, row_key
 from memos_ray.scheduling.policy import approx_tokens
 from memos_ray.types import (
     RESTORABLE,
@@ -76,11 +77,20 @@ class MemCube(LifecycleMoves):
         search: SearchConfig,
         dim: int,
         default_policy: LifecyclePolicy | None = None,
+        store: CubeRows | None = None,
     ) -> None:
+        """``store``: the cube's rows (a cube actor passes its storage actor's proxy); None opens them here."""
         self.meta = meta
         self.dim = dim
         self.default_policy = default_policy or LifecyclePolicy()
-        self.store = CubeStore(storage, meta.id, dim)
+        if store is None:
+            from memos_ray.plaintext.storage import CubeStore  # imports pymilvus: only where rows are opened here
+
+            store = CubeStore.local(storage, meta.id, dim)
+        self.store: CubeRows = store
+        self.checkpoint = CheckpointFiles(
+            storage.data_dir / "cubes" / meta.id / "checkpoint" if storage.is_lite else None, meta.id
+        )
         self.index = HybridIndex(dim, search)
         self.latest: dict[str, MemoryItem] = {}
         self.history: dict[str, list[MemoryItem]] = {}
@@ -92,7 +102,21 @@ class MemCube(LifecycleMoves):
         self._ring_from = self.seq + 1  # every change from this seq on is in the ring (until it overflows)
 
     def _load(self) -> None:
-        items, vecs = self.store.load()
+        """The checkpoint, then the rows written after it."""
+        items: dict[tuple[str, int], MemoryItem] = {}
+        vecs: dict[str, np.ndarray] = {}
+        since = None
+        saved = self.checkpoint.read()
+        if saved is not None:
+            ckpt, vecs = saved
+            since = ckpt.seq
+            items = {(i.id, i.version): i for i in ckpt.items}
+        tail, tail_vecs = self.store.load(since)
+        items.update({(i.id, i.version): i for i in tail})
+        vecs.update(tail_vecs)  # a memory in the tail has its newest version there (seqs only grow)
+        self._load_items(list(items.values()), vecs)
+
+    def _load_items(self, items: list[MemoryItem], vecs: dict[str, np.ndarray]) -> None:
         for item in sorted(items, key=lambda i: (i.created_at, i.id, i.version)):
             self.history.setdefault(item.id, []).append(item)
             self.latest[item.id] = item
@@ -318,13 +342,14 @@ class MemCube(LifecycleMoves):
             for v in versions
             if erasure.quotes(v.context, texts)
         ]
-        pks = [self.store.pk(i, v.version) for i in ids for v in self.history[i]]
+        pks = [row_key(i, v.version) for i in ids for v in self.history[i]]
         fixed = {(v.id, v.version): v for v in scrubbed}
         kept = [
             fixed.get((v.id, v.version), v) for m, versions in self.history.items() if m not in erased for v in versions
         ]
         self.seq += len(ids)
-        scrubbed_pks = [self.store.pk(v.id, v.version) for v in scrubbed]
+        scrubbed_pks = [row_key(v.id, v.version) for v in scrubbed]
+        self.checkpoint.drop()  # it would bring the purged rows back
         self.store.erase(pks, scrubbed_pks, kept, self._vecs, self.seq)
         for version in scrubbed:
             history = self.history[version.id]
@@ -480,8 +505,9 @@ class MemCube(LifecycleMoves):
     def close(self) -> None:
         """Checkpoint (fast reactivation) and release storage."""
         items = [v for versions in self.history.values() for v in versions]
-        self.store.save_checkpoint(self.seq, items, self._vecs)
+        self.checkpoint.save(self.seq, items, self._vecs, self.dim)
         self.store.close()
 
     def destroy(self) -> None:
+        self.checkpoint.drop()
         self.store.destroy()

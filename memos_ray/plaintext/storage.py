@@ -1,47 +1,41 @@
-"""Durable storage on Milvus: one milvus-lite file per cube by default, a Milvus server by URI.
+"""Durable storage on Milvus: cubes live in shards, each a milvus-lite file by default (or a Milvus server
+by URI), and a shard's storage actor is the one process that opens it.
 
-Milvus is the record of truth. milvus-lite appends every insert to its write-ahead log and
-flushes it to the OS before the call returns, so an acknowledged write survives the death
-of the process that made it (the cube actor). Its file lock allows one owning process per
-file: exactly one cube actor (or the Directory, for the catalog) opens each file.
+Milvus is the record of truth. milvus-lite appends every insert to its write-ahead log and flushes it to
+the OS before the call returns, so an acknowledged write survives the death of any process. Its file lock
+allows one owning process per file, and opening a client costs the pymilvus imports (pandas, pyarrow:
+~0.5 s) and ~100 MiB: so a few shards (``storage.shards``) hold every cube, each cube its own collection
+in its shard (a purge can then rewrite one cube's table and drop its files without touching the others),
+and one counters table per shard holds each cube's small numbers. Cube actors import none of this: they
+reach their shard's actor (``actors/storage.py``) through :class:`~memos_ray.plaintext.rows.CubeRows`.
 
-A table is (pk, seq, vec, doc): the document is the pydantic model's JSON and ``seq`` the
-cube's change number, so "everything after N" is one scalar filter. Milvus requires a
-vector field in every collection, so tables without embeddings carry a 2-dim placeholder.
+A table is (pk, seq, vec, doc): the document is the pydantic model's JSON and ``seq`` the cube's change
+number, so "everything after N" is one scalar filter. Milvus requires a vector field in every collection,
+so tables without embeddings carry a 2-dim placeholder. A passivating cube writes a checkpoint
+(``checkpoint.py``) and activation reads only the rows after it.
 
-Reading a 10k-memory cube back row by row costs ~0.8 s in milvus-lite, so a passivating
-cube also writes a checkpoint (its versions as JSON, its vectors as safetensors, stamped
-with its ``seq``). Activation reads the checkpoint and then only the rows written after it;
-a cube that crashed since its checkpoint simply has a longer tail. A purge, which removes
-rows, drops the checkpoint first.
-
-Erasure: deleting a row is not enough. milvus-lite keeps what was written in its write-ahead log
-and sealed segments until its size-tiered compaction happens to rewrite them (a manual
-``compact`` does not), so the text of a deleted row stays on disk. A purge therefore rewrites the
-cube's table: a new generation of the collection gets every remaining row, the counters name it,
-and the old collection (its files) is dropped. A crash in between is finished on the next open
-(the counters say a rewrite is pending).
+Erasure: deleting a row is not enough. milvus-lite keeps what was written in its write-ahead log and
+sealed segments until its size-tiered compaction happens to rewrite them (a manual ``compact`` does not),
+so the text of a deleted row stays on disk. A purge therefore rewrites the cube's table: a new generation
+of the collection gets every remaining row, the counters name it, and the old collection (its files) is
+dropped. A crash in between is finished on the next open (the counters say a rewrite is pending).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import shutil
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import Field
 from pymilvus import DataType, MilvusClient
-from safetensors.numpy import load_file, save_file
 
 from memos_ray.config import StorageConfig
 from memos_ray.errors import Unavailable
-from memos_ray.types import CubeMeta, MemoryItem, Strict
+from memos_ray.plaintext.rows import Counters, row_key, shard_of
+from memos_ray.types import CubeMeta, MemoryItem
 
 log = logging.getLogger(__name__)
 # query_iterator warns on every scan that milvus-lite has no MVCC timestamp; that is expected.
@@ -128,71 +122,91 @@ def _safe_name(prefix: str, key: str) -> str:
     return f"{prefix}_{hashlib.sha1(key.encode()).hexdigest()[:20]}"
 
 
-class Checkpoint(Strict):
-    seq: int
-    items: list[MemoryItem]
+class Shard:
+    """One Milvus database holding many cubes: ``<data_dir>/shards/<k>.db`` with milvus-lite, the server's
+    default database otherwise. One process opens a lite shard: its storage actor (or a test, a tool)."""
 
+    _open: ClassVar[dict[str, tuple[Shard, int]]] = {}  # uri -> (shard, users) in this process
 
-class Counters(Strict):
-    """A cube's small durable numbers, one row of its counters table."""
+    def __init__(self, config: StorageConfig, index: int) -> None:
+        self.config = config
+        self.index = index
+        self.lite = config.is_lite
+        if self.lite:
+            (config.data_dir / "shards").mkdir(parents=True, exist_ok=True)
+            self.uri = str(config.data_dir / "shards" / f"{index:03d}.db")
+        else:
+            self.uri = config.milvus_uri or ""
+        self.client = _open_client(self.uri, config.lock_wait_s)
+        self.counters = MilvusTable(self.client, "memos_counters", _PLACEHOLDER_DIM)
 
-    seq_floor: int = 0  # the seq of the last purge: seqs are never reused, even of erased rows
-    generation: int = 0  # which collection holds the memories (each rewrite makes the next)
-    rewrite_pending: bool = False  # set before a purge rewrites, cleared once the new table holds everything
-    erase: list[str] = Field(default_factory=list)  # the rows a pending rewrite leaves out (ids only: no text)
-    scrub: list[str] = Field(default_factory=list)  # the rows whose context a pending rewrite clears
+    @classmethod
+    def acquire(cls, config: StorageConfig, cube_id: str) -> Shard:
+        """The shard of ``cube_id``, opened once per process however many cubes use it."""
+        index = shard_of(cube_id, config.shards)
+        uri = str(config.data_dir / "shards" / f"{index:03d}.db") if config.is_lite else (config.milvus_uri or "")
+        shard, users = cls._open.get(uri, (None, 0))
+        if shard is None:
+            shard = cls(config, index)
+        cls._open[uri] = (shard, users + 1)
+        return shard
+
+    def release(self) -> None:
+        shard, users = self._open.pop(self.uri, (self, 1))
+        if users > 1:
+            self._open[self.uri] = (shard, users - 1)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        try:
+            self.counters.flush()
+        finally:
+            _close_client(self.client, self.uri, self.lite)
 
 
 class CubeStore:
-    """A cube's memory versions (one row per version, embeddings kept) and its counters."""
+    """A cube's memory versions (one row per version, embeddings kept) in its shard, and its counters."""
 
-    def __init__(self, config: StorageConfig, cube_id: str, dim: int) -> None:
-        self.config = config
+    def __init__(self, shard: Shard, cube_id: str, dim: int, owned: bool = False) -> None:
+        self.shard = shard
+        self.client = shard.client
+        self.config = shard.config
         self.cube_id = cube_id
         self.dim = dim
-        if config.is_lite:
-            self.path: Path | None = config.data_dir / "cubes" / cube_id
-            self.path.mkdir(parents=True, exist_ok=True)
-            self.uri = str(self.path / "milvus.db")
-            self._base, counters = "memories", "counters"
-        else:
-            self.path = None
-            self.uri = config.milvus_uri or ""
-            self._base, counters = _safe_name("mem", cube_id), _safe_name("ctr", cube_id)
-        self.client = _open_client(self.uri, config.lock_wait_s)
-        self.counters = MilvusTable(self.client, counters, _PLACEHOLDER_DIM)
+        self._owned = owned  # opened by CubeStore.local: closing the cube releases the shard
+        self._base = _safe_name("mem", cube_id)
         self.state = self._read_counters()
         self._drop_other_generations()
         self.memories = MilvusTable(self.client, self._name(self.state.generation), dim)
         if self.state.rewrite_pending:  # a purge died before its rewrite was done: finish it from the old table
             self.rewrite(self._surviving_rows())
 
+    @classmethod
+    def local(cls, config: StorageConfig, cube_id: str, dim: int) -> CubeStore:
+        """Opened in this process (tests, tools): never while a server's storage actor holds the shard."""
+        return cls(Shard.acquire(config, cube_id), cube_id, dim, owned=True)
+
     def _name(self, generation: int) -> str:
         return self._base if generation == 0 else f"{self._base}_g{generation}"
 
     def _drop_other_generations(self) -> None:
-        """A rewrite that died half-way leaves its new collection behind; a finished one, nothing."""
-        current = self._name(self.state.generation)
-        for name in self.client.list_collections():
-            if name != current and (name == self._base or name.startswith(f"{self._base}_g")):
-                self.client.drop_collection(name)
+        """A rewrite that died half-way leaves its new collection behind; a finished one, at most the old."""
+        gen = self.state.generation
+        for other in (gen - 1, gen + 1):
+            if other >= 0 and self.client.has_collection(self._name(other)):
+                self.client.drop_collection(self._name(other))
 
     def _read_counters(self) -> Counters:
-        rows = {row["pk"]: row["doc"] for row in self.counters.scan(with_vectors=False)}
-        if "state" in rows:
-            return Counters.model_validate(rows["state"])
-        if "seq_floor" in rows:  # written before the counters became one row
-            return Counters(seq_floor=int(rows["seq_floor"]["seq"]))
-        return Counters()
+        rows = self.client.get(self.shard.counters.name, ids=[self.cube_id], output_fields=["doc"])
+        return Counters.model_validate(rows[0]["doc"]) if rows else Counters()
 
     def _save_counters(self, **changes: Any) -> None:
         self.state = self.state.model_copy(update=changes)
-        row = {"pk": "state", "seq": 0, "vec": _PLACEHOLDER_VEC, "doc": self.state.model_dump()}
-        self.counters.upsert([row])
+        row = {"pk": self.cube_id, "seq": 0, "vec": _PLACEHOLDER_VEC, "doc": self.state.model_dump()}
+        self.shard.counters.upsert([row])
 
-    @staticmethod
-    def pk(memory_id: str, version: int) -> str:
-        return f"{memory_id}@{version:010d}"
+    pk = staticmethod(row_key)
 
     def write(self, items: list[MemoryItem], vecs: np.ndarray) -> None:
         rows = [
@@ -202,26 +216,18 @@ class CubeStore:
         self.memories.upsert(rows)
         self.memories.flush_if(self.config.flush_every)
 
-    def load(self) -> tuple[list[MemoryItem], dict[str, np.ndarray]]:
-        """Every stored version, and the vector of each memory's latest version."""
-        items: dict[str, MemoryItem] = {}
+    def load(self, after_seq: int | None = None) -> tuple[list[MemoryItem], dict[str, np.ndarray]]:
+        """Every version stored after ``after_seq`` (None: all), and the vector of each memory's latest one."""
+        items: list[MemoryItem] = []
         vecs: dict[str, np.ndarray] = {}
         latest: dict[str, int] = {}
-        since = None
-        checkpoint = self._read_checkpoint()
-        if checkpoint is not None:
-            ckpt, vecs = checkpoint
-            since = ckpt.seq
-            for item in ckpt.items:
-                items[self.pk(item.id, item.version)] = item
-                latest[item.id] = max(latest.get(item.id, 0), item.version)
-        for row in self.memories.scan(with_vectors=True, after_seq=since):
+        for row in self.memories.scan(with_vectors=True, after_seq=after_seq):
             item = MemoryItem.model_validate(row["doc"])
-            items[row["pk"]] = item
+            items.append(item)
             if item.version >= latest.get(item.id, 0):
                 latest[item.id] = item.version
                 vecs[item.id] = np.asarray(row["vec"], dtype=np.float32)
-        return list(items.values()), vecs
+        return items, vecs
 
     def erase(
         self, pks: list[str], scrubbed: list[str], kept: list[MemoryItem], vecs: dict[str, np.ndarray], seq: int
@@ -229,10 +235,10 @@ class CubeStore:
         """Leave no trace of the rows ``pks`` in any file: the table is rewritten from ``kept`` (every version
         that stays, as the cube holds it, contexts already cleared in the ``scrubbed`` rows; each row gets its
         memory's current vector, the only one ever read) and the old table dropped with its files. What to
-        leave out is recorded first, so a crash is finished on the next open from the old table."""
-        self.drop_checkpoint()  # it would bring the purged rows back
+        leave out is recorded first, so a crash is finished on the next open from the old table. The cube
+        drops its checkpoint before (it would bring the purged rows back)."""
         self._save_counters(seq_floor=seq, rewrite_pending=True, erase=pks, scrub=scrubbed)
-        self.counters.flush()
+        self.shard.counters.flush()
         self.rewrite(
             {"pk": self.pk(i.id, i.version), "seq": i.seq, "vec": vecs[i.id], "doc": i.model_dump(mode="json")}
             for i in kept
@@ -263,80 +269,43 @@ class CubeStore:
         fresh.upsert(batch)
         fresh.flush()
         self._save_counters(generation=generation, rewrite_pending=False, erase=[], scrub=[])
-        self.counters.flush()
+        self.shard.counters.flush()
         old, self.memories = self.memories, fresh
         old.drop()
 
-    # ------------------------------------------------------------ checkpoint (milvus-lite only)
-
-    def save_checkpoint(self, seq: int, items: list[MemoryItem], vecs: dict[str, np.ndarray]) -> None:
-        if self.path is None:
-            return
-        tmp, final = self.path / "checkpoint.tmp", self.path / "checkpoint"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        ids = list(vecs)
-        matrix = np.stack([vecs[i] for i in ids]) if ids else np.zeros((0, self.memories.dim), dtype=np.float32)
-        save_file(
-            {"vectors": matrix.astype(np.float32)},
-            str(tmp / "vectors.safetensors"),
-            metadata={"seq": str(seq), "ids": json.dumps(ids)},
-        )
-        (tmp / "items.json").write_text(Checkpoint(seq=seq, items=items).model_dump_json())
-        self.drop_checkpoint()
-        tmp.rename(final)
-
-    def drop_checkpoint(self) -> None:
-        if self.path is not None:
-            shutil.rmtree(self.path / "checkpoint", ignore_errors=True)
-
-    def _read_checkpoint(self) -> tuple[Checkpoint, dict[str, np.ndarray]] | None:
-        if self.path is None or not (self.path / "checkpoint").is_dir():
-            return None
-        folder = self.path / "checkpoint"
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(folder / "vectors.safetensors"), framework="np") as f:
-                meta = f.metadata()
-            matrix = load_file(str(folder / "vectors.safetensors"))["vectors"]
-            ids = json.loads(meta["ids"])
-            ckpt = Checkpoint.model_validate_json((folder / "items.json").read_bytes())
-            if int(meta["seq"]) != ckpt.seq or len(ids) != len(matrix):
-                raise ValueError("checkpoint files disagree")
-        except Exception as exc:  # a damaged checkpoint is only a slower start
-            log.warning("ignoring checkpoint of cube %s: %s", self.cube_id, exc)
-            return None
-        return ckpt, {memory_id: matrix[i] for i, memory_id in enumerate(ids)}
-
-    # ------------------------------------------------------------ counters, lifecycle
+    # ------------------------------------------------------------ lifecycle
 
     def flush(self) -> None:
         self.memories.flush()
-        self.counters.flush()
+        self.shard.counters.flush()
 
     def close(self) -> None:
+        """Flushed, and its rows out of the shard's memory until the cube is opened again."""
         try:
             self.flush()
+            self.client.release_collection(self.memories.name)
         finally:
-            _close_client(self.client, self.uri, self.path is not None)
+            if self._owned:
+                self.shard.release()
 
     def destroy(self) -> None:
-        """Remove every row of the cube (the files too, for milvus-lite)."""
-        if self.path is None:
-            self.memories.drop()
-            self.counters.drop()
-            self.client.close()
-        else:
-            _close_client(self.client, self.uri, lite=True)
-            shutil.rmtree(self.path, ignore_errors=True)
+        """Remove every row of the cube, its files and its counters."""
+        try:
+            for name in (self._name(self.state.generation), self._name(self.state.generation + 1)):
+                if self.client.has_collection(name):
+                    self.client.drop_collection(name)
+            self.shard.counters.delete([self.cube_id])
+            self.shard.counters.flush()
+        finally:
+            if self._owned:
+                self.shard.release()
 
 
 def _close_client(client: MilvusClient, uri: str, lite: bool) -> None:
     client.close()
     if lite:
         # MilvusClient.close leaves milvus-lite's in-process server (and its file lock) running;
-        # stop it so the next owner of the file (a reactivated cube) can open it at once.
+        # stop it so the next owner of the file can open it at once.
         from milvus_lite.server_manager import server_manager_instance
 
         server_manager_instance.release_server(uri)

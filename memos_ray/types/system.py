@@ -23,6 +23,7 @@ class DirectoryStats(Strict):
     passivations: int
     activation_p50_s: float | None
     activation_max_s: float | None
+    spares: int = Field(0, description="cube actors started with nothing loaded, ready to open a cube")
 
 
 class EmbedderStats(Strict):

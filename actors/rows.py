@@ -1,0 +1,81 @@
+"""A cube actor's way to its rows: the proxy to its shard's storage actor (``actors/storage.py``).
+
+Imports nothing of Milvus, so neither does a cube actor's process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import ray
+from ray.actor import ActorHandle
+from ray.exceptions import RayTaskError
+
+from actors.calls import unwrap
+from memos_ray.config import MemosConfig
+from memos_ray.errors import MemosError
+from memos_ray.plaintext.rows import Counters, shard_of
+from memos_ray.types import MemoryItem
+
+STORAGE_NAME = "memos_storage"
+
+
+def storage_actor_name(index: int) -> str:
+    return f"{STORAGE_NAME}:{index}"
+
+
+def storage_of(config: MemosConfig, cube_id: str) -> ActorHandle:
+    """The storage actor of ``cube_id``'s shard (started by ``actors/runtime.py``)."""
+    return ray.get_actor(storage_actor_name(shard_of(cube_id, config.storage.shards)), namespace=config.namespace)
+
+
+def _get(ref: Any) -> Any:
+    """The storage actor's answer; its MemosError raised as itself (as :func:`actors.calls.call` does)."""
+    try:
+        return ray.get(ref)
+    except RayTaskError as exc:
+        cause = unwrap(exc)
+        if isinstance(cause, MemosError):
+            raise cause from None
+        raise
+
+
+class ShardRows:
+    """A cube's :class:`~memos_ray.plaintext.rows.CubeRows` in its shard's actor.
+
+    Synchronous on purpose: a cube's state changes run to completion on its actor's event loop, one at a
+    time, and a write is acknowledged only once its row is durable; a blocking call keeps both true without
+    locks. A storage call takes ~1 ms; reads never reach it (the index is in the cube's memory).
+    """
+
+    def __init__(self, storage: ActorHandle, cube_id: str) -> None:
+        self.storage = storage
+        self.cube_id = cube_id
+        self.state: Counters = _get(storage.open.remote(cube_id))
+
+    def write(self, items: list[MemoryItem], vecs: np.ndarray) -> None:
+        _get(self.storage.write.remote(self.cube_id, items, vecs))
+
+    def load(self, after_seq: int | None) -> tuple[list[MemoryItem], dict[str, np.ndarray]]:
+        found: tuple[list[MemoryItem], dict[str, np.ndarray]] = _get(self.storage.load.remote(self.cube_id, after_seq))
+        items, vecs = found
+        return items, {k: np.array(v) for k, v in vecs.items()}  # Ray's buffers are read-only
+
+    def erase(
+        self, pks: list[str], scrubbed: list[str], kept: list[MemoryItem], vecs: dict[str, np.ndarray], seq: int
+    ) -> None:
+        self.state = self.state.model_copy(update={"rewrite_pending": True})  # until the shard says it is done
+        self.state = _get(self.storage.erase.remote(self.cube_id, pks, scrubbed, kept, vecs, seq))
+
+    def flush(self) -> None:
+        _get(self.storage.flush.remote(self.cube_id))
+
+    def close(self) -> None:
+        _get(self.storage.close.remote(self.cube_id))
+
+    def destroy(self) -> None:
+        _get(self.storage.destroy.remote(self.cube_id))
+
+
+__all__ = ["STORAGE_NAME", "ShardRows", "storage_actor_name", "storage_of"]

@@ -1,0 +1,75 @@
+"""A passivated cube's checkpoint: its versions and vectors in two files, read back in two calls.
+
+Reading a cube back row by row from Milvus costs far more than its activation budget, so a passivating
+cube writes every version as one JSON document (validated back in one ``model_validate_json`` call, in
+Rust) and its vectors as one safetensors matrix, both stamped with the cube's ``seq``. Activation reads
+the checkpoint and then asks its storage only for the rows written after it; a cube that crashed since
+its checkpoint simply has a longer tail. A purge drops the checkpoint first (it would bring the rows
+back). Nothing is pickled. Only with milvus-lite: a server's cube may move between machines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from memos_ray.types import MemoryItem, Strict
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoint(Strict):
+    seq: int
+    items: list[MemoryItem]
+
+
+class CheckpointFiles:
+    """``<data_dir>/cubes/<cube>/checkpoint``: written whole into a temporary folder, then renamed."""
+
+    def __init__(self, folder: Path | None, cube_id: str) -> None:
+        self.folder = folder  # None: no checkpoints (a Milvus server)
+        self.cube_id = cube_id
+
+    def save(self, seq: int, items: list[MemoryItem], vecs: dict[str, np.ndarray], dim: int) -> None:
+        if self.folder is None:
+            return
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder.with_name("checkpoint.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        ids = list(vecs)
+        matrix = np.stack([vecs[i] for i in ids]) if ids else np.zeros((0, dim), dtype=np.float32)
+        save_file(
+            {"vectors": matrix.astype(np.float32)},
+            str(tmp / "vectors.safetensors"),
+            metadata={"seq": str(seq), "ids": json.dumps(ids)},
+        )
+        (tmp / "items.json").write_text(Checkpoint(seq=seq, items=items).model_dump_json())
+        self.drop()
+        tmp.rename(self.folder)
+
+    def drop(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def read(self) -> tuple[Checkpoint, dict[str, np.ndarray]] | None:
+        if self.folder is None or not self.folder.is_dir():
+            return None
+        try:
+            with safe_open(str(self.folder / "vectors.safetensors"), framework="np") as f:
+                meta = f.metadata()
+                matrix = f.get_tensor("vectors")
+            ids = json.loads(meta["ids"])
+            ckpt = Checkpoint.model_validate_json((self.folder / "items.json").read_bytes())
+            if int(meta["seq"]) != ckpt.seq or len(ids) != len(matrix):
+                raise ValueError("checkpoint files disagree")
+        except Exception as exc:  # a damaged checkpoint is only a slower start
+            log.warning("ignoring checkpoint of cube %s: %s", self.cube_id, exc)
+            return None
+        return ckpt, {memory_id: matrix[i] for i, memory_id in enumerate(ids)}
