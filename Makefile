@@ -1,7 +1,7 @@
 # The README names these targets. Each one installs what it needs first (scripts/bootstrap.sh).
 PY := .venv/bin/python
 
-.PHONY: setup up test test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops bench-scheduler bench-grounding bench-lifecycle lint format typecheck
+.PHONY: setup up test test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops bench-scheduler bench-grounding bench-lifecycle bench-cubes lint format typecheck
 
 setup:
 	@./scripts/bootstrap.sh
@@ -41,6 +41,9 @@ bench-grounding: setup  ## answers that name the fact: pinned, working set, retr
 
 bench-lifecycle: setup  ## MemLifecycle: LoCoMo merges, archives and recall under a sample policy; sweep per 10k; purge
 	$(PY) -m benchmarks.lifecycle
+
+bench-cubes: setup  ## many cubes: cold activation, Zipf vs warm, 10k registered cubes, memory per live cube
+	$(PY) -u -m benchmarks.cubes
 
 lint: setup      ## ruff, and the import contracts (layers; the SDK and the schema import nothing of the server)
 	.venv/bin/ruff check .

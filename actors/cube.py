@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import ctypes
 import functools
+import gc
 import inspect
 import logging
 import time
@@ -28,11 +30,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 import numpy as np
-from ray.actor import ActorHandle
 
-from actors.calls import actor_class, read_only
+from actors.calls import NamedActors, actor_class, read_only
 from actors.cascade import Cascade
-from actors.rows import ShardRows
+from actors.rows import ShardRows, storage_name
 from memos_ray.activation.prompt import PINNED_TAG
 from memos_ray.config import MemosConfig
 from memos_ray.errors import Unavailable
@@ -64,6 +65,19 @@ P = ParamSpec("P")
 R = TypeVar("R")
 log = logging.getLogger(__name__)
 CASCADE_TIMEOUT_S = 30.0  # one attempt at a cascade; passivation waits at most this for changes in flight
+
+
+def _release_memory() -> float:
+    """Give a passivated cube's memory back to the system (the cycles it left are collected, glibc returns
+    its free heap); returns what this process alone still holds, in MiB (its USS: Linux only, else 0)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        rollup = dict(line.split()[:2] for line in open("/proc/self/smaps_rollup").read().splitlines()[1:])
+    except OSError:
+        return 0.0
+    return (int(rollup["Private_Clean:"]) + int(rollup["Private_Dirty:"])) / 1024
 
 
 def _passivated(cube_id: str | None) -> Unavailable:
@@ -107,6 +121,8 @@ class CubeHost:
     def __init__(self, config: MemosConfig) -> None:
         self.config = config
         self.cascade = Cascade(config.namespace)
+        # looked up by name, not passed in: unpickling a handle imports its class's module (pymilvus, ~40 MiB)
+        self._storage = NamedActors(config.namespace)
         self.lease: int | None = None  # the life being served; None: a spare
         self.lives = 0
         self._cube: MemCube | None = None
@@ -141,13 +157,13 @@ class CubeHost:
         """Started (a spare): how many cubes it hosted so far."""
         return self.lives
 
-    async def open(self, lease: int, meta: CubeMeta, storage: ActorHandle) -> CubeMeta:
+    async def open(self, lease: int, meta: CubeMeta) -> CubeMeta:
         """Host ``meta``'s cube for the life ``lease``: its checkpoint, then the rows its storage actor holds
         after it. A crashed earlier life may have left cascades in its outbox: they are retried."""
         if self._cube is not None:
             raise Unavailable(f"cube actor still hosts cube {self._cube.meta.id}", {"retry": True})
         start = time.perf_counter()
-        rows = ShardRows(storage, meta.id)
+        rows = ShardRows(self._storage.get(storage_name(self.config, meta.id)), meta.id)
         cfg = self.config
         self._cube = MemCube(meta, cfg.storage, cfg.search, cfg.embedder.dim, cfg.scheduler.lifecycle, rows)
         self.load_s = time.perf_counter() - start
@@ -395,11 +411,12 @@ class CubeHost:
         self.cube.meta = meta
 
     @_open
-    async def passivate(self) -> CubeMeta:
+    async def passivate(self) -> tuple[CubeMeta, float]:
         """Refuse new calls, let the changes in flight finish their cascades (bounded: what is left stays in
         the outbox, and the Directory starts the cube again for it), flush, release the storage file and
-        report final counters, and empty the actor (the Directory keeps it as a spare, or ends it). So a call
-        that did not finish was refused, and a caller may retry it."""
+        report final counters, and empty the actor; with the MiB it still holds, the Directory keeps it as a
+        spare or ends it (a big cube leaves a heap that a small one would not need). So a call that did not
+        finish was refused, and a caller may retry it."""
         self.closed = True
         self._wake()
         if self._writes:
@@ -411,8 +428,12 @@ class CubeHost:
         if self._retrying is not None:  # what is left stays in the outbox for the next life
             self._retrying.cancel()
         self._cube, self.lease = None, None  # emptied first: a failed close leaves nothing of it here
-        cube.close()
-        return meta
+        try:
+            cube.close()
+        finally:
+            del cube
+            footprint = _release_memory()
+        return meta, footprint
 
 
 CubeActor = actor_class(CubeHost, max_restarts=0, max_task_retries=0, max_concurrency=1000)

@@ -42,6 +42,7 @@ from memos_ray.plaintext.storage import CatalogStore
 from memos_ray.types import Caller, CubeCreate, CubeList, CubeMeta, CubeUpdate, DirectoryStats, Grant, Role, utcnow
 
 DIRECTORY_NAME = "memos_directory"
+BIG_CUBE = 2_000  # memories from which a cube prefers the spare with the largest heap
 RESUME_AFTER_S = 5.0  # a cube passivated with cascades still pending is started again this much later
 
 
@@ -74,7 +75,7 @@ class Directory:
                 self.catalog.put(self.cubes[meta.id])
         self.live: OrderedDict[str, ActorHandle] = OrderedDict()
         self._leases: dict[str, int] = {}  # live cube -> the lease of its actor's current life
-        self._spares: list[ActorHandle] = []  # cube actors started with nothing loaded
+        self._spares: list[tuple[ActorHandle, float]] = []  # cube actors with nothing loaded, and their MiB
         self._spawning = 0
         self._hosted: dict[str, int] = {}  # actor id -> cubes it hosted
         self.storage = [
@@ -296,13 +297,13 @@ class Directory:
             admitted = True
             self._known(cube_id)  # deleted while we waited?
             try:
-                handle = await self._host()
+                handle = await self._host(cube_id)
             except Exception as exc:
                 raise Unavailable(f"cube {cube_id} could not be activated: {exc}", {"cube_id": cube_id}) from exc
             lease = secrets.randbits(62)
             try:
                 timeout = self.config.directory.activation_timeout_s
-                opening = call(handle, CubeHost.open, lease, self.cubes[cube_id], self._storage_of(cube_id))
+                opening = call(handle, CubeHost.open, lease, self.cubes[cube_id])
                 meta = await asyncio.wait_for(opening, timeout=timeout)
             except Exception as exc:  # timed out, died, or its storage failed: not live, and not reused
                 ray.kill(handle, no_restart=True)
@@ -325,13 +326,18 @@ class Directory:
 
     # ------------------------------------------------------------ spare cube actors
 
-    async def _host(self) -> ActorHandle:
-        """A spare cube actor: one left ready, else one a passivation is about to give back, else a new one."""
+    async def _host(self, cube_id: str) -> ActorHandle:
+        """A spare cube actor: one left ready, else one a passivation is about to give back, else a new one.
+        A big cube takes the spare whose heap is largest (one that hosted a big cube: its memory is there to
+        be reused), any other the smallest."""
+        big = self.cubes[cube_id].memory_count >= BIG_CUBE
         while True:
             if self._spares:
-                handle = self._spares.pop()
+                pick = max if big else min
+                chosen = pick(self._spares, key=lambda spare: spare[1])
+                self._spares.remove(chosen)
                 self._refill()
-                return handle
+                return chosen[0]
             retiring = [t for t in self._retiring.values() if not t.done()]
             if not retiring:
                 return await self._spawn()
@@ -349,7 +355,8 @@ class Directory:
             self._spawning -= 1
 
     def _refill(self) -> None:
-        """Start spares while fewer than ``spare_actors`` are ready or coming back from a passivation."""
+        """Start spares while fewer than ``spare_actors`` are ready or coming back from a passivation (under
+        churn every activation's victim gives its actor back: no process is started)."""
         coming = len(self._spares) + len(self._retiring) + self._spawning
         for _ in range(self.config.directory.spare_actors - coming):
             asyncio.get_running_loop().create_task(self._spare())
@@ -360,11 +367,18 @@ class Directory:
         except Exception as exc:  # the next activation starts one itself
             log.warning("could not start a spare cube actor: %s", exc)
 
-    def _keep(self, handle: ActorHandle) -> None:
-        """An empty cube actor: kept as a spare, or ended when there are enough or it hosted its share."""
+    def _keep(self, handle: ActorHandle, footprint_mib: float = 0.0) -> None:
+        """An empty cube actor: kept as a spare (up to twice ``spare_actors``, so that a burst of passivations
+        and activations starts no process; at most one whose heap a big cube left above ``spare_max_mib``),
+        or ended when there are enough or it hosted its share."""
         lives = self._hosted.get(handle._actor_id.hex(), 0)
-        if len(self._spares) < self.config.directory.spare_actors and lives < self.config.directory.actor_lives:
-            self._spares.append(handle)
+        cfg = self.config.directory
+        heavy = footprint_mib > cfg.spare_max_mib
+        room = len(self._spares) < 2 * cfg.spare_actors
+        if heavy:
+            room = room and not any(mib > cfg.spare_max_mib for _, mib in self._spares)
+        if room and lives < cfg.actor_lives:
+            self._spares.append((handle, footprint_mib))
             return
         self._retired[handle._actor_id.hex()] = None
         self._hosted.pop(handle._actor_id.hex(), None)
@@ -425,7 +439,7 @@ class Directory:
 
     async def _passivate_actor(self, cube_id: str, handle: ActorHandle, lease: int) -> None:
         try:
-            meta = await call(handle, CubeHost.passivate, lease)
+            meta, footprint_mib = await call(handle, CubeHost.passivate, lease)
         except Exception as exc:  # its rows were durable when acknowledged: stop it anyway
             log.warning("passivating cube %s failed: %s", cube_id, exc)
             # Calls queued behind passivate() were refused or die with the actor without running:
@@ -437,7 +451,7 @@ class Directory:
                 self.catalog.put(self._counters(cube_id, meta))
                 if CascadeOutbox.of(self.config.storage.data_dir, cube_id).items:
                     self._resume_cascades(RESUME_AFTER_S)
-            self._keep(handle)  # calls for this life are refused from now on: its lease is spent
+            self._keep(handle, footprint_mib)  # calls for this life are refused from now on: its lease is spent
         finally:
             while len(self._retired) > 10_000:
                 self._retired.popitem(last=False)
@@ -492,7 +506,7 @@ class Directory:
         for cube_id in list(self.live):
             await self.passivate(cube_id)
         await asyncio.gather(*self._retiring.values(), return_exceptions=True)
-        for handle in self._spares:
+        for handle, _ in self._spares:
             ray.kill(handle, no_restart=True)
         self._spares.clear()
         for storage in self.storage:

@@ -14,7 +14,7 @@ from ray.exceptions import RayTaskError
 
 from actors.calls import unwrap
 from memos_ray.config import MemosConfig
-from memos_ray.errors import MemosError
+from memos_ray.errors import MemosError, Unavailable
 from memos_ray.plaintext.rows import Counters, shard_of
 from memos_ray.types import MemoryItem
 
@@ -25,9 +25,9 @@ def storage_actor_name(index: int) -> str:
     return f"{STORAGE_NAME}:{index}"
 
 
-def storage_of(config: MemosConfig, cube_id: str) -> ActorHandle:
-    """The storage actor of ``cube_id``'s shard (started by ``actors/runtime.py``)."""
-    return ray.get_actor(storage_actor_name(shard_of(cube_id, config.storage.shards)), namespace=config.namespace)
+def storage_name(config: MemosConfig, cube_id: str) -> str:
+    """The name of the storage actor of ``cube_id``'s shard (the Directory starts them)."""
+    return storage_actor_name(shard_of(cube_id, config.storage.shards))
 
 
 def _get(ref: Any) -> Any:
@@ -49,7 +49,9 @@ class ShardRows:
     locks. A storage call takes ~1 ms; reads never reach it (the index is in the cube's memory).
     """
 
-    def __init__(self, storage: ActorHandle, cube_id: str) -> None:
+    def __init__(self, storage: ActorHandle | None, cube_id: str) -> None:
+        if storage is None:
+            raise Unavailable(f"the storage of cube {cube_id} is not running", {"cube_id": cube_id})
         self.storage = storage
         self.cube_id = cube_id
         self.state: Counters = _get(storage.open.remote(cube_id))
@@ -71,11 +73,11 @@ class ShardRows:
     def flush(self) -> None:
         _get(self.storage.flush.remote(self.cube_id))
 
-    def close(self) -> None:
-        _get(self.storage.close.remote(self.cube_id))
+    def close(self, clean_seq: int | None = None) -> None:
+        _get(self.storage.close.remote(self.cube_id, clean_seq))
 
     def destroy(self) -> None:
         _get(self.storage.destroy.remote(self.cube_id))
 
 
-__all__ = ["STORAGE_NAME", "ShardRows", "storage_actor_name", "storage_of"]
+__all__ = ["STORAGE_NAME", "ShardRows", "storage_actor_name", "storage_name"]

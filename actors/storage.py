@@ -10,13 +10,20 @@ at a time, each a milvus-lite call that is durable when it returns.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from actors.calls import actor_class
 from memos_ray.config import MemosConfig
 from memos_ray.plaintext.rows import Counters
-from memos_ray.plaintext.storage import CubeStore, Shard
 from memos_ray.types import MemoryItem
+
+if TYPE_CHECKING:
+    from memos_ray.plaintext.storage import CubeStore
+
+# Imported where the actor runs, not at module import: a process that only holds a handle to a storage
+# actor (a cube actor) imports this module to deserialize the handle, and must not pay for pymilvus.
 
 
 class StorageHost:
@@ -25,6 +32,9 @@ class StorageHost:
     def __init__(self, config: MemosConfig, index: int) -> None:
         self.config = config
         self.index = index
+        from memos_ray.plaintext.storage import CubeStore, Shard
+
+        self._cube_store = CubeStore
         self.shard = Shard(config.storage, index)
         self.cubes: dict[str, CubeStore] = {}
 
@@ -34,7 +44,7 @@ class StorageHost:
     def _store(self, cube_id: str) -> CubeStore:
         store = self.cubes.get(cube_id)
         if store is None:  # also after a restart of this actor: a live cube's next call opens it again
-            store = self.cubes[cube_id] = CubeStore(self.shard, cube_id, self.config.embedder.dim)
+            store = self.cubes[cube_id] = self._cube_store(self.shard, cube_id, self.config.embedder.dim)
         return store
 
     def open(self, cube_id: str) -> Counters:
@@ -63,15 +73,15 @@ class StorageHost:
     def flush(self, cube_id: str) -> None:
         self._store(cube_id).flush()
 
-    def close(self, cube_id: str) -> None:
-        """The cube passivated: flushed, and out of this actor's memory."""
+    def close(self, cube_id: str, clean_seq: int | None = None) -> None:
+        """The cube passivated (with a checkpoint at ``clean_seq``): flushed, and out of this actor's memory."""
         store = self.cubes.pop(cube_id, None)
         if store is not None:
-            store.close()
+            store.close(clean_seq)
 
     def destroy(self, cube_id: str) -> None:
         self.close(cube_id)
-        CubeStore(self.shard, cube_id, self.config.embedder.dim).destroy()
+        self._cube_store(self.shard, cube_id, self.config.embedder.dim).destroy()
 
     def shutdown(self) -> None:
         for cube_id in list(self.cubes):

@@ -104,6 +104,9 @@ class DirectoryConfig(_Config):
     actor_lives: int = Field(
         1_000, ge=1, description="a cube actor hosts this many cubes in turn, then ends (bounds its heap's growth)"
     )
+    spare_max_mib: float = Field(
+        96.0, gt=0, description="a passivated cube actor still holding more (USS) ends instead of waiting as a spare"
+    )
 
 
 class SchedulerConfig(_Config):

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 class Checkpoint(Strict):
     seq: int
     items: list[MemoryItem]
+    index_key: str = ""  # how ``terms`` were made (the index's tokenizer and weights)
+    terms: dict[str, dict[str, float]] = Field(default_factory=dict)  # each memory's BM25 terms, by id
 
 
 class CheckpointFiles:
@@ -36,7 +39,15 @@ class CheckpointFiles:
         self.folder = folder  # None: no checkpoints (a Milvus server)
         self.cube_id = cube_id
 
-    def save(self, seq: int, items: list[MemoryItem], vecs: dict[str, np.ndarray], dim: int) -> None:
+    def save(
+        self,
+        seq: int,
+        items: list[MemoryItem],
+        vecs: dict[str, np.ndarray],
+        dim: int,
+        terms: dict[str, dict[str, float]] | None = None,
+        index_key: str = "",
+    ) -> None:
         if self.folder is None:
             return
         self.folder.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +61,8 @@ class CheckpointFiles:
             str(tmp / "vectors.safetensors"),
             metadata={"seq": str(seq), "ids": json.dumps(ids)},
         )
-        (tmp / "items.json").write_text(Checkpoint(seq=seq, items=items).model_dump_json())
+        ckpt = Checkpoint(seq=seq, items=items, index_key=index_key, terms=terms or {})
+        (tmp / "items.json").write_text(ckpt.model_dump_json())
         self.drop()
         tmp.rename(self.folder)
 
@@ -58,7 +70,8 @@ class CheckpointFiles:
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def read(self) -> tuple[Checkpoint, dict[str, np.ndarray]] | None:
+    def read(self, index_key: str = "") -> tuple[Checkpoint, dict[str, np.ndarray]] | None:
+        """The checkpoint, its vectors by memory id; its terms only if made under ``index_key``."""
         if self.folder is None or not self.folder.is_dir():
             return None
         try:
@@ -72,4 +85,6 @@ class CheckpointFiles:
         except Exception as exc:  # a damaged checkpoint is only a slower start
             log.warning("ignoring checkpoint of cube %s: %s", self.cube_id, exc)
             return None
+        if ckpt.index_key != index_key:
+            ckpt.terms = {}
         return ckpt, {memory_id: matrix[i] for i, memory_id in enumerate(ids)}

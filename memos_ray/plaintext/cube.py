@@ -8,6 +8,7 @@ acknowledged change is durable, and a failed write leaves the cube as it was.
 
 from __future__ import annotations
 
+import gc
 from collections import deque
 from collections.abc import Sequence
 
@@ -102,32 +103,58 @@ class MemCube(LifecycleMoves):
         self._ring_from = self.seq + 1  # every change from this seq on is in the ring (until it overflows)
 
     def _load(self) -> None:
-        """The checkpoint, then the rows written after it."""
+        """The checkpoint, then the rows written after it. Python's cycle collector is paused meanwhile: a
+        10k cube makes ~10^6 objects at once, and the collections they would trigger cost more than the
+        load itself (measured: 390 ms → 100 ms to validate a 10k checkpoint)."""
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            self._read_all()
+        finally:
+            if paused:
+                gc.enable()
+
+    def _read_all(self) -> None:
         items: dict[tuple[str, int], MemoryItem] = {}
         vecs: dict[str, np.ndarray] = {}
+        terms: dict[str, dict[str, float]] = {}
         since = None
-        saved = self.checkpoint.read()
+        saved = self.checkpoint.read(self.index.key)
         if saved is not None:
             ckpt, vecs = saved
-            since = ckpt.seq
+            since, terms = ckpt.seq, ckpt.terms
             items = {(i.id, i.version): i for i in ckpt.items}
-        tail, tail_vecs = self.store.load(since)
+        clean = since is not None and since == self.store.state.clean_seq  # nothing was written after it
+        tail, tail_vecs = ([], {}) if clean else self.store.load(since)
         items.update({(i.id, i.version): i for i in tail})
         vecs.update(tail_vecs)  # a memory in the tail has its newest version there (seqs only grow)
-        self._load_items(list(items.values()), vecs)
+        for item in tail:  # changed since the checkpoint: tokenized again (with what it was merged into)
+            terms.pop(item.id, None)
+            if item.merged_into is not None:
+                terms.pop(item.merged_into, None)
+        self._load_items(list(items.values()), vecs, terms)
 
-    def _load_items(self, items: list[MemoryItem], vecs: dict[str, np.ndarray]) -> None:
+    def _load_items(
+        self, items: list[MemoryItem], vecs: dict[str, np.ndarray], terms: dict[str, dict[str, float]]
+    ) -> None:
         for item in sorted(items, key=lambda i: (i.created_at, i.id, i.version)):
             self.history.setdefault(item.id, []).append(item)
             self.latest[item.id] = item
             self.seq = max(self.seq, item.seq)
         self._vecs = vecs
-        for memory_id, item in self.latest.items():
-            self._index(item, vecs[memory_id])
+        latest = list(self.latest.values())
+        matrix = np.stack([vecs[i.id] for i in latest]) if latest else np.zeros((0, self.dim), dtype=np.float32)
+        known = [terms.get(i.id) for i in latest]
+        missing = [i for i, t in zip(latest, known, strict=True) if t is None]
+        made = iter([self.index.terms(i, self._merged_contexts(i)) for i in missing])
+        self.index.load(latest, matrix, [t if t is not None else next(made) for t in known])
+
+    def _merged_contexts(self, item: MemoryItem) -> list[str]:
+        merged = (self.latest.get(r.memory_id) for r in item.merged_from)
+        return [m.context for m in merged if m is not None and m.context]
 
     def _index(self, item: MemoryItem, vec: np.ndarray) -> None:
-        merged = (self.latest.get(r.memory_id) for r in item.merged_from)
-        self.index.upsert(item, vec, [m.context for m in merged if m is not None and m.context])
+        self.index.upsert(item, vec, self._merged_contexts(item))
 
     # ------------------------------------------------------------ counters
 
@@ -505,8 +532,8 @@ class MemCube(LifecycleMoves):
     def close(self) -> None:
         """Checkpoint (fast reactivation) and release storage."""
         items = [v for versions in self.history.values() for v in versions]
-        self.checkpoint.save(self.seq, items, self._vecs, self.dim)
-        self.store.close()
+        self.checkpoint.save(self.seq, items, self._vecs, self.dim, self.index.indexed_terms(), self.index.key)
+        self.store.close(self.seq if self.checkpoint.folder is not None else None)
 
     def destroy(self) -> None:
         self.checkpoint.drop()

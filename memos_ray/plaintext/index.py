@@ -61,7 +61,7 @@ class HybridIndex:
         self._slot_tags: list[tuple[str, ...]] = []
         # BM25: term -> {slot: term frequency}; per-slot term counts to undo on update.
         self._postings: dict[str, dict[int, float]] = {}
-        self._slot_terms: list[Counter[str]] = []
+        self._slot_terms: list[dict[str, float]] = []
         self._doclen = np.zeros(capacity, dtype=np.float32)
         self._total_len = 0.0
 
@@ -84,9 +84,32 @@ class HybridIndex:
             grown_f[: len(arr)] = arr
             setattr(self, name, grown_f)
 
-    def upsert(self, item: MemoryItem, vec: np.ndarray, contexts: Sequence[str] = ()) -> None:
-        """Index the latest version of ``item`` (replacing an older one). ``contexts``: those of the memories
-        merged into it, searched like its own (a near-duplicate said after other words stays findable by them)."""
+    def terms(self, item: MemoryItem, contexts: Sequence[str] = ()) -> dict[str, float]:
+        """What BM25 finds ``item`` by: its words (with its speaker), and at ``context_weight`` those of its
+        context and of ``contexts``, the memories merged into it (a near-duplicate said after other words
+        stays findable by them)."""
+        terms: Counter[str] = Counter(tokenize(index_text(item.text, item.provenance.speaker)))
+        out: dict[str, float] = dict(terms)
+        if self.config.context_weight > 0:
+            for context in [item.context, *contexts]:
+                for term, tf in Counter(tokenize(context or "")).items():
+                    out[term] = out.get(term, 0) + tf * self.config.context_weight
+        return out
+
+    @property
+    def key(self) -> str:
+        """What :meth:`terms` depends on: a checkpoint's terms are reused only under the same key."""
+        return f"bm25-v1:{self.config.context_weight}"
+
+    def indexed_terms(self) -> dict[str, dict[str, float]]:
+        """Every indexed memory's terms, by id: a checkpoint keeps them, so a reload needs no tokenizing."""
+        return {memory_id: self._slot_terms[slot] for memory_id, slot in self._slot.items()}
+
+    def upsert(
+        self, item: MemoryItem, vec: np.ndarray, contexts: Sequence[str] = (), terms: dict[str, float] | None = None
+    ) -> None:
+        """Index the latest version of ``item`` (replacing an older one); ``terms``: :meth:`terms` of it and
+        ``contexts``, when known."""
         slot = self._slot.get(item.id)
         if slot is None:
             if self._free:
@@ -97,7 +120,7 @@ class HybridIndex:
                     self._grow()
                 self._ids.append(None)
                 self._speaker.append(None)
-                self._slot_terms.append(Counter())
+                self._slot_terms.append({})
                 self._slot_tags.append(())
             self._slot[item.id] = slot
             self._ids[slot] = item.id
@@ -117,17 +140,57 @@ class HybridIndex:
         self._slot_tags[slot] = tuple(item.tags)
         for tag in item.tags:
             self._tags.setdefault(tag, set()).add(slot)
-        terms: Counter[str] = Counter(tokenize(index_text(item.text, item.provenance.speaker)))
-        if self.config.context_weight > 0:
-            for context in [item.context, *contexts]:
-                for term, tf in Counter(tokenize(context or "")).items():
-                    terms[term] += tf * self.config.context_weight  # type: ignore[assignment]
+        if terms is None:
+            terms = self.terms(item, contexts)
         self._slot_terms[slot] = terms
         for term, tf in terms.items():
             self._postings.setdefault(term, {})[slot] = tf
         length = float(sum(terms.values()))
         self._doclen[slot] = length
         self._total_len += length
+
+    def load(self, items: Sequence[MemoryItem], vecs: np.ndarray, terms: Sequence[dict[str, float]]) -> None:
+        """Index ``items`` (latest versions, distinct ids) into an empty index at once: what :meth:`upsert`
+        does one by one, with the arrays filled in one step (a 10k cube's activation)."""
+        if self._slot:
+            raise ValueError("load() fills an empty index")
+        n = len(items)
+        capacity = len(self._alive)
+        while capacity < n:
+            capacity *= 2
+        if capacity > len(self._alive):
+            self.__init__(self.dim, self.config, capacity)  # type: ignore[misc]
+        ids = [item.id for item in items]
+        self._ids = list(ids)
+        self._slot = {memory_id: slot for slot, memory_id in enumerate(ids)}
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True) if n else np.ones((0, 1), dtype=np.float32)
+        self._vecs[:n] = np.where(norms > 0, vecs / np.where(norms > 0, norms, 1), vecs)
+        self._alive[:n] = True
+        states = {state: i for i, state in enumerate(_STATES)}
+        kinds = {kind: i for i, kind in enumerate(_KINDS)}
+        self._state[:n] = [states[item.state] for item in items]
+        self._kind[:n] = [kinds[item.kind] for item in items]
+        self._said[:n] = [_epoch(item.said_at) for item in items]
+        self._valid_from[:n] = [_epoch(item.valid_from) for item in items]
+        self._valid_to[:n] = [_epoch(item.valid_to) for item in items]
+        self._speaker = [item.provenance.speaker for item in items]
+        self._slot_tags = [tuple(item.tags) for item in items]
+        for slot, tags in enumerate(self._slot_tags):
+            for tag in tags:
+                self._tags.setdefault(tag, set()).add(slot)
+        self._slot_terms = list(terms)
+        postings = self._postings
+        lengths = np.zeros(n, dtype=np.float32)
+        for slot, item_terms in enumerate(self._slot_terms):
+            for term, tf in item_terms.items():
+                posting = postings.get(term)
+                if posting is None:
+                    postings[term] = {slot: tf}
+                else:
+                    posting[slot] = tf
+            lengths[slot] = sum(item_terms.values())
+        self._doclen[:n] = lengths
+        self._total_len = float(lengths.sum())
 
     def remove(self, memory_id: str) -> None:
         slot = self._slot.pop(memory_id, None)
@@ -150,7 +213,7 @@ class HybridIndex:
                     del self._postings[term]
         self._total_len -= float(self._doclen[slot])
         self._doclen[slot] = 0.0
-        self._slot_terms[slot] = Counter()
+        self._slot_terms[slot] = {}
 
     # ------------------------------------------------------------ search
 

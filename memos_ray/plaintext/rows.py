@@ -25,6 +25,9 @@ class Counters(Strict):
     rewrite_pending: bool = False  # set before a purge rewrites, cleared once the new table holds everything
     erase: list[str] = Field(default_factory=list)  # the rows a pending rewrite leaves out (ids only: no text)
     scrub: list[str] = Field(default_factory=list)  # the rows whose context a pending rewrite clears
+    # set by a passivation that wrote a checkpoint at this seq, cleared before the next row is written: while
+    # it matches a checkpoint, no row exists after it and activation reads no table at all
+    clean_seq: int | None = None
 
 
 def shard_of(cube_id: str, shards: int) -> int:
@@ -55,8 +58,8 @@ class CubeRows(Protocol):
 
     def flush(self) -> None: ...
 
-    def close(self) -> None:
-        """Flush and release: the cube is passivating."""
+    def close(self, clean_seq: int | None = None) -> None:
+        """Flush and release: the cube is passivating (``clean_seq``: the seq of the checkpoint it wrote)."""
 
     def destroy(self) -> None:
         """Remove every row of the cube."""

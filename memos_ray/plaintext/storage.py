@@ -177,10 +177,17 @@ class CubeStore:
         self._owned = owned  # opened by CubeStore.local: closing the cube releases the shard
         self._base = _safe_name("mem", cube_id)
         self.state = self._read_counters()
-        self._drop_other_generations()
-        self.memories = MilvusTable(self.client, self._name(self.state.generation), dim)
-        if self.state.rewrite_pending:  # a purge died before its rewrite was done: finish it from the old table
-            self.rewrite(self._surviving_rows())
+        self._table: MilvusTable | None = None  # opened on first use: a clean reactivation needs none
+        if self.state.clean_seq is None:  # not passivated cleanly: what a dying rewrite left is cleaned now
+            self._drop_other_generations()
+            if self.state.rewrite_pending:  # a purge died before its rewrite was done: finish it from the old table
+                self.rewrite(self._surviving_rows())
+
+    @property
+    def memories(self) -> MilvusTable:
+        if self._table is None:
+            self._table = MilvusTable(self.client, self._name(self.state.generation), self.dim)
+        return self._table
 
     @classmethod
     def local(cls, config: StorageConfig, cube_id: str, dim: int) -> CubeStore:
@@ -208,7 +215,13 @@ class CubeStore:
 
     pk = staticmethod(row_key)
 
+    def _dirty(self) -> None:
+        """Before a row changes: the checkpoint no longer says everything (durable first)."""
+        if self.state.clean_seq is not None:
+            self._save_counters(clean_seq=None)
+
     def write(self, items: list[MemoryItem], vecs: np.ndarray) -> None:
+        self._dirty()
         rows = [
             {"pk": self.pk(it.id, it.version), "seq": it.seq, "vec": vec.tolist(), "doc": it.model_dump(mode="json")}
             for it, vec in zip(items, vecs, strict=True)
@@ -222,7 +235,8 @@ class CubeStore:
         vecs: dict[str, np.ndarray] = {}
         latest: dict[str, int] = {}
         for row in self.memories.scan(with_vectors=True, after_seq=after_seq):
-            item = MemoryItem.model_validate(row["doc"])
+            # rows written before usage moved to the MemScheduler carry a ``usage`` counter: not read
+            item = MemoryItem.model_validate({k: v for k, v in row["doc"].items() if k != "usage"})
             items.append(item)
             if item.version >= latest.get(item.id, 0):
                 latest[item.id] = item.version
@@ -237,7 +251,7 @@ class CubeStore:
         memory's current vector, the only one ever read) and the old table dropped with its files. What to
         leave out is recorded first, so a crash is finished on the next open from the old table. The cube
         drops its checkpoint before (it would bring the purged rows back)."""
-        self._save_counters(seq_floor=seq, rewrite_pending=True, erase=pks, scrub=scrubbed)
+        self._save_counters(seq_floor=seq, rewrite_pending=True, erase=pks, scrub=scrubbed, clean_seq=None)
         self.shard.counters.flush()
         self.rewrite(
             {"pk": self.pk(i.id, i.version), "seq": i.seq, "vec": vecs[i.id], "doc": i.model_dump(mode="json")}
@@ -270,20 +284,24 @@ class CubeStore:
         fresh.flush()
         self._save_counters(generation=generation, rewrite_pending=False, erase=[], scrub=[])
         self.shard.counters.flush()
-        old, self.memories = self.memories, fresh
+        old, self._table = self.memories, fresh
         old.drop()
 
     # ------------------------------------------------------------ lifecycle
 
     def flush(self) -> None:
-        self.memories.flush()
+        if self._table is not None:
+            self._table.flush()
         self.shard.counters.flush()
 
-    def close(self) -> None:
-        """Flushed, and its rows out of the shard's memory until the cube is opened again."""
-        try:
-            self.flush()
-            self.client.release_collection(self.memories.name)
+    def close(self, clean_seq: int | None = None) -> None:
+        """Flushed, and its rows out of the shard's memory until the cube is opened again; ``clean_seq``: the
+        seq of the checkpoint the cube wrote (it holds every row)."""
+        try:  # no flush: every row is in the write-ahead log already, and a clean reopen reads no table
+            if clean_seq is not None and clean_seq != self.state.clean_seq:
+                self._save_counters(clean_seq=clean_seq)
+            if self._table is not None:
+                self.client.release_collection(self._table.name)
         finally:
             if self._owned:
                 self.shard.release()
@@ -291,7 +309,8 @@ class CubeStore:
     def destroy(self) -> None:
         """Remove every row of the cube, its files and its counters."""
         try:
-            for name in (self._name(self.state.generation), self._name(self.state.generation + 1)):
+            gen = self.state.generation
+            for name in {self._name(max(gen - 1, 0)), self._name(gen), self._name(gen + 1)}:
                 if self.client.has_collection(name):
                     self.client.drop_collection(name)
             self.shard.counters.delete([self.cube_id])

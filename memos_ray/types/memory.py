@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -103,15 +103,6 @@ class MemoryItem(Strict):
     merged_from: list[MemoryRef] = Field(
         default_factory=list, description="the near-duplicates merged into this one (their versions stay readable)"
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_usage(cls, data: Any) -> Any:
-        """Versions written before usage moved to the MemScheduler carried a ``usage`` counter: dropped on
-        read (a version is immutable; usage lives beside it)."""
-        if isinstance(data, dict) and "usage" in data:
-            data = {k: v for k, v in data.items() if k != "usage"}
-        return data
 
     @property
     def ref(self) -> MemoryRef:
