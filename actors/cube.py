@@ -67,10 +67,18 @@ log = logging.getLogger(__name__)
 CASCADE_TIMEOUT_S = 30.0  # one attempt at a cascade; passivation waits at most this for changes in flight
 
 
-def _release_memory() -> float:
-    """Give a passivated cube's memory back to the system (the cycles it left are collected, glibc returns
-    its free heap); returns what this process alone still holds, in MiB (its USS: Linux only, else 0)."""
-    gc.collect()
+def _release_memory(enough_mib: float) -> float:
+    """Give a passivated cube's memory back to the system (glibc returns its free heap; when that leaves more
+    than ``enough_mib``, the cycles it left are collected first); returns what this process alone still
+    holds, in MiB (its USS: Linux only, else 0)."""
+    footprint = _trim()
+    if footprint > enough_mib:
+        gc.collect()
+        footprint = _trim()
+    return footprint
+
+
+def _trim() -> float:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     try:
@@ -166,6 +174,7 @@ class CubeHost:
         rows = ShardRows(self._storage.get(storage_name(self.config, meta.id)), meta.id)
         cfg = self.config
         self._cube = MemCube(meta, cfg.storage, cfg.search, cfg.embedder.dim, cfg.scheduler.lifecycle, rows)
+        _trim()  # what loading it left free (its checkpoint's text, the call's buffers) goes back
         self.load_s = time.perf_counter() - start
         self._outbox = CascadeOutbox.of(cfg.storage.data_dir, meta.id)
         self._reset()
@@ -432,7 +441,7 @@ class CubeHost:
             cube.close()
         finally:
             del cube
-            footprint = _release_memory()
+            footprint = _release_memory(self.config.directory.spare_max_mib)
         return meta, footprint
 
 

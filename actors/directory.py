@@ -432,6 +432,7 @@ class Directory:
 
     def _retire(self, cube_id: str, handle: ActorHandle) -> asyncio.Task[None]:
         lease = self._leases.pop(cube_id)
+        self._passivations += 1  # no longer live: its flush finishes in the background
         task = asyncio.get_running_loop().create_task(self._passivate_actor(cube_id, handle, lease))
         self._retiring[cube_id] = task
         task.add_done_callback(lambda _: self._retiring.pop(cube_id, None))
@@ -448,14 +449,15 @@ class Directory:
             ray.kill(handle, no_restart=True)
         else:
             if cube_id not in self._deleting and cube_id in self.cubes:
-                self.catalog.put(self._counters(cube_id, meta))
+                known = self.cubes[cube_id]
+                if (known.seq, known.memory_count, known.text_bytes) != (meta.seq, meta.memory_count, meta.text_bytes):
+                    self.catalog.put(self._counters(cube_id, meta))  # a life that only read changes nothing
                 if CascadeOutbox.of(self.config.storage.data_dir, cube_id).items:
                     self._resume_cascades(RESUME_AFTER_S)
             self._keep(handle, footprint_mib)  # calls for this life are refused from now on: its lease is spent
         finally:
             while len(self._retired) > 10_000:
                 self._retired.popitem(last=False)
-            self._passivations += 1
 
     async def passivate(self, cube_id: str) -> bool:
         """Flush and stop a cube's actor; its state stays durable. False if it was not live."""

@@ -90,14 +90,18 @@ class WorkersConfig(_Config):
 
 
 class DirectoryConfig(_Config):
-    max_live_cubes: int = Field(24, ge=1, description="cube actors kept alive; ~250 MiB each, 24 fit 2 cores / 24 GiB")
+    max_live_cubes: int = Field(
+        128, ge=1, description="cubes kept live, one actor each (~83 MiB at 1k memories: 128 take ~10.4 GiB of 24)"
+    )
     cube_num_cpus: float = Field(0.01, ge=0, description="non-zero so node affinity and custom resources apply")
     activation_timeout_s: float = Field(60.0, gt=0)
     eviction: Literal["lru", "lfu"] = Field(
         "lfu", description="lfu: passivate the live cube with the least decayed use (keeps a skewed workload's hot set)"
     )
     heat_half_life_s: float = Field(120.0, gt=0, description="lfu: how fast past use is forgotten")
-    eviction_grace_s: float = Field(2.0, ge=0, description="a cube activated this recently is evicted last")
+    eviction_grace_s: float = Field(
+        0.25, ge=0, description="a cube activated this recently is not evicted (its caller has yet to call it)"
+    )
     spare_actors: int = Field(
         2, ge=0, description="cube actors kept started with nothing loaded: an activation skips a process start"
     )

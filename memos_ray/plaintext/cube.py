@@ -125,6 +125,7 @@ class MemCube(LifecycleMoves):
             since, terms = ckpt.seq, ckpt.terms
             items = {(i.id, i.version): i for i in ckpt.items}
         clean = since is not None and since == self.store.state.clean_seq  # nothing was written after it
+        self._checkpointed = since if clean else None  # the seq the checkpoint on disk holds everything up to
         tail, tail_vecs = ([], {}) if clean else self.store.load(since)
         items.update({(i.id, i.version): i for i in tail})
         vecs.update(tail_vecs)  # a memory in the tail has its newest version there (seqs only grow)
@@ -377,6 +378,7 @@ class MemCube(LifecycleMoves):
         self.seq += len(ids)
         scrubbed_pks = [row_key(v.id, v.version) for v in scrubbed]
         self.checkpoint.drop()  # it would bring the purged rows back
+        self._checkpointed = None
         self.store.erase(pks, scrubbed_pks, kept, self._vecs, self.seq)
         for version in scrubbed:
             history = self.history[version.id]
@@ -530,9 +532,11 @@ class MemCube(LifecycleMoves):
     # ------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Checkpoint (fast reactivation) and release storage."""
-        items = [v for versions in self.history.values() for v in versions]
-        self.checkpoint.save(self.seq, items, self._vecs, self.dim, self.index.indexed_terms(), self.index.key)
+        """Checkpoint (fast reactivation) and release storage. A life that changed nothing keeps the checkpoint
+        it was opened from (most lives only read)."""
+        if self._checkpointed != self.seq:
+            items = [v for versions in self.history.values() for v in versions]
+            self.checkpoint.save(self.seq, items, self._vecs, self.dim, self.index.indexed_terms(), self.index.key)
         self.store.close(self.seq if self.checkpoint.folder is not None else None)
 
     def destroy(self) -> None:

@@ -176,9 +176,9 @@ class CubeStore:
         self.dim = dim
         self._owned = owned  # opened by CubeStore.local: closing the cube releases the shard
         self._base = _safe_name("mem", cube_id)
-        self.state = self._read_counters()
+        self.state, self._stored = self._read_counters()
         self._table: MilvusTable | None = None  # opened on first use: a clean reactivation needs none
-        if self.state.clean_seq is None:  # not passivated cleanly: what a dying rewrite left is cleaned now
+        if self._stored and self.state.clean_seq is None:  # not passivated cleanly: finish what a rewrite left
             self._drop_other_generations()
             if self.state.rewrite_pending:  # a purge died before its rewrite was done: finish it from the old table
                 self.rewrite(self._surviving_rows())
@@ -204,12 +204,15 @@ class CubeStore:
             if other >= 0 and self.client.has_collection(self._name(other)):
                 self.client.drop_collection(self._name(other))
 
-    def _read_counters(self) -> Counters:
+    def _read_counters(self) -> tuple[Counters, bool]:
+        """The cube's counters, and whether it has a row: none means nothing was ever written (the first
+        write of a cube writes its counters first), so a new cube's activation reads no table."""
         rows = self.client.get(self.shard.counters.name, ids=[self.cube_id], output_fields=["doc"])
-        return Counters.model_validate(rows[0]["doc"]) if rows else Counters()
+        return (Counters.model_validate(rows[0]["doc"]), True) if rows else (Counters(), False)
 
     def _save_counters(self, **changes: Any) -> None:
         self.state = self.state.model_copy(update=changes)
+        self._stored = True
         row = {"pk": self.cube_id, "seq": 0, "vec": _PLACEHOLDER_VEC, "doc": self.state.model_dump()}
         self.shard.counters.upsert([row])
 
@@ -217,8 +220,9 @@ class CubeStore:
 
     def _dirty(self) -> None:
         """Before a row changes: the checkpoint no longer says everything (durable first)."""
-        if self.state.clean_seq is not None:
+        if self.state.clean_seq is not None or not self._stored:
             self._save_counters(clean_seq=None)
+            self._stored = True
 
     def write(self, items: list[MemoryItem], vecs: np.ndarray) -> None:
         self._dirty()
@@ -232,6 +236,8 @@ class CubeStore:
     def load(self, after_seq: int | None = None) -> tuple[list[MemoryItem], dict[str, np.ndarray]]:
         """Every version stored after ``after_seq`` (None: all), and the vector of each memory's latest one."""
         items: list[MemoryItem] = []
+        if not self._stored:
+            return items, {}
         vecs: dict[str, np.ndarray] = {}
         latest: dict[str, int] = {}
         for row in self.memories.scan(with_vectors=True, after_seq=after_seq):
