@@ -1,7 +1,7 @@
 """Many cubes on one machine: cold activation, a Zipf workload against warm, ten thousand registered cubes,
 and what a live cube costs in memory.
 
-    .venv/bin/python -u -m benchmarks.cubes                  # everything (~15 min on 2 cores)
+    .venv/bin/python -u -m benchmarks.cubes                  # everything (~35 min on 2 cores: registering 10k cubes is most of it)
     .venv/bin/python -u -m benchmarks.cubes --only cold,memory
 
 Prints one table per part and writes benchmarks/results/cubes.json. Targets (issue #13): cold activation
@@ -196,13 +196,16 @@ def main() -> None:
         out["live_cap"] = s.config.directory.max_live_cubes
         if "cold" in only or "memory" in only:
             out["cold"] = bench_cold(s, sizes, args.repeats)
+            write_json("cubes", out)  # after each part: a long run keeps what it measured
         if "memory" in only:
             out["memory"] = bench_memory(s, sizes)
+            write_json("cubes", out)
         if "zipf" in only:
             ids = [f"z{i:04d}" for i in range(args.zipf_cubes)]
             for cube_id in ids:
                 check(s.http.post("/v1/cubes", json={"id": cube_id}), 201)
             out["zipf"] = bench_zipf(s, ids, args.zipf_requests, clients=4, alpha=args.alpha)
+            write_json("cubes", out)
         if "registered" in only:
             out["registered"] = bench_registered(s, args.registered, 4, args.zipf_requests, args.alpha)
     print(f"\nwrote {write_json('cubes', out)}")
