@@ -1,7 +1,7 @@
 """Many cubes on one machine: cold activation, a Zipf workload against warm, ten thousand registered cubes,
 and what a live cube costs in memory.
 
-    .venv/bin/python -u -m benchmarks.cubes                  # everything (~35 min on 2 cores: registering 10k cubes is most of it)
+    .venv/bin/python -u -m benchmarks.cubes                  # everything (~35 min on 2 cores, mostly 10k cubes)
     .venv/bin/python -u -m benchmarks.cubes --only cold,memory
 
 Prints one table per part and writes benchmarks/results/cubes.json. Targets (issue #13): cold activation
