@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from memos_ray.config import SearchConfig, StorageConfig
-from memos_ray.errors import Conflict, InvalidInput, MemoryNotFound, QuotaExceeded, VersionConflict
+from memos_ray.errors import Conflict, InvalidInput, MemoryNotFound, QuotaExceeded, Unavailable, VersionConflict
 from memos_ray.plaintext.cube import MemCube
 from memos_ray.plaintext.embedding import SentenceEncoder
 from memos_ray.plaintext.text import index_text
@@ -180,3 +180,11 @@ def test_change_feed_order_replay_and_purge(storage: StorageConfig, encoder: Sen
         ("delete", b.id, 2),
     ]
     reopened.close()
+
+
+def test_a_cube_in_the_layout_from_before_shards_is_refused_not_read_as_empty(storage: StorageConfig) -> None:
+    legacy = storage.data_dir / "cubes" / "c1" / "milvus.db"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(b"")  # a wave-1 cube's own milvus-lite file
+    with pytest.raises(Unavailable, match="layout from before shards"):
+        open_cube(storage)

@@ -177,6 +177,13 @@ class CubeStore:
         self._owned = owned  # opened by CubeStore.local: closing the cube releases the shard
         self._base = _safe_name("mem", cube_id)
         self.state, self._stored = self._read_counters()
+        legacy = self.config.data_dir / "cubes" / cube_id / "milvus.db"
+        if not self._stored and self.config.is_lite and legacy.exists():  # never read as an empty cube
+            raise Unavailable(
+                f"cube {cube_id} is stored in the layout from before shards ({legacy}); this version does not "
+                "migrate it yet: run the earlier version, or move the cube's memories through the API",
+                {"cube_id": cube_id, "path": str(legacy)},
+            )
         self._table: MilvusTable | None = None  # opened on first use: a clean reactivation needs none
         if self._stored and self.state.clean_seq is None:  # not passivated cleanly: finish what a rewrite left
             self._drop_other_generations()
@@ -192,7 +199,12 @@ class CubeStore:
     @classmethod
     def local(cls, config: StorageConfig, cube_id: str, dim: int) -> CubeStore:
         """Opened in this process (tests, tools): never while a server's storage actor holds the shard."""
-        return cls(Shard.acquire(config, cube_id), cube_id, dim, owned=True)
+        shard = Shard.acquire(config, cube_id)
+        try:
+            return cls(shard, cube_id, dim, owned=True)
+        except BaseException:
+            shard.release()
+            raise
 
     def _name(self, generation: int) -> str:
         return self._base if generation == 0 else f"{self._base}_g{generation}"
