@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, NoReturn, ParamSpec, TypeVar, overload
 
 import ray
 from ray.actor import ActorHandle
@@ -63,10 +63,23 @@ async def call(handle: ActorHandle, method: Callable[..., Any], *args: Any, **kw
     try:
         return await getattr(handle, method.__name__).remote(*args, **kwargs)
     except RayTaskError as exc:
-        cause = unwrap(exc)
-        if isinstance(cause, MemosError):
-            raise cause from None
-        raise
+        _reraise(exc)
+
+
+def blocking(handle: ActorHandle, method: Callable[Concatenate[Any, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """:func:`call` for synchronous code that must not go on before the actor answered (a cube's durable
+    write, on the cube's event loop: its state changes run to completion). Errors as :func:`call`'s."""
+    try:
+        return ray.get(getattr(handle, method.__name__).remote(*args, **kwargs))  # type: ignore[no-any-return]
+    except RayTaskError as exc:
+        _reraise(exc)
+
+
+def _reraise(exc: RayTaskError) -> NoReturn:
+    cause = unwrap(exc)
+    if isinstance(cause, MemosError):
+        raise cause from None
+    raise exc
 
 
 def streaming(handle: ActorHandle, method: Any, *args: Any) -> Any:
@@ -108,4 +121,15 @@ def tell(handle: ActorHandle, method: Callable[..., Any], *args: Any, **kwargs: 
     getattr(handle, method.__name__).remote(*args, **kwargs)
 
 
-__all__ = ["ON_HEAD", "NamedActors", "actor_class", "call", "is_read_only", "read_only", "streaming", "tell", "unwrap"]
+__all__ = [
+    "ON_HEAD",
+    "NamedActors",
+    "actor_class",
+    "blocking",
+    "call",
+    "is_read_only",
+    "read_only",
+    "streaming",
+    "tell",
+    "unwrap",
+]

@@ -55,6 +55,7 @@ from memos_ray.types import (
     PendingCascade,
     Purged,
     Recall,
+    Released,
     SearchHit,
     SearchQuery,
     TrainRequest,
@@ -70,17 +71,24 @@ CASCADE_TIMEOUT_S = 30.0  # one attempt at a cascade; passivation waits at most 
 def _release_memory(enough_mib: float) -> float:
     """Give a passivated cube's memory back to the system (glibc returns its free heap; when that leaves more
     than ``enough_mib``, the cycles it left are collected first); returns what this process alone still
-    holds, in MiB (its USS: Linux only, else 0)."""
-    footprint = _trim()
+    holds, in MiB."""
+    _trim()
+    footprint = _footprint_mib()
     if footprint > enough_mib:
         gc.collect()
-        footprint = _trim()
+        _trim()
+        footprint = _footprint_mib()
     return footprint
 
 
-def _trim() -> float:
+def _trim() -> None:
+    """glibc's free heap back to the system."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _footprint_mib() -> float:
+    """What this process alone holds (its USS; Linux only, else 0)."""
     try:
         rollup = dict(line.split()[:2] for line in open("/proc/self/smaps_rollup").read().splitlines()[1:])
     except OSError:
@@ -134,7 +142,6 @@ class CubeHost:
         self.lease: int | None = None  # the life being served; None: a spare
         self.lives = 0
         self._cube: MemCube | None = None
-        self.load_s = 0.0
         self._outbox: CascadeOutbox | None = None
         self._reset()
 
@@ -170,12 +177,10 @@ class CubeHost:
         after it. A crashed earlier life may have left cascades in its outbox: they are retried."""
         if self._cube is not None:
             raise Unavailable(f"cube actor still hosts cube {self._cube.meta.id}", {"retry": True})
-        start = time.perf_counter()
         rows = ShardRows(self._storage.get(storage_name(self.config, meta.id)), meta.id)
         cfg = self.config
         self._cube = MemCube(meta, cfg.storage, cfg.search, cfg.embedder.dim, cfg.scheduler.lifecycle, rows)
         _trim()  # what loading it left free (its checkpoint's text, the call's buffers) goes back
-        self.load_s = time.perf_counter() - start
         self._outbox = CascadeOutbox.of(cfg.storage.data_dir, meta.id)
         self._reset()
         self.closed = False
@@ -420,7 +425,7 @@ class CubeHost:
         self.cube.meta = meta
 
     @_open
-    async def passivate(self) -> tuple[CubeMeta, float]:
+    async def passivate(self) -> Released:
         """Refuse new calls, let the changes in flight finish their cascades (bounded: what is left stays in
         the outbox, and the Directory starts the cube again for it), flush, release the storage file and
         report final counters, and empty the actor; with the MiB it still holds, the Directory keeps it as a
@@ -442,7 +447,7 @@ class CubeHost:
         finally:
             del cube
             footprint = _release_memory(self.config.directory.spare_max_mib)
-        return meta, footprint
+        return Released(meta=meta, footprint_mib=footprint, lives=self.lives)
 
 
 CubeActor = actor_class(CubeHost, max_restarts=0, max_task_retries=0, max_concurrency=1000)

@@ -60,8 +60,7 @@ class CubeRef:
                 passivated = isinstance(exc, Unavailable) and bool(exc.details.get("retry"))
                 if attempt == ATTEMPTS - 1 or not (passivated or retired or (died and is_read_only(method))):
                     raise
-            refused = lease if passivated else None
-            self.activation = await call(self.directory, Directory.activate, self.cube_id, self.who, self.need, refused)
+            self.activation = await call(self.directory, Directory.activate, self.cube_id, self.who, self.need)
         raise Unavailable(f"cube {self.cube_id} unavailable", {"cube_id": self.cube_id})  # pragma: no cover
 
 

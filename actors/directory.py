@@ -77,7 +77,6 @@ class Directory:
         self._leases: dict[str, int] = {}  # live cube -> the lease of its actor's current life
         self._spares: list[tuple[ActorHandle, float]] = []  # cube actors with nothing loaded, and their MiB
         self._spawning = 0
-        self._hosted: dict[str, int] = {}  # actor id -> cubes it hosted
         self.storage = [
             StorageActor.options(  # type: ignore[attr-defined]
                 name=storage_actor_name(k),
@@ -259,21 +258,12 @@ class Directory:
 
     # ------------------------------------------------------------ live actors
 
-    async def activate(
-        self, cube_id: str, caller: Caller | None = None, need: Role = Role.read, refused: int | None = None
-    ) -> Activation:
+    async def activate(self, cube_id: str, caller: Caller | None = None, need: Role = Role.read) -> Activation:
         """The cube's live actor, opened from durable state when it was passivated, with the caller's
-        role on it. With a caller, only if it holds ``need`` (None: an internal call, already authorized).
-        ``refused``: the lease a call was just refused with; if it is still the live one, that actor lost
-        its cube and is replaced."""
+        role on it. With a caller, only if it holds ``need`` (None: an internal call, already authorized)."""
         role = require(self._known(cube_id), caller, need) if caller is not None else Role.admin
         self._touch(cube_id)
         handle = self.live.get(cube_id)
-        if handle is not None and refused is not None and self._leases.get(cube_id) == refused:
-            log.warning("cube %s's actor refused its own lease: replacing it", cube_id)
-            del self.live[cube_id]
-            ray.kill(handle, no_restart=True)
-            handle = None
         if handle is not None:
             self.live.move_to_end(cube_id)
             return Activation(cube_id, handle, role, self._leases[cube_id])
@@ -308,8 +298,6 @@ class Directory:
             except Exception as exc:  # timed out, died, or its storage failed: not live, and not reused
                 ray.kill(handle, no_restart=True)
                 raise Unavailable(f"cube {cube_id} could not be activated: {exc}", {"cube_id": cube_id}) from exc
-            aid = handle._actor_id.hex()
-            self._hosted[aid] = self._hosted.get(aid, 0) + 1
             if meta.updated_at != self.cubes[cube_id].updated_at:  # grants or quotas changed while it started
                 await call(handle, CubeHost.set_meta, lease, self.cubes[cube_id])
             self._counters(cube_id, meta)
@@ -367,11 +355,10 @@ class Directory:
         except Exception as exc:  # the next activation starts one itself
             log.warning("could not start a spare cube actor: %s", exc)
 
-    def _keep(self, handle: ActorHandle, footprint_mib: float = 0.0) -> None:
+    def _keep(self, handle: ActorHandle, footprint_mib: float = 0.0, lives: int = 0) -> None:
         """An empty cube actor: kept as a spare (up to twice ``spare_actors``, so that a burst of passivations
         and activations starts no process; at most one whose heap a big cube left above ``spare_max_mib``),
         or ended when there are enough or it hosted its share."""
-        lives = self._hosted.get(handle._actor_id.hex(), 0)
         cfg = self.config.directory
         heavy = footprint_mib > cfg.spare_max_mib
         room = len(self._spares) < 2 * cfg.spare_actors
@@ -381,7 +368,6 @@ class Directory:
             self._spares.append((handle, footprint_mib))
             return
         self._retired[handle._actor_id.hex()] = None
-        self._hosted.pop(handle._actor_id.hex(), None)
         ray.kill(handle, no_restart=True)
 
     async def _make_room(self) -> None:
@@ -440,7 +426,7 @@ class Directory:
 
     async def _passivate_actor(self, cube_id: str, handle: ActorHandle, lease: int) -> None:
         try:
-            meta, footprint_mib = await call(handle, CubeHost.passivate, lease)
+            released = await call(handle, CubeHost.passivate, lease)
         except Exception as exc:  # its rows were durable when acknowledged: stop it anyway
             log.warning("passivating cube %s failed: %s", cube_id, exc)
             # Calls queued behind passivate() were refused or die with the actor without running:
@@ -448,13 +434,14 @@ class Directory:
             self._retired[handle._actor_id.hex()] = None
             ray.kill(handle, no_restart=True)
         else:
+            meta = released.meta
             if cube_id not in self._deleting and cube_id in self.cubes:
                 known = self.cubes[cube_id]
                 if (known.seq, known.memory_count, known.text_bytes) != (meta.seq, meta.memory_count, meta.text_bytes):
                     self.catalog.put(self._counters(cube_id, meta))  # a life that only read changes nothing
                 if CascadeOutbox.of(self.config.storage.data_dir, cube_id).items:
                     self._resume_cascades(RESUME_AFTER_S)
-            self._keep(handle, footprint_mib)  # calls for this life are refused from now on: its lease is spent
+            self._keep(handle, released.footprint_mib, released.lives)  # its lease is spent: calls for it are refused
         finally:
             while len(self._retired) > 10_000:
                 self._retired.popitem(last=False)

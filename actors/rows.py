@@ -5,16 +5,13 @@ Imports nothing of Milvus, so neither does a cube actor's process.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-import ray
 from ray.actor import ActorHandle
-from ray.exceptions import RayTaskError
 
-from actors.calls import unwrap
+from actors.calls import blocking
+from actors.storage import StorageHost
 from memos_ray.config import MemosConfig
-from memos_ray.errors import MemosError, Unavailable
+from memos_ray.errors import Unavailable
 from memos_ray.plaintext.rows import Counters, shard_of
 from memos_ray.types import MemoryItem
 
@@ -30,17 +27,6 @@ def storage_name(config: MemosConfig, cube_id: str) -> str:
     return storage_actor_name(shard_of(cube_id, config.storage.shards))
 
 
-def _get(ref: Any) -> Any:
-    """The storage actor's answer; its MemosError raised as itself (as :func:`actors.calls.call` does)."""
-    try:
-        return ray.get(ref)
-    except RayTaskError as exc:
-        cause = unwrap(exc)
-        if isinstance(cause, MemosError):
-            raise cause from None
-        raise
-
-
 class ShardRows:
     """A cube's :class:`~memos_ray.plaintext.rows.CubeRows` in its shard's actor.
 
@@ -54,30 +40,29 @@ class ShardRows:
             raise Unavailable(f"the storage of cube {cube_id} is not running", {"cube_id": cube_id})
         self.storage = storage
         self.cube_id = cube_id
-        self.state: Counters = _get(storage.open.remote(cube_id))
+        self.state: Counters = blocking(storage, StorageHost.open, cube_id)
 
     def write(self, items: list[MemoryItem], vecs: np.ndarray) -> None:
-        _get(self.storage.write.remote(self.cube_id, items, vecs))
+        blocking(self.storage, StorageHost.write, self.cube_id, items, vecs)
 
     def load(self, after_seq: int | None) -> tuple[list[MemoryItem], dict[str, np.ndarray]]:
-        found: tuple[list[MemoryItem], dict[str, np.ndarray]] = _get(self.storage.load.remote(self.cube_id, after_seq))
-        items, vecs = found
+        items, vecs = blocking(self.storage, StorageHost.load, self.cube_id, after_seq)
         return items, {k: np.array(v) for k, v in vecs.items()}  # Ray's buffers are read-only
 
     def erase(
         self, pks: list[str], scrubbed: list[str], kept: list[MemoryItem], vecs: dict[str, np.ndarray], seq: int
     ) -> None:
         self.state = self.state.model_copy(update={"rewrite_pending": True})  # until the shard says it is done
-        self.state = _get(self.storage.erase.remote(self.cube_id, pks, scrubbed, kept, vecs, seq))
+        self.state = blocking(self.storage, StorageHost.erase, self.cube_id, pks, scrubbed, kept, vecs, seq)
 
     def flush(self) -> None:
-        _get(self.storage.flush.remote(self.cube_id))
+        blocking(self.storage, StorageHost.flush, self.cube_id)
 
     def close(self, clean_seq: int | None = None) -> None:
-        _get(self.storage.close.remote(self.cube_id, clean_seq))
+        blocking(self.storage, StorageHost.close, self.cube_id, clean_seq)
 
     def destroy(self) -> None:
-        _get(self.storage.destroy.remote(self.cube_id))
+        blocking(self.storage, StorageHost.destroy, self.cube_id)
 
 
 __all__ = ["STORAGE_NAME", "ShardRows", "storage_actor_name", "storage_name"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ ROOT = Caller(principal="root", kind=PrincipalKind.user, subjects=["root"], admi
 DIM = 384
 
 
-def _directory(tmp_path: Path, name: str, **directory: object) -> tuple[MemosConfig, object]:
+def _directory(tmp_path: Path, name: str, **directory: object) -> Any:
     config = MemosConfig(
         namespace=f"memos_tests_{name}",
         storage=StorageConfig(data_dir=tmp_path / name),
@@ -31,7 +32,7 @@ def _directory(tmp_path: Path, name: str, **directory: object) -> tuple[MemosCon
     )
     d = DirectoryActor.options(namespace=config.namespace).remote(config)
     ray.get(d.ready.remote())
-    return config, d
+    return d
 
 
 def _vec(rng: np.random.Generator) -> np.ndarray:
@@ -43,7 +44,7 @@ def test_a_spare_actor_hosts_cube_after_cube_and_a_call_for_an_earlier_life_is_r
     runtime,  # type: ignore[no-untyped-def]
     tmp_path: Path,
 ) -> None:
-    _, d = _directory(tmp_path, "pool", max_live_cubes=1, spare_actors=1)
+    d = _directory(tmp_path, "pool", max_live_cubes=1, spare_actors=1)
     ids = ["a", "b", "c", "e", "f"]
     for cube_id in ids:
         ray.get(d.create_cube.remote(CubeCreate(id=cube_id), ROOT))
@@ -75,7 +76,7 @@ def test_two_hundred_cubes_churned_concurrently_under_writes_lose_no_acknowledge
     runtime,  # type: ignore[no-untyped-def]
     tmp_path: Path,
 ) -> None:
-    _, d = _directory(tmp_path, "swarm", max_live_cubes=8, spare_actors=2, eviction_grace_s=0.5)
+    d = _directory(tmp_path, "swarm", max_live_cubes=8, spare_actors=2, eviction_grace_s=0.5)
     ids = [f"swarm{i:03d}" for i in range(200)]
     ray.get([d.create_cube.remote(CubeCreate(id=c), ROOT) for c in ids])
     cubes = Cubes(d)  # the way every entry point reaches a cube: reactivates and retries after a passivation

@@ -45,8 +45,8 @@ class CheckpointFiles:
         items: list[MemoryItem],
         vecs: dict[str, np.ndarray],
         dim: int,
-        terms: dict[str, dict[str, float]] | None = None,
-        index_key: str = "",
+        terms: dict[str, dict[str, float]],
+        index_key: str,
     ) -> None:
         if self.folder is None:
             return
@@ -61,7 +61,7 @@ class CheckpointFiles:
             str(tmp / "vectors.safetensors"),
             metadata={"seq": str(seq), "ids": json.dumps(ids)},
         )
-        ckpt = Checkpoint(seq=seq, items=items, index_key=index_key, terms=terms or {})
+        ckpt = Checkpoint(seq=seq, items=items, index_key=index_key, terms=terms)
         (tmp / "items.json").write_text(ckpt.model_dump_json())
         self.drop()
         tmp.rename(self.folder)
@@ -70,7 +70,7 @@ class CheckpointFiles:
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def read(self, index_key: str = "") -> tuple[Checkpoint, dict[str, np.ndarray]] | None:
+    def read(self, index_key: str) -> tuple[Checkpoint, dict[str, np.ndarray]] | None:
         """The checkpoint, its vectors by memory id; its terms only if made under ``index_key``."""
         if self.folder is None or not self.folder.is_dir():
             return None

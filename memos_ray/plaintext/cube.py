@@ -145,10 +145,8 @@ class MemCube(LifecycleMoves):
         self._vecs = vecs
         latest = list(self.latest.values())
         matrix = np.stack([vecs[i.id] for i in latest]) if latest else np.zeros((0, self.dim), dtype=np.float32)
-        known = [terms.get(i.id) for i in latest]
-        missing = [i for i, t in zip(latest, known, strict=True) if t is None]
-        made = iter([self.index.terms(i, self._merged_contexts(i)) for i in missing])
-        self.index.load(latest, matrix, [t if t is not None else next(made) for t in known])
+        known = [terms.get(i.id) or self.index.terms(i, self._merged_contexts(i)) for i in latest]
+        self.index.load(latest, matrix, known)
 
     def _merged_contexts(self, item: MemoryItem) -> list[str]:
         merged = (self.latest.get(r.memory_id) for r in item.merged_from)

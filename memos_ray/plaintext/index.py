@@ -49,21 +49,25 @@ class HybridIndex:
         self._slot: dict[str, int] = {}
         self._ids: list[str | None] = []
         self._free: list[int] = []
-        self._vecs = np.zeros((capacity, dim), dtype=np.float32)
-        self._alive = np.zeros(capacity, dtype=bool)
-        self._state = np.zeros(capacity, dtype=np.int8)
-        self._kind = np.zeros(capacity, dtype=np.int8)
-        self._said = np.full(capacity, math.nan)
-        self._valid_from = np.full(capacity, math.nan)  # NaN: open (always / still)
-        self._valid_to = np.full(capacity, math.nan)
+        self._allocate(capacity)
         self._speaker: list[str | None] = []
         self._tags: dict[str, set[int]] = {}
         self._slot_tags: list[tuple[str, ...]] = []
         # BM25: term -> {slot: term frequency}; per-slot term counts to undo on update.
         self._postings: dict[str, dict[int, float]] = {}
         self._slot_terms: list[dict[str, float]] = []
-        self._doclen = np.zeros(capacity, dtype=np.float32)
         self._total_len = 0.0
+
+    def _allocate(self, capacity: int) -> None:
+        """Empty per-slot arrays for ``capacity`` memories."""
+        self._vecs = np.zeros((capacity, self.dim), dtype=np.float32)
+        self._alive = np.zeros(capacity, dtype=bool)
+        self._state = np.zeros(capacity, dtype=np.int8)
+        self._kind = np.zeros(capacity, dtype=np.int8)
+        self._said = np.full(capacity, math.nan)
+        self._valid_from = np.full(capacity, math.nan)  # NaN: open (always / still)
+        self._valid_to = np.full(capacity, math.nan)
+        self._doclen = np.zeros(capacity, dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -159,12 +163,11 @@ class HybridIndex:
         while capacity < n:
             capacity *= 2
         if capacity > len(self._alive):
-            self.__init__(self.dim, self.config, capacity)  # type: ignore[misc]
-        ids = [item.id for item in items]
-        self._ids = list(ids)
-        self._slot = {memory_id: slot for slot, memory_id in enumerate(ids)}
+            self._allocate(capacity)
+        self._ids = [item.id for item in items]
+        self._slot = {item.id: slot for slot, item in enumerate(items)}
         norms = np.linalg.norm(vecs, axis=1, keepdims=True) if n else np.ones((0, 1), dtype=np.float32)
-        self._vecs[:n] = np.where(norms > 0, vecs / np.where(norms > 0, norms, 1), vecs)
+        self._vecs[:n] = vecs / np.where(norms > 0, norms, 1)  # a zero vector stays zero
         self._alive[:n] = True
         states = {state: i for i, state in enumerate(_STATES)}
         kinds = {kind: i for i, kind in enumerate(_KINDS)}

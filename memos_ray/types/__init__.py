@@ -46,6 +46,7 @@ from memos_ray.types.cube import (
     Grant,
     GrantRole,
     LifecyclePolicy,
+    Released,
 )
 from memos_ray.types.identity import (
     ApiKeyInfo,
@@ -211,6 +212,7 @@ __all__ = [
     "Provenance",
     "Purged",
     "Recall",
+    "Released",
     "Result",
     "Retrain",
     "Role",

@@ -94,3 +94,12 @@ class CubeList(Strict):
 
 class GrantRole(Strict):
     role: Role
+
+
+class Released(Strict):
+    """What a cube actor reports when it passivates its cube: the cube's final counters, what the emptied
+    process still holds (USS, MiB) and how many cubes it has hosted."""
+
+    meta: CubeMeta
+    footprint_mib: float
+    lives: int
