@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from memos_ray.config import SearchConfig
-from memos_ray.plaintext.index import HybridIndex
+from memos_ray.plaintext.index import HybridIndex, TermRows
 from memos_ray.types import (
     LifecycleState,
     MemoryItem,
@@ -108,3 +108,33 @@ def test_time_preference_favours_memories_said_near_the_anchor() -> None:
     assert ids(idx.search(q, None))[0] == "c"
     q2 = q.model_copy(update={"prefer_time": TimePreference(anchor=T0, half_life_days=5, weight=0.9)})
     assert ids(idx.search(q2, None))[0] == "b"
+
+
+def test_a_bulk_load_from_cached_term_rows_indexes_what_upserts_do() -> None:
+    """A checkpoint's terms (compressed rows, in its own order, some missing) load into the index that
+    upserting the same memories one by one builds, and that index still updates correctly."""
+    built = build()
+    items = [
+        item("a", "apples grow on trees", tags=["fruit"], said_at=T0),
+        item("b", "bananas are yellow", tags=["fruit", "yellow"], said_at=T0 + timedelta(days=10)),
+        item("c", "the sun is yellow", tags=["sky"], kind=MemoryKind.event, said_at=T0 + timedelta(days=100)),
+        item("d", "Bob said hello", provenance=Provenance(speaker="Bob")),
+    ]
+    saved_order = ["d", "b", "a", "c"]  # a checkpoint's rows need not follow the index's slots
+    terms = built.indexed_terms()
+    cached = TermRows.of([terms[m] for m in saved_order])
+    assert [cached.row(r) for r in range(len(cached))] == [terms[m] for m in saved_order]
+    rows = np.array([saved_order.index(i.id) if i.id != "c" else -1 for i in items])  # c changed: tokenized again
+    loaded = HybridIndex(DIM, SearchConfig())
+    loaded.load(items, np.stack([onehot(k) for k in range(4)]), cached.take(rows), lambda _: [])
+    for query in ("yellow", "bob hello", "apples trees"):  # terms not yet made dicts, then made on first use
+        want = built.search(SearchQuery(query=query, mode="bm25"), None)
+        got = loaded.search(SearchQuery(query=query, mode="bm25"), None)
+        assert [(h.memory_id, round(h.score, 9)) for h in got] == [(h.memory_id, round(h.score, 9)) for h in want]
+    for index in (built, loaded):  # a loaded memory's old words go, those still in arrays too ("bananas")
+        index.upsert(item("b", "cherries are red", version=2), onehot(1))
+    assert ids(loaded.search(SearchQuery(query="bananas", mode="bm25"), None)) == []
+    assert ids(loaded.search(SearchQuery(query="cherries", mode="bm25"), None)) == ["b"]
+    assert {t: loaded._posting(t) for t in built._postings} == built._postings
+    assert loaded.indexed_terms() == built.indexed_terms()
+    assert loaded._total_len == built._total_len

@@ -18,7 +18,7 @@ from memos_ray.config import SearchConfig, StorageConfig
 from memos_ray.errors import Conflict, InvalidInput, MemoryNotFound, QuotaExceeded, VersionConflict
 from memos_ray.plaintext import erasure
 from memos_ray.plaintext.checkpoint import CheckpointFiles
-from memos_ray.plaintext.index import HybridIndex
+from memos_ray.plaintext.index import HybridIndex, TermRows
 from memos_ray.plaintext.moves import LifecycleMoves
 from memos_ray.plaintext.rows import CubeRows, row_key
 from memos_ray.scheduling.policy import approx_tokens
@@ -117,36 +117,34 @@ class MemCube(LifecycleMoves):
     def _read_all(self) -> None:
         items: dict[tuple[str, int], MemoryItem] = {}
         vecs: dict[str, np.ndarray] = {}
-        terms: dict[str, dict[str, float]] = {}
         since = None
         saved = self.checkpoint.read(self.index.key)
         if saved is not None:
-            ckpt, vecs = saved
-            since, terms = ckpt.seq, ckpt.terms
-            items = {(i.id, i.version): i for i in ckpt.items}
+            since = saved.checkpoint.seq
+            items = {(i.id, i.version): i for i in saved.checkpoint.items}
+            vecs = {memory_id: saved.vectors[r] for r, memory_id in enumerate(saved.ids)}
         clean = since is not None and since == self.store.state.clean_seq  # nothing was written after it
         self._checkpointed = since if clean else None  # the seq the checkpoint on disk holds everything up to
         tail, tail_vecs = ([], {}) if clean else self.store.load(since)
         items.update({(i.id, i.version): i for i in tail})
         vecs.update(tail_vecs)  # a memory in the tail has its newest version there (seqs only grow)
-        for item in tail:  # changed since the checkpoint: tokenized again (with what it was merged into)
-            terms.pop(item.id, None)
-            if item.merged_into is not None:
-                terms.pop(item.merged_into, None)
-        self._load_items(list(items.values()), vecs, terms)
-
-    def _load_items(
-        self, items: list[MemoryItem], vecs: dict[str, np.ndarray], terms: dict[str, dict[str, float]]
-    ) -> None:
-        for item in sorted(items, key=lambda i: (i.created_at, i.id, i.version)):
+        for item in sorted(items.values(), key=lambda i: (i.created_at, i.id, i.version)):
             self.history.setdefault(item.id, []).append(item)
             self.latest[item.id] = item
             self.seq = max(self.seq, item.seq)
         self._vecs = vecs
+        cached = {} if saved is None or saved.terms is None else {memory_id: r for r, memory_id in enumerate(saved.ids)}
+        for item in tail:  # changed since the checkpoint: tokenized again (with what it was merged into)
+            cached.pop(item.id, None)
+            if item.merged_into is not None:
+                cached.pop(item.merged_into, None)
         latest = list(self.latest.values())
         matrix = np.stack([vecs[i.id] for i in latest]) if latest else np.zeros((0, self.dim), dtype=np.float32)
-        known = [terms.get(i.id) or self.index.terms(i, self._merged_contexts(i)) for i in latest]
-        self.index.load(latest, matrix, known)
+        rows = np.array([cached.get(i.id, -1) for i in latest], dtype=np.int64)
+        terms = (
+            saved.terms.take(rows) if saved is not None and saved.terms is not None else TermRows.of([{}] * len(latest))
+        )
+        self.index.load(latest, matrix, terms, self._merged_contexts)
 
     def _merged_contexts(self, item: MemoryItem) -> list[str]:
         merged = (self.latest.get(r.memory_id) for r in item.merged_from)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,6 +38,55 @@ class Scored:
     bm25: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class TermRows:
+    """Many memories' BM25 terms as compressed rows, so a checkpoint stores them as three arrays and a
+    vocabulary (nothing parsed term by term): row r holds term ``vocab[ids[k]]`` with frequency ``tf[k]``
+    for k in ``ptr[r]:ptr[r+1]``."""
+
+    vocab: list[str]
+    ptr: np.ndarray  # int64, one more than the rows
+    ids: np.ndarray  # int32, into vocab
+    tf: np.ndarray  # float64
+
+    @classmethod
+    def of(cls, rows: Sequence[dict[str, float]]) -> TermRows:
+        index: dict[str, int] = {}
+        ids = [index.setdefault(term, len(index)) for row in rows for term in row]
+        tf = [tf for row in rows for tf in row.values()]
+        ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(row) for row in rows], out=ptr[1:])
+        return cls(list(index), ptr, np.array(ids, dtype=np.int32), np.array(tf, dtype=np.float64))
+
+    def __len__(self) -> int:
+        return len(self.ptr) - 1
+
+    def take(self, rows: np.ndarray) -> TermRows:
+        """These rows, in this order (-1: an empty row)."""
+        present = rows >= 0
+        start = self.ptr[np.where(present, rows, 0)]
+        lengths = np.where(present, self.ptr[np.where(present, rows + 1, 0)] - start, 0)
+        ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=ptr[1:])
+        gather = np.repeat(start - ptr[:-1], lengths) + np.arange(ptr[-1])
+        return TermRows(self.vocab, ptr, self.ids[gather], self.tf[gather])
+
+    def row(self, r: int) -> dict[str, float]:
+        a, b = int(self.ptr[r]), int(self.ptr[r + 1])
+        return dict(zip([self.vocab[k] for k in self.ids[a:b].tolist()], self.tf[a:b].tolist(), strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """What :meth:`HybridIndex.load` indexed, left as arrays: a term's posting, or a slot's terms, becomes a
+    dict only when a search or a write first needs it (at activation most never do)."""
+
+    rows: TermRows  # row = slot
+    spans: dict[str, tuple[int, int]]  # term -> its posting, [a, b) into slots and tf (popped once a dict)
+    slots: np.ndarray
+    tf: np.ndarray
+
+
 def _epoch(when: datetime | None) -> float:
     return when.timestamp() if when is not None else math.nan
 
@@ -55,7 +104,8 @@ class HybridIndex:
         self._slot_tags: list[tuple[str, ...]] = []
         # BM25: term -> {slot: term frequency}; per-slot term counts to undo on update.
         self._postings: dict[str, dict[int, float]] = {}
-        self._slot_terms: list[dict[str, float]] = []
+        self._slot_terms: list[dict[str, float] | None] = []  # None: still in ``_loaded``
+        self._loaded: _Loaded | None = None
         self._total_len = 0.0
 
     def _allocate(self, capacity: int) -> None:
@@ -107,7 +157,29 @@ class HybridIndex:
 
     def indexed_terms(self) -> dict[str, dict[str, float]]:
         """Every indexed memory's terms, by id: a checkpoint keeps them, so a reload needs no tokenizing."""
-        return {memory_id: self._slot_terms[slot] for memory_id, slot in self._slot.items()}
+        return {memory_id: self._terms_at(slot) for memory_id, slot in self._slot.items()}
+
+    def _terms_at(self, slot: int) -> dict[str, float]:
+        terms = self._slot_terms[slot]
+        if terms is None:
+            assert self._loaded is not None
+            terms = self._slot_terms[slot] = self._loaded.rows.row(slot)
+        return terms
+
+    def _posting(self, term: str, create: bool = False) -> dict[int, float] | None:
+        """The slots holding ``term`` with its frequency in each (made from what ``load`` left on first use)."""
+        posting = self._postings.get(term)
+        if posting is None:
+            span = self._loaded.spans.pop(term, None) if self._loaded is not None else None
+            if span is not None:
+                assert self._loaded is not None
+                a, b = span
+                posting = dict(zip(self._loaded.slots[a:b].tolist(), self._loaded.tf[a:b].tolist(), strict=True))
+            elif create:
+                posting = {}
+            if posting is not None:
+                self._postings[term] = posting
+        return posting
 
     def upsert(
         self, item: MemoryItem, vec: np.ndarray, contexts: Sequence[str] = (), terms: dict[str, float] | None = None
@@ -148,14 +220,23 @@ class HybridIndex:
             terms = self.terms(item, contexts)
         self._slot_terms[slot] = terms
         for term, tf in terms.items():
-            self._postings.setdefault(term, {})[slot] = tf
+            posting = self._posting(term, create=True)
+            assert posting is not None
+            posting[slot] = tf
         length = float(sum(terms.values()))
         self._doclen[slot] = length
         self._total_len += length
 
-    def load(self, items: Sequence[MemoryItem], vecs: np.ndarray, terms: Sequence[dict[str, float]]) -> None:
+    def load(
+        self,
+        items: Sequence[MemoryItem],
+        vecs: np.ndarray,
+        cached: TermRows,
+        contexts: Callable[[MemoryItem], Sequence[str]],
+    ) -> None:
         """Index ``items`` (latest versions, distinct ids) into an empty index at once: what :meth:`upsert`
-        does one by one, with the arrays filled in one step (a 10k cube's activation)."""
+        does one by one, with the arrays filled in one step (a 10k cube's activation). ``cached``: their
+        :meth:`terms`, row by row; an empty row is tokenized here (with ``contexts`` of its item)."""
         if self._slot:
             raise ValueError("load() fills an empty index")
         n = len(items)
@@ -181,16 +262,23 @@ class HybridIndex:
         for slot, tags in enumerate(self._slot_tags):
             for tag in tags:
                 self._tags.setdefault(tag, set()).add(slot)
-        self._slot_terms = list(terms)
-        postings = self._postings
-        lengths = np.zeros(n, dtype=np.float32)
-        for slot, item_terms in enumerate(self._slot_terms):
+        counts = np.diff(cached.ptr)
+        slots = np.repeat(np.arange(n), counts)
+        order = np.argsort(cached.ids, kind="stable")  # grouped by term, slots ascending within each
+        by_term = cached.ids[order]
+        starts = np.flatnonzero(np.r_[True, by_term[1:] != by_term[:-1]]) if len(by_term) else np.zeros(0, int)
+        bounds = [*starts.tolist(), len(by_term)]
+        spans = {cached.vocab[t]: (bounds[k], bounds[k + 1]) for k, t in enumerate(by_term[starts].tolist())}
+        self._loaded = _Loaded(cached, spans, slots[order], cached.tf[order])
+        lengths = np.bincount(slots, weights=cached.tf, minlength=n)
+        self._slot_terms = [None] * n
+        for slot in np.flatnonzero(counts == 0).tolist():  # not cached: tokenized now
+            item_terms = self.terms(items[slot], contexts(items[slot]))
+            self._slot_terms[slot] = item_terms
             for term, tf in item_terms.items():
-                posting = postings.get(term)
-                if posting is None:
-                    postings[term] = {slot: tf}
-                else:
-                    posting[slot] = tf
+                posting = self._posting(term, create=True)
+                assert posting is not None
+                posting[slot] = tf
             lengths[slot] = sum(item_terms.values())
         self._doclen[:n] = lengths
         self._total_len = float(lengths.sum())
@@ -208,8 +296,8 @@ class HybridIndex:
         self._free.append(slot)
 
     def _unindex_terms(self, slot: int) -> None:
-        for term in self._slot_terms[slot]:
-            posting = self._postings.get(term)
+        for term in self._terms_at(slot):
+            posting = self._posting(term)
             if posting is not None:
                 posting.pop(slot, None)
                 if not posting:
@@ -272,7 +360,7 @@ class HybridIndex:
         docs = max(len(self._slot), 1)
         avgdl = max(self._total_len / docs, 1.0)
         for term in set(tokenize(query)):
-            posting = self._postings.get(term)
+            posting = self._posting(term)
             if not posting:
                 continue
             slots = np.fromiter(posting.keys(), dtype=np.int64, count=len(posting))
