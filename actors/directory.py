@@ -5,7 +5,8 @@ is decided: ``activate`` and the catalog calls take the caller and the role the 
 starts the storage actors (one per shard) and keeps at most ``max_live_cubes`` cubes live.
 ``activate`` finds or opens a cube's actor (concurrent activations of one cube share one
 start): a spare cube actor, already started with the code imported, opens the cube from its
-checkpoint, and another spare is started in the background when too few are left. When the cap
+checkpoint, and another spare is started in the background when too few are left (from start, the
+pool is filled to ``warm_actors`` in the background, so a new live set waits for no process). When the cap
 is reached the least used cube is passivated in the background: it flushes, checkpoints, its
 counters go to the catalog, and its actor goes back to the spares (or ends, after
 ``actor_lives`` cubes). The next ``activate`` opens it again from durable state, so callers
@@ -77,6 +78,7 @@ class Directory:
         self._leases: dict[str, int] = {}  # live cube -> the lease of its actor's current life
         self._spares: list[tuple[ActorHandle, float]] = []  # cube actors with nothing loaded, and their MiB
         self._spawning = 0
+        self._warming: asyncio.Task[None] | None = None
         self.storage = [
             StorageActor.options(  # type: ignore[attr-defined]
                 name=storage_actor_name(k),
@@ -344,24 +346,43 @@ class Directory:
 
     def _refill(self) -> None:
         """Start spares while fewer than ``spare_actors`` are ready or coming back from a passivation (under
-        churn every activation's victim gives its actor back: no process is started)."""
+        churn every activation's victim gives its actor back: no process is started); then, one at a time in
+        the background, more until ``warm_actors`` are started, live or spare."""
         coming = len(self._spares) + len(self._retiring) + self._spawning
         for _ in range(self.config.directory.spare_actors - coming):
             asyncio.get_running_loop().create_task(self._spare())
+        if self._unwarmed() > 0 and (self._warming is None or self._warming.done()):
+            self._warming = asyncio.get_running_loop().create_task(self._warm())
 
-    async def _spare(self) -> None:
+    def _warm_target(self) -> int:
+        cfg = self.config.directory
+        return min(cfg.warm_actors, cfg.max_live_cubes)
+
+    def _unwarmed(self) -> int:
+        """How many cube actors the pool lacks to hold ``warm_actors`` (live, starting, spare or coming back)."""
+        started = len(self.live) + self._admitted + len(self._spares) + len(self._retiring) + self._spawning
+        return self._warm_target() - started
+
+    async def _warm(self) -> None:
+        while self._unwarmed() > 0 and await self._spare():
+            pass
+
+    async def _spare(self) -> bool:
         try:
             self._keep(await self._spawn())
         except Exception as exc:  # the next activation starts one itself
             log.warning("could not start a spare cube actor: %s", exc)
+            return False
+        return True
 
     def _keep(self, handle: ActorHandle, footprint_mib: float = 0.0, lives: int = 0) -> None:
         """An empty cube actor: kept as a spare (up to twice ``spare_actors``, so that a burst of passivations
-        and activations starts no process; at most one whose heap a big cube left above ``spare_max_mib``),
+        and activations starts no process, or as many as keep ``warm_actors`` started; at most one whose heap a
+        big cube left above ``spare_max_mib``),
         or ended when there are enough or it hosted its share."""
         cfg = self.config.directory
         heavy = footprint_mib > cfg.spare_max_mib
-        room = len(self._spares) < 2 * cfg.spare_actors
+        room = len(self._spares) < max(2 * cfg.spare_actors, self._warm_target() - len(self.live))
         if heavy:
             room = room and not any(mib > cfg.spare_max_mib for _, mib in self._spares)
         if room and lives < cfg.actor_lives:
@@ -492,6 +513,8 @@ class Directory:
 
     async def shutdown(self) -> None:
         """Passivate every live cube, end the spares and the storage actors, close the catalog (clean stop)."""
+        if self._warming is not None:
+            self._warming.cancel()
         for cube_id in list(self.live):
             await self.passivate(cube_id)
         await asyncio.gather(*self._retiring.values(), return_exceptions=True)

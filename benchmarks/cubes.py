@@ -29,6 +29,7 @@ from actors.directory import DIRECTORY_NAME
 from benchmarks.common import Stack, check, corpus, pct, print_table, stack, write_json
 from benchmarks.foundation import bench_zipf
 from memos_ray.types import MemoryCreate, Role
+from tests.helpers import alive_actors
 
 MIB = 1024 * 1024
 
@@ -52,6 +53,27 @@ def _fill(s: Stack, cube_id: str, n: int, batch: int = 500) -> None:
             await ref.call(CubeHost.add, [MemoryCreate(text=t) for t in part], vecs, "bench")
 
     asyncio.run(go())
+
+
+def _settle(s: Stack, timeout_s: float = 300.0) -> float:
+    """Seconds until the service is done starting: the model worker has measured its prefix break-even (one
+    core for ~20 s after start) and the Directory has started its ``warm_actors`` (both in the background).
+    The parts below measure a cube's activation, not what a service does in its first minute."""
+    from actors.scheduler import SCHEDULER_NAME
+
+    start = time.perf_counter()
+    directory = _directory(s)
+    ray.get(ray.get_actor(SCHEDULER_NAME, namespace=s.config.namespace).calibrated.remote())
+    cfg = s.config.directory
+    want = min(cfg.warm_actors, cfg.max_live_cubes)
+    while time.perf_counter() - start < timeout_s:
+        stats = ray.get(directory.stats.remote())
+        if stats.live + stats.spares >= want:
+            break
+        time.sleep(0.5)
+    took = time.perf_counter() - start
+    print(f"calibrated, and {want} cube actors started in the background, {took:.1f} s after the service answered")
+    return took
 
 
 def bench_cold(s: Stack, sizes: list[int], repeats: int) -> list[dict[str, Any]]:
@@ -97,21 +119,13 @@ def _smaps(pid: int) -> dict[str, float]:
     }
 
 
-def _actors(class_name: str) -> dict[str, int]:
-    """Live actors of ``class_name``: actor id -> pid (from the GCS actor table; no dashboard needed)."""
-    from ray._private.state import actors
-
-    table = actors(actor_state_name="ALIVE")
-    return {aid: int(a["Pid"]) for aid, a in table.items() if a.get("ActorClassName", "").endswith(class_name)}
-
-
 def bench_memory(s: Stack, sizes: list[int]) -> list[dict[str, Any]]:
     """PSS and USS of the cube actors hosting the cold part's cubes, of a spare, and of the storage actors."""
     directory = _directory(s)
     for size in sizes:  # each opened again, in an actor that gave back what it held before
         ray.get(directory.passivate.remote(f"cold-{size}"))
     time.sleep(1.0)
-    cube_pids = _actors("CubeHost")
+    cube_pids = alive_actors("CubeHost")
     rows = []
     for size in sizes:
         act = ray.get(directory.activate.remote(f"cold-{size}"))
@@ -123,7 +137,7 @@ def bench_memory(s: Stack, sizes: list[int]) -> list[dict[str, Any]]:
     spare = [pid for aid, pid in cube_pids.items() if aid not in hosting]
     if spare:
         rows.append({"process": "cube actor, spare (nothing loaded)", **_smaps(spare[0])})
-    for pid in _actors("StorageHost").values():
+    for pid in alive_actors("StorageHost").values():
         rows.append({"process": "storage actor (one shard)", **_smaps(pid)})
     print_table("Memory per process (PSS shares pages with the other Ray workers; USS is what it alone holds)", rows)
     return rows
@@ -194,6 +208,7 @@ def main() -> None:
     out: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     with stack(port=args.port) as s:
         out["live_cap"] = s.config.directory.max_live_cubes
+        out["warm_pool_s"] = _settle(s)
         if "cold" in only or "memory" in only:
             out["cold"] = bench_cold(s, sizes, args.repeats)
             write_json("cubes", out)  # after each part: a long run keeps what it measured

@@ -105,6 +105,12 @@ class DirectoryConfig(_Config):
     spare_actors: int = Field(
         2, ge=0, description="cube actors kept started with nothing loaded: an activation skips a process start"
     )
+    warm_actors: int = Field(
+        24,
+        ge=0,
+        description="cube actors kept started, live or spare (at most max_live_cubes), filled in the background "
+        "from start: a new live set opens its cubes without waiting for processes; each idle one holds ~76 MiB",
+    )
     actor_lives: int = Field(
         1_000, ge=1, description="a cube actor hosts this many cubes in turn, then ends (bounds its heap's growth)"
     )

@@ -71,7 +71,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> MemosConfig:
     return MemosConfig(
         namespace="memos_tests",
         storage=StorageConfig(data_dir=data),
-        directory=DirectoryConfig(max_live_cubes=8),
+        directory=DirectoryConfig(max_live_cubes=8, warm_actors=2),  # 2 cores: no more processes than needed
         serve={"port": _free_port()},  # type: ignore[arg-type]
         llm=LLMConfig(dtype="float32", cache_dir=MODELS),  # fp32: exact equality is tested
         workers=WorkersConfig(count=2, num_cpus=0.25),

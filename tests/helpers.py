@@ -26,6 +26,14 @@ def wait_for_condition(predicate: Callable[[], bool], timeout: float = 30.0, int
     raise AssertionError(f"condition not met within {timeout}s")
 
 
+def alive_actors(class_name: str) -> dict[str, int]:
+    """Live actors of ``class_name``: actor id -> pid (from the GCS actor table; no dashboard needed)."""
+    from ray._private.state import actors
+
+    table = actors(actor_state_name="ALIVE")
+    return {aid: int(a["Pid"]) for aid, a in table.items() if a.get("ActorClassName", "").endswith(class_name)}
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

@@ -18,7 +18,7 @@ from actors.directory import DirectoryActor
 from memos_ray.config import DirectoryConfig, MemosConfig, StorageConfig
 from memos_ray.errors import Unavailable
 from memos_ray.types import Caller, CubeCreate, LifecycleState, MemoryCreate, PrincipalKind, Role
-from tests.helpers import Leased
+from tests.helpers import Leased, alive_actors, wait_for_condition
 
 ROOT = Caller(principal="root", kind=PrincipalKind.user, subjects=["root"], admin=True, key_id="test")
 DIM = 384
@@ -68,6 +68,23 @@ def test_a_spare_actor_hosts_cube_after_cube_and_a_call_for_an_earlier_life_is_r
     assert ray.get(Leased(again).get.remote(secret.id)).text == "a's secret"
     stats = ray.get(d.stats.remote())
     assert stats.live == 1 and stats.spares <= 1
+    ray.get(d.shutdown.remote())
+    ray.kill(d)
+
+
+def test_the_pool_fills_to_warm_actors_in_the_background_so_a_new_live_set_starts_no_process(
+    runtime,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    d = _directory(tmp_path, "warm", max_live_cubes=4, spare_actors=1, warm_actors=4)
+    ids = [f"warm{i}" for i in range(5)]
+    ray.get([d.create_cube.remote(CubeCreate(id=c), ROOT) for c in ids])
+    wait_for_condition(lambda: ray.get(d.stats.remote()).spares == 4, timeout=90)
+    started = set(alive_actors("CubeHost"))
+    acts = ray.get([d.activate.remote(c) for c in ids[:4]])
+    assert {a.handle._actor_id.hex() for a in acts} <= started, "the live set should open on prestarted actors"
+    ray.get(d.activate.remote(ids[4]))  # past the cap: one is passivated for it
+    assert ray.get(d.stats.remote()).live == 4
     ray.get(d.shutdown.remote())
     ray.kill(d)
 
