@@ -31,7 +31,7 @@ IDENTITY_NAME = "memos_identity"
 class Identity:
     def __init__(self, config: MemosConfig) -> None:
         data = config.storage.data_dir
-        self.store = IdentityStore(data / "identity.db")
+        self.store = IdentityStore(data / "identity.db", config.storage.database_uri)
         self.store.bootstrap(config.governance.admin_key_sha256, data / "admin.key")
 
     def ready(self) -> int:

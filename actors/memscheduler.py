@@ -77,9 +77,10 @@ class MemScheduler:
         self.config = config
         self.cfg = config.scheduler
         root = config.storage.data_dir / "scheduler"
-        self.usage = UsageStore(root / "usage.sqlite", self.cfg.window_s)
-        self.log = DecisionLog(root / "decisions.sqlite", self.cfg.decisions_kept)
-        self.marks = LifecycleMarks(root / "lifecycle.sqlite")
+        uri = config.storage.database_uri
+        self.usage = UsageStore(root / "usage.sqlite", self.cfg.window_s, uri)
+        self.log = DecisionLog(root / "decisions.sqlite", self.cfg.decisions_kept, uri)
+        self.marks = LifecycleMarks(root / "lifecycle.sqlite", uri)
         self.parametric = self.cfg.train_policy  # whether it promotes facts into adapters on its own
         self._training: str | None = None  # the training job the policy started, while it runs
         self._promoting = asyncio.Lock()  # one parametric sweep decides at a time

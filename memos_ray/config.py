@@ -29,6 +29,11 @@ class StorageConfig(_Config):
         None,
         description="Milvus server URI (http://host:19530). None: milvus-lite shard files under data_dir.",
     )
+    database_uri: str | None = Field(
+        None,
+        description="PostgreSQL (postgresql://user@host:5432/db) for identities and keys, the audit log and the "
+        "scheduler's usage, decisions and lifecycle marks. None: SQLite files under data_dir.",
+    )
     shards: int = Field(
         2,
         ge=1,

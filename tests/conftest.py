@@ -57,6 +57,25 @@ def encoder():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server for this session, started on first use (see tests/postgres.py)."""
+    from tests.postgres import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_uri(request: pytest.FixtureRequest) -> str | None:
+    """Run a store's test against both of its databases: None (a SQLite file), then a fresh PostgreSQL one."""
+    if request.param == "sqlite":
+        return None
+    from tests.postgres import fresh_database
+
+    return fresh_database(request.getfixturevalue("postgres"))
+
+
+@pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     import ray
 

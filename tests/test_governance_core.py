@@ -29,8 +29,8 @@ from memos_ray.types import (
 
 
 @pytest.fixture()
-def ids(tmp_path: Path) -> IdentityStore:
-    store = IdentityStore(tmp_path / "identity.db")
+def ids(tmp_path: Path, database_uri: str | None) -> IdentityStore:
+    store = IdentityStore(tmp_path / "identity.db", database_uri)
     store.bootstrap(None, tmp_path / "admin.key")
     for req in (
         PrincipalCreate(id="ops", kind="team"),
@@ -42,18 +42,23 @@ def ids(tmp_path: Path) -> IdentityStore:
     return store
 
 
-def test_bootstrap_writes_a_private_admin_key_once(tmp_path: Path) -> None:
-    store = IdentityStore(tmp_path / "identity.db")
+def test_bootstrap_writes_a_private_admin_key_once(tmp_path: Path, database_uri: str | None) -> None:
+    store = IdentityStore(tmp_path / "identity.db", database_uri)
     key = store.bootstrap(None, tmp_path / "admin.key")
     assert key is not None and (tmp_path / "admin.key").read_text().strip() == key
     assert (tmp_path / "admin.key").stat().st_mode & 0o777 == 0o600
     assert store.authenticate(key).admin
     assert store.bootstrap(None, tmp_path / "admin.key") is None  # not again
-    raw = b"".join(f.read_bytes() for f in tmp_path.glob("identity.db*"))  # the database and its WAL
+    if database_uri is None:  # the database and its WAL
+        raw = b"".join(f.read_bytes() for f in tmp_path.glob("identity.db*"))
+    else:
+        raw = str(store._db.execute("SELECT * FROM api_keys") + store._db.execute("SELECT * FROM principals")).encode()
     assert key.encode() not in raw and hash_key(key).encode() in raw  # stored hashed
 
 
-def test_keys_authenticate_until_revoked_expired_or_disabled(ids: IdentityStore, tmp_path: Path) -> None:
+def test_keys_authenticate_until_revoked_expired_or_disabled(
+    ids: IdentityStore, tmp_path: Path, database_uri: str | None
+) -> None:
     issued = ids.issue_key(KeyCreate(principal="alice-bot"), "alice")
     who = ids.authenticate(issued.key)
     assert who.principal == "alice-bot" and not who.admin
@@ -71,7 +76,7 @@ def test_keys_authenticate_until_revoked_expired_or_disabled(ids: IdentityStore,
     for bad in (None, "", "mrk_nothing", issued.key + "x"):
         with pytest.raises(Unauthenticated):
             ids.authenticate(bad)
-    reopened = IdentityStore(tmp_path / "identity.db")  # all of it durable
+    reopened = IdentityStore(tmp_path / "identity.db", database_uri)  # all of it durable
     with pytest.raises(Unauthenticated, match="revoked"):
         reopened.authenticate(issued.key)
 
@@ -116,9 +121,9 @@ def test_roles_owner_grants_teams_and_the_404_403_split(ids: IdentityStore) -> N
         require(meta, mallory, Role.read)
 
 
-def test_audit_log_is_append_only_chained_and_durable(tmp_path: Path) -> None:
+def test_audit_log_is_append_only_chained_and_durable(tmp_path: Path, database_uri: str | None) -> None:
     path = tmp_path / "audit.db"
-    store = AuditStore(path)
+    store = AuditStore(path, database_uri)
     store.append([AuditEvent(action="memory.add", cube_id="c", memory_id=f"m{i}", principal="alice") for i in range(3)])
     store.append([AuditEvent(action="access", result="denied", status=404, cube_id="c", principal="bob")])
     store.append([AuditEvent(action="cube.share", cube_id="d", principal="alice")])
@@ -127,18 +132,27 @@ def test_audit_log_is_append_only_chained_and_durable(tmp_path: Path) -> None:
     assert len(store.query(AuditQuery(action="memory.")).records) == 3
     page = store.query(AuditQuery(limit=2))
     assert page.next_after_seq == 2 and len(store.query(AuditQuery(after_seq=2)).records) == 3
-    for sql in ("UPDATE audit SET principal = 'eve'", "DELETE FROM audit"):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    refused = ["UPDATE audit SET principal = 'eve'", "DELETE FROM audit"]
+    for sql in [*refused, "TRUNCATE audit"] if database_uri else refused:
+        with pytest.raises(Exception, match="append-only"):
             store._db.execute(sql)
     store.close()
-    reopened = AuditStore(path)
+    reopened = AuditStore(path, database_uri)
     assert reopened.verify().ok and reopened.verify().records == 5
     assert reopened.append([AuditEvent(action="x")])[0].seq == 6  # the chain continues
-    # Someone edits the file behind the log's back: the chain shows where.
-    raw = sqlite3.connect(path)
-    raw.execute("DROP TRIGGER audit_no_update")
-    raw.execute("UPDATE audit SET doc = replace(doc, '\"bob\"', '\"eve\"') WHERE seq = 4")
-    raw.commit()
+    # Someone edits the database behind the log's back: the chain shows where.
+    tamper = "UPDATE audit SET doc = replace(doc, '\"bob\"', '\"eve\"') WHERE seq = 4"
+    if database_uri is None:
+        raw = sqlite3.connect(path)
+        raw.execute("DROP TRIGGER audit_no_update")
+        raw.execute(tamper)
+        raw.commit()
+    else:
+        import psycopg
+
+        with psycopg.connect(database_uri, autocommit=True) as conn:
+            conn.execute("ALTER TABLE audit DISABLE TRIGGER audit_no_change")
+            conn.execute(tamper)
     assert reopened.verify().first_bad_seq == 4
 
 

@@ -33,9 +33,9 @@ def event(cube: str, agent: str, at_s: float, **kw: object) -> UsageEvent:
     return UsageEvent(cube_id=cube, agent=agent, at=utcnow() + timedelta(seconds=at_s), **kw)  # type: ignore[arg-type]
 
 
-def test_usage_is_counted_decayed_and_survives_a_restart(tmp_path: Path) -> None:
+def test_usage_is_counted_decayed_and_survives_a_restart(tmp_path: Path, database_uri: str | None) -> None:
     path = tmp_path / "usage.sqlite"
-    usage = UsageStore(path, half_life_s=60)
+    usage = UsageStore(path, 60, database_uri)
     usage.record([event("c", "ann", -120, retrieved=["old"])])  # two half-lives ago
     usage.record(
         [
@@ -53,7 +53,7 @@ def test_usage_is_counted_decayed_and_survives_a_restart(tmp_path: Path) -> None
     assert usage.set_working_set("c", ["a", "old"]) == 2  # b left, old came in
     usage.close()
 
-    again = UsageStore(path, half_life_s=60)
+    again = UsageStore(path, 60, database_uri)
     cube = again.cube("c")
     a = next(m for m in cube.memories if m.memory_id == "a")
     assert (a.retrievals, a.prompt_uses, a.prefix_uses, a.agents) == (2, 1, 0, ["bob", "ann"])
@@ -67,11 +67,11 @@ def test_usage_is_counted_decayed_and_survives_a_restart(tmp_path: Path) -> None
     assert "a" not in dict(again.ranked("c")) and again.cube("c").working_set == ["old"]
     again.forget("c")
     again.close()
-    assert UsageStore(path, 60).cube("c").memories == []
+    assert UsageStore(path, 60, database_uri).cube("c").memories == []
 
 
-def test_decisions_are_kept_and_queried(tmp_path: Path) -> None:
-    log = DecisionLog(tmp_path / "d.sqlite", kept=100)
+def test_decisions_are_kept_and_queried(tmp_path: Path, database_uri: str | None) -> None:
+    log = DecisionLog(tmp_path / "d.sqlite", 100, database_uri)
     for i in range(5):
         log.add(
             DecisionKind.promote if i % 2 else DecisionKind.demote, f"why {i}", cube_id=f"c{i % 2}", inputs={"i": i}
@@ -83,7 +83,7 @@ def test_decisions_are_kept_and_queried(tmp_path: Path) -> None:
     promoted = log.query(kind=DecisionKind.promote)
     assert {d.cube_id for d in promoted.decisions} == {"c1"} and promoted.decisions[0].inputs == {"i": 1}
     log.close()
-    assert DecisionLog(tmp_path / "d.sqlite", kept=100).query(cube_id="c0").decisions[-1].reason == "why 4"
+    assert DecisionLog(tmp_path / "d.sqlite", 100, database_uri).query(cube_id="c0").decisions[-1].reason == "why 4"
 
 
 def place(key: str, idle_s: float, workers: list[int], in_use: int = 0) -> CachePlace:

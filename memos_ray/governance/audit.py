@@ -2,7 +2,8 @@
 
 Every mutation and every denied access becomes an :class:`AuditRecord`: who (principal and
 key id), when, what (action, HTTP method and path), which cube and memory, and the result.
-Records live in one SQLite file under ``data_dir``; triggers refuse UPDATE and DELETE, and
+Records live in one SQLite file under ``data_dir``, or in the PostgreSQL database that
+``storage.database_uri`` names; triggers refuse UPDATE and DELETE (and, in PostgreSQL, TRUNCATE), and
 each record carries the SHA-256 of its predecessor's hash and its own content, so an edit
 made behind the database's back shows up in :meth:`AuditStore.verify`. Appends are
 committed (fsync) before they are acknowledged; :class:`actors.audit.AuditLog` groups
@@ -16,13 +17,14 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from memos_ray.governance.sqlite import open_sqlite, transaction
+from memos_ray.database import Schema, open_database
 from memos_ray.types import AuditEvent, AuditPage, AuditQuery, AuditRecord, AuditVerification
 
 GENESIS = "0" * 64
 
 
-_SCHEMA = """
+_SCHEMA = Schema(
+    """
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
@@ -37,11 +39,22 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_cube ON audit (cube_id, seq);
 CREATE INDEX IF NOT EXISTS audit_principal ON audit (principal, seq);
 CREATE INDEX IF NOT EXISTS audit_request ON audit (request_id);
+""",
+    sqlite="""
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-"""
+""",
+    postgres="""
+CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
+CREATE OR REPLACE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+CREATE OR REPLACE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+""",
+)
 
 
 def _digest(prev_hash: str, event: AuditEvent, seq: int) -> str:
@@ -55,10 +68,12 @@ def _ts(value: datetime) -> str:
 
 
 class AuditStore:
-    def __init__(self, path: Path) -> None:
-        self._db = open_sqlite(path, _SCHEMA)
+    def __init__(self, path: Path, uri: str | None = None) -> None:
+        """``path``: the SQLite file; ``uri``: a PostgreSQL database instead."""
+        self._db = open_database(path, _SCHEMA, uri)
         self._lock = threading.Lock()
-        last = self._db.execute("SELECT seq, doc FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        rows = self._db.execute("SELECT seq, doc FROM audit ORDER BY seq DESC LIMIT 1")
+        last = rows[0] if rows else None
         self.seq = 0 if last is None else last[0]
         self._head = GENESIS if last is None else AuditRecord.model_validate_json(last[1]).hash
 
@@ -90,7 +105,7 @@ class AuditStore:
                 )
                 for r in records
             ]
-            with transaction(self._db):
+            with self._db.transaction():
                 self._db.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self.seq, self._head = seq, head
             return records
@@ -118,7 +133,7 @@ class AuditStore:
             args.append(_ts(q.until))
         sql = f"SELECT doc FROM audit WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
         with self._lock:
-            rows = self._db.execute(sql, [*args, q.limit + 1]).fetchall()
+            rows = self._db.execute(sql, [*args, q.limit + 1])
         records = [AuditRecord.model_validate_json(row[0]) for row in rows[: q.limit]]
         more = len(rows) > q.limit
         return AuditPage(records=records, next_after_seq=records[-1].seq if more else None)
@@ -129,7 +144,7 @@ class AuditStore:
         head, count = GENESIS, 0
         columns = "seq, at, principal, action, result, cube_id, memory_id, request_id"
         with self._lock:
-            rows = self._db.execute(f"SELECT {columns}, doc FROM audit ORDER BY seq").fetchall()
+            rows = self._db.execute(f"SELECT {columns}, doc FROM audit ORDER BY seq")
         for *indexed, doc in rows:
             record = AuditRecord.model_validate_json(doc)
             count += 1

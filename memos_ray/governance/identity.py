@@ -7,8 +7,9 @@ shown once when issued and stored as its SHA-256 (a key carries 256 random bits,
 fast hash is enough: there is nothing to brute-force). Revoking a key, or disabling a
 principal (and with it its agents), takes effect on the next request.
 
-The store is one SQLite file under ``data_dir`` owned by the Identity actor; every change
-is committed before it is visible in memory.
+The store is one SQLite file under ``data_dir`` (or tables in the PostgreSQL database that
+``storage.database_uri`` names), owned by the Identity actor; every change is committed before it is
+visible in memory.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import secrets
 import threading
 from pathlib import Path
 
+from memos_ray.database import Schema, open_database, upsert
 from memos_ray.errors import Conflict, InvalidInput, KeyNotFound, PrincipalNotFound, Unauthenticated
-from memos_ray.governance.sqlite import open_sqlite
 from memos_ray.types import (
     ApiKeyInfo,
     Caller,
@@ -54,15 +55,16 @@ def key_id_of(key: str | None) -> str | None:
     return None
 
 
-_SCHEMA = """
+_SCHEMA = Schema("""
 CREATE TABLE IF NOT EXISTS principals (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (key_id TEXT PRIMARY KEY, hash TEXT UNIQUE NOT NULL, doc TEXT NOT NULL);
-"""
+""")
 
 
 class IdentityStore:
-    def __init__(self, path: Path) -> None:
-        self._db = open_sqlite(path, _SCHEMA)
+    def __init__(self, path: Path, uri: str | None = None) -> None:
+        """``path``: the SQLite file; ``uri``: a PostgreSQL database instead."""
+        self._db = open_database(path, _SCHEMA, uri)
         self._lock = threading.Lock()
         self.principals: dict[str, Principal] = {
             row[0]: Principal.model_validate_json(row[1]) for row in self._db.execute("SELECT id, doc FROM principals")
@@ -112,9 +114,7 @@ class IdentityStore:
 
     def _put_principal(self, principal: Principal) -> None:
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO principals (id, doc) VALUES (?, ?)", (principal.id, principal.model_dump_json())
-            )
+            self._db.execute(upsert("principals", ["id", "doc"], ["id"]), (principal.id, principal.model_dump_json()))
         self.principals[principal.id] = principal
 
     def principal(self, principal_id: str) -> Principal:
@@ -161,7 +161,7 @@ class IdentityStore:
     def _put_key(self, info: ApiKeyInfo, digest: str) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO api_keys (key_id, hash, doc) VALUES (?, ?, ?)",
+                upsert("api_keys", ["key_id", "hash", "doc"], ["key_id"]),
                 (info.key_id, digest, info.model_dump_json()),
             )
         self.keys[info.key_id] = info

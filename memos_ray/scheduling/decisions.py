@@ -1,26 +1,27 @@
 """The MemScheduler's decisions, each with its reason and the figures it rested on: appended to a SQLite
-file (the newest ``kept``), so ``GET /v1/scheduler/decisions`` answers across restarts."""
+file, or to the PostgreSQL database ``storage.database_uri`` names (the newest ``kept``), so
+``GET /v1/scheduler/decisions`` answers across restarts."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from memos_ray.governance.sqlite import open_sqlite, transaction
+from memos_ray.database import Schema, open_database
 from memos_ray.types import Decision, DecisionInput, DecisionKind, DecisionPage, utcnow
 
-SCHEMA = """
+SCHEMA = Schema("""
 CREATE TABLE IF NOT EXISTS decisions (
     seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, cube_id TEXT, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS decisions_cube ON decisions (cube_id, seq);
-"""
+""")
 
 
 class DecisionLog:
-    def __init__(self, path: Path, kept: int) -> None:
+    def __init__(self, path: Path, kept: int, uri: str | None = None) -> None:
+        """``path``: the SQLite file; ``uri``: a PostgreSQL database instead."""
         self.kept = kept
-        self.db = open_sqlite(path, SCHEMA)
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.seq = int(self.db.execute("SELECT coalesce(max(seq), 0) FROM decisions").fetchone()[0])
+        self.db = open_database(path, SCHEMA, uri, durable=False)
+        self.seq = int(self.db.execute("SELECT coalesce(max(seq), 0) FROM decisions")[0][0])
         self.counts: dict[DecisionKind, int] = {}
 
     def add(
@@ -43,7 +44,7 @@ class DecisionLog:
             worker=worker,
             inputs=inputs or {},
         )
-        with transaction(self.db):
+        with self.db.transaction():
             self.db.execute(
                 "INSERT INTO decisions VALUES (?, ?, ?, ?)", (d.seq, kind.value, cube_id, d.model_dump_json())
             )
@@ -70,7 +71,7 @@ class DecisionLog:
         order = "DESC" if after_seq is None else "ASC"
         rows = self.db.execute(
             f"SELECT seq, doc FROM decisions WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ?", (*args, limit)
-        ).fetchall()
+        )
         decisions = sorted((Decision.model_validate_json(doc) for _, doc in rows), key=lambda d: d.seq)
         return DecisionPage(decisions=decisions, next_seq=decisions[-1].seq if decisions else after_seq or 0)
 

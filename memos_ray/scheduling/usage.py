@@ -4,7 +4,8 @@ decayed with a half-life, so "most used over a window" is one number that needs 
 in a prompt or a prefix adds none, or a working set would keep itself hot forever); per cube its chats, its
 working set and that set's churn.
 
-One SQLite file owned by the MemScheduler actor: events arrive in batches off the request path and are
+One SQLite file (or tables in the PostgreSQL database ``storage.database_uri`` names) owned by the
+MemScheduler actor: events arrive in batches off the request path and are
 written in one transaction each, so usage survives passivation, the actor's restart and the machine's.
 Everything is also held in memory, where the policy reads it.
 """
@@ -19,12 +20,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from memos_ray.governance.sqlite import open_sqlite, transaction
+from memos_ray.database import Schema, open_database, upsert
 from memos_ray.types import CubeUsage, MemoryUsage, UsageEvent
 
 AGENTS_KEPT = 8
 
-SCHEMA = """
+SCHEMA = Schema("""
 CREATE TABLE IF NOT EXISTS memory_usage (
     cube_id TEXT NOT NULL, memory_id TEXT NOT NULL,
     retrievals INTEGER NOT NULL, prompt_uses INTEGER NOT NULL, prefix_uses INTEGER NOT NULL,
@@ -34,7 +35,11 @@ CREATE TABLE IF NOT EXISTS cube_usage (
     cube_id TEXT PRIMARY KEY, chats INTEGER NOT NULL, last_chat REAL,
     working_set TEXT NOT NULL, churn INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS agent_usage (agent TEXT PRIMARY KEY, last_chat REAL NOT NULL);
-"""
+""")
+_MEMORY_COLUMNS = [
+    "cube_id", "memory_id", "retrievals", "prompt_uses", "prefix_uses", "last_used", "heat", "heat_at", "agents"
+]  # fmt: skip
+_CUBE_COLUMNS = ["cube_id", "chats", "last_chat", "working_set", "churn"]
 
 
 def decayed(value: float, since: float, now: float, half_life_s: float) -> float:
@@ -69,10 +74,11 @@ class CubeStats:
 
 
 class UsageStore:
-    def __init__(self, path: Path, half_life_s: float) -> None:
+    def __init__(self, path: Path, half_life_s: float, uri: str | None = None) -> None:
+        """``path``: the SQLite file; ``uri``: a PostgreSQL database instead."""
         self.half_life_s = half_life_s
-        self.db = open_sqlite(path, SCHEMA)
-        self.db.execute("PRAGMA synchronous=NORMAL")  # statistics: a power cut may lose the last batch, not the file
+        # statistics: a power cut may lose the last batch, never the store
+        self.db = open_database(path, SCHEMA, uri, durable=False)
         self.cubes: dict[str, CubeStats] = {}
         self.agents: dict[str, float] = {}
         self._load()
@@ -83,7 +89,7 @@ class UsageStore:
         for cube_id, memory_id, r, p, x, last, heat, heat_at, agents in self.db.execute("SELECT * FROM memory_usage"):
             cube = self.cubes.setdefault(cube_id, CubeStats())
             cube.memories[memory_id] = MemoryStats(r, p, x, last, heat, heat_at, json.loads(agents))
-        self.agents = dict(self.db.execute("SELECT agent, last_chat FROM agent_usage").fetchall())
+        self.agents = dict(self.db.execute("SELECT agent, last_chat FROM agent_usage"))
 
     # ------------------------------------------------------------ writes
 
@@ -125,7 +131,7 @@ class UsageStore:
 
     def forget(self, cube_id: str, memory_ids: Iterable[str] | None = None) -> None:
         """A purged memory (or a deleted cube, with None) leaves no usage behind."""
-        with transaction(self.db):
+        with self.db.transaction():
             if memory_ids is None:
                 self.cubes.pop(cube_id, None)
                 self.db.execute("DELETE FROM memory_usage WHERE cube_id = ?", (cube_id,))
@@ -145,7 +151,7 @@ class UsageStore:
     def _write(self, memories: set[tuple[str, str]], cubes: set[str], agents: set[str]) -> None:
         if not (memories or cubes or agents):
             return
-        with transaction(self.db):
+        with self.db.transaction():
             rows = []
             for cube_id, memory_id in memories:
                 m = self.cubes[cube_id].memories[memory_id]
@@ -162,15 +168,15 @@ class UsageStore:
                         json.dumps(m.agents),
                     )
                 )
-            self.db.executemany("INSERT OR REPLACE INTO memory_usage VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            self.db.executemany(upsert("memory_usage", _MEMORY_COLUMNS, ["cube_id", "memory_id"]), rows)
             self._write_cubes(cubes)
             self.db.executemany(
-                "INSERT OR REPLACE INTO agent_usage VALUES (?, ?)", [(a, self.agents[a]) for a in agents]
+                upsert("agent_usage", ["agent", "last_chat"], ["agent"]), [(a, self.agents[a]) for a in agents]
             )
 
     def _write_cubes(self, cube_ids: Iterable[str]) -> None:
         self.db.executemany(
-            "INSERT OR REPLACE INTO cube_usage VALUES (?,?,?,?,?)",
+            upsert("cube_usage", _CUBE_COLUMNS, ["cube_id"]),
             [
                 (c, s.chats, s.last_chat, json.dumps(s.working_set), s.churn)
                 for c in cube_ids

@@ -1,0 +1,64 @@
+"""The relational stores' one database layer, against SQLite and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from memos_ray.database import Schema, open_database, upsert
+from memos_ray.errors import Unavailable
+from memos_ray.governance.identity import ADMIN, IdentityStore
+from memos_ray.scheduling.marks import LifecycleMarks, Mark
+from memos_ray.types import PrincipalCreate
+from tests.postgres import fresh_database
+
+SCHEMA = Schema("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, n INTEGER NOT NULL, at REAL, doc TEXT);")
+
+
+def test_one_sql_runs_on_both_upserts_transactions_and_full_precision(tmp_path: Path, database_uri: str | None) -> None:
+    db = open_database(tmp_path / "t.db", SCHEMA, database_uri)
+    assert db.dialect == ("sqlite" if database_uri is None else "postgres")
+    put = upsert("t", ["k", "n", "at", "doc"], ["k"])
+    at = 1_764_620_000.123456  # a timestamp: PostgreSQL's 4-byte REAL would keep ~7 digits of it
+    db.executemany(put, [("a", 1, at, "x"), ("b", 2**40, None, "y")])
+    db.execute(put, ("a", 3, at, "z"))  # the upsert replaces
+    assert db.execute("SELECT k, n, at, doc FROM t ORDER BY k") == [("a", 3, at, "z"), ("b", 2**40, None, "y")]
+    with pytest.raises(RuntimeError), db.transaction():  # a failed block leaves nothing
+        db.execute(put, ("c", 4, None, None))
+        raise RuntimeError("half-way")
+    assert db.execute("SELECT count(*) FROM t") == [(2,)]
+    db.close()
+    again = open_database(tmp_path / "t.db", SCHEMA, database_uri)  # the schema is created only once
+    assert again.execute("SELECT n FROM t WHERE k = ?", ("b",)) == [(2**40,)]
+
+
+def test_lifecycle_marks_survive_a_restart(tmp_path: Path, database_uri: str | None) -> None:
+    marks = LifecycleMarks(tmp_path / "m.db", database_uri)
+    marks.put("c", Mark(merge_seq=3, seq=7, next_due=None, swept_at=1_764_620_000.5))
+    marks.put("d", Mark(merge_seq=1, seq=1, next_due=1_764_700_000.25, swept_at=1.0))
+    marks.put("c", Mark(merge_seq=4, seq=9, next_due=2.5, swept_at=3.5))
+    marks.forget("d")
+    marks.close()
+    assert LifecycleMarks(tmp_path / "m.db", database_uri).marks == {"c": Mark(4, 9, 2.5, 3.5)}
+
+
+def test_a_postgres_store_reconnects_when_its_connection_is_cut_and_a_dead_server_is_unavailable(
+    tmp_path: Path, postgres: str
+) -> None:
+    import psycopg
+
+    uri = fresh_database(postgres)
+    store = IdentityStore(tmp_path / "identity.db", uri)
+    store.create_principal(PrincipalCreate(id="before"), ADMIN)
+    with psycopg.connect(uri, autocommit=True) as conn:  # the server drops the store's connection
+        cut = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+        conn.execute(f"{cut} AND pid <> pg_backend_pid()")
+    store.create_principal(PrincipalCreate(id="after"), ADMIN)  # reconnects, and the write lands
+    assert {"before", "after"} <= set(IdentityStore(tmp_path / "identity.db", uri).principals)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(Unavailable, match=f"127.0.0.1:{port}/memos does not answer"):
+        IdentityStore(tmp_path / "other.db", f"postgresql://memos@127.0.0.1:{port}/memos")
