@@ -26,6 +26,7 @@ from actors.handoff import AdapterWeights
 from actors.scheduler import SCHEDULER_NAME, Scheduler
 from memos_ray.config import LLMConfig, MemosConfig
 from memos_ray.errors import InvalidInput, JobNotFound
+from memos_ray.parametric.jobs import JobStore
 from memos_ray.parametric.registry import AdapterRegistry, new_adapter_id, ref_of
 from memos_ray.parametric.training import state_nbytes
 from memos_ray.types import (
@@ -85,7 +86,8 @@ class Adapters:
     def __init__(self, config: MemosConfig) -> None:
         self.config = config
         self.registry = AdapterRegistry(config.storage.data_dir / "adapters")
-        self.jobs: OrderedDict[str, TrainingJob] = OrderedDict()
+        storage = config.storage
+        self.jobs = JobStore(storage.data_dir / "jobs.sqlite", JOBS_KEPT, storage.database_uri)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._running: dict[str, Running] = {}  # job -> its task and what it learns
         self._purged: dict[str, set[str]] = {}  # cube -> memories purged: no job may learn them any more
@@ -132,10 +134,7 @@ class Adapters:
             reason=reason,
             created_at=utcnow(),
         )
-        self.jobs[job.id] = job
-        finished = [j for j, v in self.jobs.items() if v.state in ("succeeded", "failed")]
-        for old in finished[: max(0, len(self.jobs) - JOBS_KEPT)]:  # forget finished jobs only
-            self.jobs.pop(old, None)
+        for old in self.jobs.put(job):  # finished jobs beyond JOBS_KEPT are forgotten
             self._tasks.pop(old, None)
         ref = train_adapter.options(num_cpus=self.config.workers.train_num_cpus).remote(
             self.config, job.id, texts, settings
@@ -149,16 +148,15 @@ class Adapters:
     async def progress(self, job_id: str, step: int, steps: int, loss: float) -> None:
         job = self.jobs.get(job_id)
         if job is not None and job.state in ("queued", "running"):
-            self.jobs[job_id] = job.model_copy(
-                update={
-                    "state": "running",
-                    "step": step,
-                    "steps": steps,
-                    "percent": round(100.0 * step / steps, 1),
-                    "loss": loss,
-                    "started_at": job.started_at or utcnow(),
-                }
-            )
+            update = {
+                "state": "running",
+                "step": step,
+                "steps": steps,
+                "percent": round(100.0 * step / steps, 1),
+                "loss": loss,
+                "started_at": job.started_at or utcnow(),
+            }
+            self.jobs.put(job.model_copy(update=update))
 
     async def _finish(
         self,
@@ -208,7 +206,7 @@ class Adapters:
         finally:
             self._running.pop(job_id, None)
             self._stale_jobs.pop(job_id, None)
-        self.jobs[job_id] = self.jobs[job_id].model_copy(update={**update, "finished_at": utcnow()})
+        self.jobs.put(self.jobs[job_id].model_copy(update={**update, "finished_at": utcnow()}))
         await self._record(self.jobs[job_id], activate)
 
     async def _record(self, job: TrainingJob, activate: bool) -> None:
@@ -305,9 +303,7 @@ class Adapters:
     def _cancel(self, job_id: str, why: str) -> None:
         """A running job must not bring back what it learned: failed, and its task cancelled."""
         ref = self._running[job_id].ref
-        self.jobs[job_id] = self.jobs[job_id].model_copy(
-            update={"state": "failed", "error": why, "finished_at": utcnow()}
-        )
+        self.jobs.put(self.jobs[job_id].model_copy(update={"state": "failed", "error": why, "finished_at": utcnow()}))
         ray.cancel(ref, force=True)
 
     async def delete(self, cube_id: str, adapter_id: str) -> AdapterList:

@@ -37,9 +37,9 @@ from memos_ray.config import MemosConfig
 from memos_ray.errors import CubeExists, CubeNotFound, InvalidInput, MemosError, NotFound, Unavailable
 from memos_ray.governance.access import can, require
 from memos_ray.governance.identity import ADMIN, LEGACY_OWNER
+from memos_ray.plaintext.catalog import CatalogStore
 from memos_ray.plaintext.outbox import CascadeOutbox
 from memos_ray.plaintext.rows import shard_of
-from memos_ray.plaintext.storage import CatalogStore
 from memos_ray.types import Caller, CubeCreate, CubeList, CubeMeta, CubeUpdate, DirectoryStats, Grant, Role, utcnow
 
 DIRECTORY_NAME = "memos_directory"

@@ -169,7 +169,7 @@ def bench_registered(s: Stack, n: int, clients: int, requests: int, alpha: float
         list(pool.map(fill, range(n)))
     filled_s = time.perf_counter() - start
     data = s.config.storage.data_dir
-    catalog_mib, shards_mib = _size_mib(data / "catalog.db"), _size_mib(data / "shards")
+    catalog_mib, shards_mib = _size_mib(data / "catalog.sqlite"), _size_mib(data / "shards")
     pages: dict[str, float] = {}
     for offset in (0, n // 2, n - 100):
         times = []

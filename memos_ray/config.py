@@ -31,8 +31,9 @@ class StorageConfig(_Config):
     )
     database_uri: str | None = Field(
         None,
-        description="PostgreSQL (postgresql://user@host:5432/db) for identities and keys, the audit log and the "
-        "scheduler's usage, decisions and lifecycle marks. None: SQLite files under data_dir.",
+        description="PostgreSQL (postgresql://user@host:5432/db) for the catalog, identities and keys, the audit "
+        "log, training jobs and the scheduler's usage, decisions and lifecycle marks. None: SQLite files under "
+        "data_dir.",
     )
     shards: int = Field(
         2,
@@ -260,6 +261,8 @@ class MemosConfig(_Config):
             storage["data_dir"] = Path(env["MEMOS_RAY_DATA_DIR"])
         if env.get("MEMOS_RAY_MILVUS_URI"):
             storage["milvus_uri"] = env["MEMOS_RAY_MILVUS_URI"]
+        if env.get("MEMOS_RAY_DATABASE_URI"):
+            storage["database_uri"] = env["MEMOS_RAY_DATABASE_URI"]
         serve: dict[str, object] = {}
         if "MEMOS_RAY_HOST" in env:
             serve["host"] = env["MEMOS_RAY_HOST"]

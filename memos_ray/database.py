@@ -1,7 +1,8 @@
 """The one way memos-ray opens a relational store: a SQLite file (the embedded default) or a PostgreSQL
 database by URI (a server every node reaches, so the actor that owns a store may run anywhere).
 
-The stores (identities and keys, the audit log, the scheduler's usage, decisions and lifecycle marks) write
+The stores (the catalog, identities and keys, the audit log, training jobs, the scheduler's usage, decisions
+and lifecycle marks) write
 their SQL once, with ``?`` placeholders, ``INSERT ... ON CONFLICT`` upserts and the types ``TEXT``,
 ``INTEGER`` and ``REAL`` in their tables; PostgreSQL gets ``BIGINT`` and ``DOUBLE PRECISION`` for the last two
 (its ``REAL`` is 4 bytes: a timestamp would lose its seconds). What only one dialect can say (the audit log's

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from memos_ray.config import StorageConfig
 from memos_ray.database import Schema, open_database, upsert
 from memos_ray.errors import Unavailable
 from memos_ray.governance.identity import ADMIN, IdentityStore
+from memos_ray.parametric.jobs import INTERRUPTED, JobStore
+from memos_ray.plaintext.catalog import CatalogStore
 from memos_ray.scheduling.marks import LifecycleMarks, Mark
-from memos_ray.types import PrincipalCreate
+from memos_ray.types import CubeMeta, PrincipalCreate, TrainingJob, utcnow
 from tests.postgres import fresh_database
 
 SCHEMA = Schema("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, n INTEGER NOT NULL, at REAL, doc TEXT);")
@@ -62,3 +65,57 @@ def test_a_postgres_store_reconnects_when_its_connection_is_cut_and_a_dead_serve
         port = s.getsockname()[1]
     with pytest.raises(Unavailable, match=f"127.0.0.1:{port}/memos does not answer"):
         IdentityStore(tmp_path / "other.db", f"postgresql://memos@127.0.0.1:{port}/memos")
+
+
+def _cube(cube_id: str) -> CubeMeta:
+    now = utcnow()
+    return CubeMeta(id=cube_id, created_at=now, updated_at=now, owner="alice")
+
+
+def test_the_catalog_keeps_cubes_on_both_and_imports_an_earlier_versions_milvus_lite_catalog(
+    tmp_path: Path, database_uri: str | None
+) -> None:
+    from memos_ray.plaintext.storage import _PLACEHOLDER_DIM, _PLACEHOLDER_VEC, MilvusTable, _close_client, _open_client
+
+    legacy = str(tmp_path / "catalog.db")  # how an earlier version kept it: a milvus-lite collection
+    client = _open_client(legacy, 15.0)
+    old = MilvusTable(client, "memos_catalog", _PLACEHOLDER_DIM)
+    old.upsert(
+        [{"pk": m.id, "seq": 3, "vec": _PLACEHOLDER_VEC, "doc": m.model_dump(mode="json")} for m in map(_cube, "ab")]
+    )
+    old.flush()
+    _close_client(client, legacy, True)
+
+    storage = StorageConfig(data_dir=tmp_path, database_uri=database_uri)
+    catalog = CatalogStore(storage)
+    assert set(catalog.load()) == {"a", "b"}
+    assert catalog.load()["a"].owner == "alice" and not (tmp_path / "catalog.db").exists()
+    catalog.put(_cube("c"))
+    catalog.put(catalog.load()["b"].model_copy(update={"seq": 9}))
+    catalog.delete("a")
+    catalog.close()
+    again = CatalogStore(storage)  # durable, and the import is not repeated
+    assert set(again.load()) == {"b", "c"} and again.load()["b"].seq == 9
+
+
+def test_training_jobs_survive_a_restart_and_one_that_was_running_is_failed_saying_why(
+    tmp_path: Path, database_uri: str | None
+) -> None:
+    jobs = JobStore(tmp_path / "jobs.db", kept=10, uri=database_uri)
+    made = [
+        TrainingJob(id=f"j{i}", cube_id="c", steps=4, memories=3, created_by="alice", created_at=utcnow())
+        for i in range(5)
+    ]
+    for job in made[:4]:
+        jobs.put(job)
+    jobs.put(made[0].model_copy(update={"state": "succeeded", "adapter_id": "ad-1", "finished_at": utcnow()}))
+    jobs.put(made[1].model_copy(update={"state": "running", "step": 2}))
+    jobs.close()
+    again = JobStore(tmp_path / "jobs.db", kept=2, uri=database_uri)
+    assert again["j0"].state == "succeeded" and again["j0"].adapter_id == "ad-1"
+    assert again["j1"].state == "failed" and again["j1"].error == INTERRUPTED  # its task died with its owner
+    assert again["j3"].state == "failed"  # so did a queued one's
+    forgotten = again.put(made[4])  # five jobs, two kept: the oldest finished ones go, never an unfinished one
+    assert forgotten == ["j0", "j1", "j2"] and list(again.jobs) == ["j3", "j4"]
+    again.close()
+    assert list(JobStore(tmp_path / "jobs.db", kept=2, uri=database_uri).jobs) == ["j3", "j4"]

@@ -27,6 +27,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -348,32 +349,12 @@ def _close_client(client: MilvusClient, uri: str, lite: bool) -> None:
         server_manager_instance.release_server(uri)
 
 
-class CatalogStore:
-    """Which cubes exist, with their metadata. Owned by the Directory actor."""
-
-    def __init__(self, config: StorageConfig) -> None:
-        if config.is_lite:
-            config.data_dir.mkdir(parents=True, exist_ok=True)
-            self.uri = str(config.data_dir / "catalog.db")
-        else:
-            self.uri = config.milvus_uri or ""
-        self.lite = config.is_lite
-        self.client = _open_client(self.uri, config.lock_wait_s)
-        self.table = MilvusTable(self.client, "memos_catalog", _PLACEHOLDER_DIM)
-
-    def put(self, meta: CubeMeta) -> None:
-        self.table.upsert(
-            [{"pk": meta.id, "seq": meta.seq, "vec": _PLACEHOLDER_VEC, "doc": meta.model_dump(mode="json")}]
-        )
-
-    def delete(self, cube_id: str) -> None:
-        self.table.delete([cube_id])
-
-    def load(self) -> dict[str, CubeMeta]:
-        return {row["pk"]: CubeMeta.model_validate(row["doc"]) for row in self.table.scan(with_vectors=False)}
-
-    def close(self) -> None:
-        try:
-            self.table.flush()
-        finally:
-            _close_client(self.client, self.uri, self.lite)
+def read_legacy_catalog(path: Path, lock_wait_s: float) -> list[CubeMeta]:
+    """The cubes an earlier version listed in a milvus-lite catalog file (imported by ``catalog.py``)."""
+    uri = str(path)
+    client = _open_client(uri, lock_wait_s)
+    try:
+        table = MilvusTable(client, "memos_catalog", _PLACEHOLDER_DIM)
+        return [CubeMeta.model_validate(row["doc"]) for row in table.scan(with_vectors=False)]
+    finally:
+        _close_client(client, uri, True)
