@@ -81,6 +81,7 @@ class CubeNotFound(NotFound):
 
 class MemoryNotFound(NotFound):
     code = "memory_not_found"
+    denial = True  # audited even for a read: asking a cube for another cube's memory ids leaves a trail
 
 
 class PrincipalNotFound(NotFound):

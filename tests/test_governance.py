@@ -188,6 +188,20 @@ def test_denial_matrix_every_attempt_refused_audited_and_harmless(
         assert {"bob", "bob-bot", "carol", "dave", "erin"} <= {r["principal"] for r in denied}
 
 
+def test_reading_another_cubes_memory_id_under_ones_own_cube_is_a_404_and_audited(
+    base_url: str, admin: httpx.Client, keys: Keys, cubes: dict[str, str]
+) -> None:
+    """Probing memory ids through a cube one may read finds nothing, and leaves a trail."""
+    rid = f"probe-{uuid.uuid4().hex[:12]}"
+    with as_(base_url, keys["bob"]) as bob:
+        r = bob.get(f"/v1/cubes/gov-b/memories/{cubes['memory']}", headers={"X-Request-Id": rid})  # gov-a's memory
+    assert r.status_code == 404 and r.json()["error"]["code"] == "memory_not_found"
+    records = admin.get("/v1/audit", params={"request_id": rid}).json()["records"]
+    assert [(x["principal"], x["result"], x["status"], x["cube_id"], x["memory_id"]) for x in records] == [
+        ("bob", "denied", 404, "gov-b", cubes["memory"])
+    ]
+
+
 def test_revoked_grant_and_revoked_key_stop_at_once(base_url: str, keys: Keys, cubes: dict[str, str]) -> None:
     with as_(base_url, keys["alice"]) as alice:
         cube = alice.post("/v1/cubes", json={"id": "gov-revoke"}).json()["id"]
