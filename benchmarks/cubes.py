@@ -144,7 +144,8 @@ def bench_memory(s: Stack, sizes: list[int]) -> list[dict[str, Any]]:
 
 
 def _size_mib(path: Path) -> float:
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    """A folder's files, or a file with its siblings named after it (a SQLite file's WAL and shared memory)."""
+    files = list(path.parent.glob(f"{path.name}*")) if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     return sum(p.stat().st_size for p in files) / MIB
 
 
