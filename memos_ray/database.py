@@ -114,8 +114,9 @@ class _Sqlite(Database):
 
 class _Postgres(Database):
     """psycopg 3, one connection. A statement outside a transaction that finds the connection broken (the
-    server restarted) reconnects and runs once more; anything else that cannot reach the server is
-    :class:`Unavailable` (a 503 the caller may retry): nothing was acknowledged."""
+    server restarted) reconnects and runs once more, and a transaction first checks its connection the same
+    way (one round trip); anything else that cannot reach the server (a transaction cut half-way included)
+    is :class:`Unavailable` (a 503 the caller may retry): nothing was acknowledged."""
 
     dialect = "postgres"
 
@@ -187,6 +188,7 @@ class _Postgres(Database):
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         with self._lock, self._unavailable():
+            self._run(lambda conn: conn.execute("SELECT 1"))  # a connection cut since the last statement: renewed
             self._in_transaction = True
             try:
                 with self._conn.transaction():

@@ -10,11 +10,12 @@ import pytest
 from memos_ray.config import StorageConfig
 from memos_ray.database import Schema, open_database, upsert
 from memos_ray.errors import Unavailable
+from memos_ray.governance.audit import AuditStore
 from memos_ray.governance.identity import ADMIN, IdentityStore
 from memos_ray.parametric.jobs import INTERRUPTED, JobStore
 from memos_ray.plaintext.catalog import CatalogStore
 from memos_ray.scheduling.marks import LifecycleMarks, Mark
-from memos_ray.types import CubeMeta, PrincipalCreate, TrainingJob, utcnow
+from memos_ray.types import AuditEvent, CubeMeta, PrincipalCreate, TrainingJob, utcnow
 from tests.postgres import fresh_database
 
 SCHEMA = Schema("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, n INTEGER NOT NULL, at REAL, doc TEXT);")
@@ -54,12 +55,16 @@ def test_a_postgres_store_reconnects_when_its_connection_is_cut_and_a_dead_serve
 
     uri = fresh_database(postgres)
     store = IdentityStore(tmp_path / "identity.db", uri)
+    audit = AuditStore(tmp_path / "audit.db", uri)
     store.create_principal(PrincipalCreate(id="before"), ADMIN)
-    with psycopg.connect(uri, autocommit=True) as conn:  # the server drops the store's connection
+    audit.append([AuditEvent(action="x")])
+    with psycopg.connect(uri, autocommit=True) as conn:  # the server drops every connection of the stores
         cut = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
         conn.execute(f"{cut} AND pid <> pg_backend_pid()")
     store.create_principal(PrincipalCreate(id="after"), ADMIN)  # reconnects, and the write lands
     assert {"before", "after"} <= set(IdentityStore(tmp_path / "identity.db", uri).principals)
+    assert audit.append([AuditEvent(action="y")])[0].seq == 2  # a transaction checks its connection first
+    assert AuditStore(tmp_path / "audit.db", uri).verify().records == 2
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
