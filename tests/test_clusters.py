@@ -1,0 +1,50 @@
+"""The deployment manifests in clusters/ stay valid: each is checked against the schema of what reads it
+(Ray Serve's deploy schema, the Ray cluster launcher's JSON schema) and the memos-ray config they carry
+against ``MemosConfig``, so a renamed or misspelt field fails here instead of at deploy time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import ray.autoscaler
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from memos_ray.config import MemosConfig
+
+CLUSTERS = Path(__file__).resolve().parent.parent / "clusters"
+
+
+def _check_serve(doc: dict[str, Any]) -> MemosConfig:
+    """A Serve deploy config that runs the app ``memos-ray up`` runs, with a config memos-ray accepts."""
+    schema = ServeDeploySchema.model_validate(doc)
+    (app,) = [a for a in schema.applications if a.name == "memos"]
+    assert app.import_path == "serve.app:build_app" and app.route_prefix == "/"
+    return MemosConfig.model_validate(app.args["config"])
+
+
+def test_the_serve_config_deploys_the_app_with_a_valid_config() -> None:
+    config = _check_serve(yaml.safe_load((CLUSTERS / "serve_config.yaml").read_text()))
+    assert config.storage.milvus_uri and config.storage.database_uri, "past one machine both servers are named"
+
+
+def test_the_kuberay_rayservice_carries_a_valid_serve_config_and_cluster() -> None:
+    doc = yaml.safe_load((CLUSTERS / "kuberay-rayservice.yaml").read_text())
+    assert (doc["apiVersion"], doc["kind"]) == ("ray.io/v1", "RayService")
+    config = _check_serve(yaml.safe_load(doc["spec"]["serveConfigV2"]))
+    assert config.storage.milvus_uri and config.storage.database_uri
+    cluster = doc["spec"]["rayClusterConfig"]
+    assert cluster["headGroupSpec"]["template"]["spec"]["containers"]
+    for group in cluster["workerGroupSpecs"]:
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        assert group["template"]["spec"]["containers"]
+
+
+def test_the_cluster_launcher_config_matches_rays_schema() -> None:
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    doc = yaml.safe_load((CLUSTERS / "ray-cluster.yaml").read_text())
+    jsonschema.validate(doc, schema)
+    assert doc["provider"]["type"] == "local" and doc["max_workers"] == len(doc["provider"]["worker_ips"])
