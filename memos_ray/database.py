@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from memos_ray.errors import Unavailable
@@ -43,42 +43,34 @@ def upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
     return f"{insert} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
 
 
-def is_postgres(uri: str | None) -> bool:
-    return uri is not None and uri.startswith(("postgresql://", "postgres://"))
-
-
-class Database:
-    """Autocommit unless a :meth:`transaction` is open; usable from the owner's threads (one statement at a
-    time)."""
+class Database(Protocol):
+    """What a store uses, whichever the server: autocommit unless a :meth:`transaction` is open; usable from
+    the owner's threads (one statement at a time). :class:`_Sqlite` and :class:`_Postgres` are the two."""
 
     dialect: Literal["sqlite", "postgres"]
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        raise NotImplementedError
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        raise NotImplementedError
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """One write transaction: committed, or rolled back when the block raises."""
-        raise NotImplementedError
+        ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    def close(self) -> None: ...
 
 
 def open_database(path: Path, schema: Schema, uri: str | None = None, durable: bool = True) -> Database:
     """PostgreSQL at ``uri`` when it is one (every store's tables in that one database), else the SQLite
     file ``path``. ``durable``: every commit reaches the disk before it returns (False: statistics, where a
     power cut may lose the last commit but never corrupts)."""
-    if is_postgres(uri):
-        assert uri is not None
+    if uri is not None and uri.startswith(("postgresql://", "postgres://")):
         return _Postgres(uri, schema, durable)
     return _Sqlite(path, schema, durable)
 
 
-class _Sqlite(Database):
-    dialect = "sqlite"
+class _Sqlite:
+    dialect: Literal["sqlite", "postgres"] = "sqlite"
 
     def __init__(self, path: Path, schema: Schema, durable: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,13 +104,13 @@ class _Sqlite(Database):
         self._db.close()
 
 
-class _Postgres(Database):
+class _Postgres:
     """psycopg 3, one connection. A statement outside a transaction that finds the connection broken (the
     server restarted) reconnects and runs once more, and a transaction first checks its connection the same
     way (one round trip); anything else that cannot reach the server (a transaction cut half-way included)
     is :class:`Unavailable` (a 503 the caller may retry): nothing was acknowledged."""
 
-    dialect = "postgres"
+    dialect: Literal["sqlite", "postgres"] = "postgres"
 
     def __init__(self, uri: str, schema: Schema, durable: bool) -> None:
         self._uri, self._durable = uri, durable

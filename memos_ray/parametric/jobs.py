@@ -42,9 +42,13 @@ class JobStore:
         return self.jobs[job_id]
 
     def put(self, job: TrainingJob) -> list[str]:
-        """Durable, then visible; returns the finished jobs forgotten to keep ``kept``."""
+        """Durable, then visible; a new job returns the finished jobs forgotten to keep ``kept`` (an update,
+        such as a training step's progress, forgets none)."""
+        new = job.id not in self.jobs
         self._write(job)
         self.jobs[job.id] = job
+        if not new:
+            return []
         finished = [j for j, v in self.jobs.items() if v.state in ("succeeded", "failed")]
         forgotten = finished[: max(0, len(self.jobs) - self.kept)]
         if forgotten:

@@ -166,20 +166,24 @@ class HybridIndex:
             terms = self._slot_terms[slot] = self._loaded.rows.row(slot)
         return terms
 
-    def _posting(self, term: str, create: bool = False) -> dict[int, float] | None:
+    def _posting(self, term: str) -> dict[int, float] | None:
         """The slots holding ``term`` with its frequency in each (made from what ``load`` left on first use)."""
         posting = self._postings.get(term)
-        if posting is None:
-            span = self._loaded.spans.pop(term, None) if self._loaded is not None else None
-            if span is not None:
-                assert self._loaded is not None
-                a, b = span
-                posting = dict(zip(self._loaded.slots[a:b].tolist(), self._loaded.tf[a:b].tolist(), strict=True))
-            elif create:
-                posting = {}
-            if posting is not None:
-                self._postings[term] = posting
+        if posting is None and self._loaded is not None and (span := self._loaded.spans.pop(term, None)):
+            a, b = span
+            posting = dict(zip(self._loaded.slots[a:b].tolist(), self._loaded.tf[a:b].tolist(), strict=True))
+            self._postings[term] = posting
         return posting
+
+    def _add_terms(self, slot: int, terms: dict[str, float]) -> float:
+        """Index ``slot`` under ``terms``; returns its length."""
+        self._slot_terms[slot] = terms
+        for term, tf in terms.items():
+            posting = self._posting(term)
+            if posting is None:
+                posting = self._postings[term] = {}
+            posting[slot] = tf
+        return float(sum(terms.values()))
 
     def upsert(
         self, item: MemoryItem, vec: np.ndarray, contexts: Sequence[str] = (), terms: dict[str, float] | None = None
@@ -218,12 +222,7 @@ class HybridIndex:
             self._tags.setdefault(tag, set()).add(slot)
         if terms is None:
             terms = self.terms(item, contexts)
-        self._slot_terms[slot] = terms
-        for term, tf in terms.items():
-            posting = self._posting(term, create=True)
-            assert posting is not None
-            posting[slot] = tf
-        length = float(sum(terms.values()))
+        length = self._add_terms(slot, terms)
         self._doclen[slot] = length
         self._total_len += length
 
@@ -273,13 +272,7 @@ class HybridIndex:
         lengths = np.bincount(slots, weights=cached.tf, minlength=n)
         self._slot_terms = [None] * n
         for slot in np.flatnonzero(counts == 0).tolist():  # not cached: tokenized now
-            item_terms = self.terms(items[slot], contexts(items[slot]))
-            self._slot_terms[slot] = item_terms
-            for term, tf in item_terms.items():
-                posting = self._posting(term, create=True)
-                assert posting is not None
-                posting[slot] = tf
-            lengths[slot] = sum(item_terms.values())
+            lengths[slot] = self._add_terms(slot, self.terms(items[slot], contexts(items[slot])))
         self._doclen[:n] = lengths
         self._total_len = float(lengths.sum())
 
