@@ -26,8 +26,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _READ_ONLY = "__memos_read_only__"
 
-# The actors that keep files under data_dir (the catalog, the storage shards, identities, the audit log) run
-# on the head node, the one whose disk holds them, wherever the caller is and wherever Ray restarts them.
+# The actors that keep files under data_dir (the storage shards with milvus-lite, the stores' owners with
+# SQLite) run on the head node, the one whose disk holds them, wherever the caller is and wherever Ray
+# restarts them; with a Milvus server and PostgreSQL they run anywhere (actors/runtime.py).
 ON_HEAD = {"node:__internal_head__": 0.001}
 
 

@@ -86,7 +86,7 @@ class Directory:
                 lifetime="detached",
                 get_if_exists=True,
                 num_cpus=0.01,
-                resources=ON_HEAD,
+                resources=ON_HEAD if config.storage.is_lite else {},  # a lite shard is a file on the head
             ).remote(config, k)
             for k in range(config.storage.shards)
         ]

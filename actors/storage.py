@@ -32,9 +32,8 @@ class StorageHost:
     def __init__(self, config: MemosConfig, index: int) -> None:
         self.config = config
         self.index = index
-        from memos_ray.plaintext.storage import CubeStore, Shard
+        from memos_ray.plaintext.storage import Shard
 
-        self._cube_store = CubeStore
         self.shard = Shard(config.storage, index)
         self.cubes: dict[str, CubeStore] = {}
 
@@ -44,7 +43,7 @@ class StorageHost:
     def _store(self, cube_id: str) -> CubeStore:
         store = self.cubes.get(cube_id)
         if store is None:  # also after a restart of this actor: a live cube's next call opens it again
-            store = self.cubes[cube_id] = self._cube_store(self.shard, cube_id, self.config.embedder.dim)
+            store = self.cubes[cube_id] = self.shard.open_cube(cube_id, self.config.embedder.dim)
         return store
 
     def open(self, cube_id: str) -> Counters:
@@ -81,7 +80,7 @@ class StorageHost:
 
     def destroy(self, cube_id: str) -> None:
         self.close(cube_id)
-        self._cube_store(self.shard, cube_id, self.config.embedder.dim).destroy()
+        self.shard.open_cube(cube_id, self.config.embedder.dim).destroy()
 
     def shutdown(self) -> None:
         for cube_id in list(self.cubes):

@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,6 +22,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from memos_ray.config import DirectoryConfig, GovernanceConfig, LLMConfig, MemosConfig, StorageConfig, WorkersConfig
 from memos_ray.governance.identity import hash_key
 from tests.helpers import ADMIN_KEY, MODELS, bearer
+
+if TYPE_CHECKING:
+    from tests.milvus_server import MilvusProcess
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -63,6 +67,25 @@ def postgres() -> Iterator[str]:
 
     with postgres_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def milvus() -> Iterator[MilvusProcess]:
+    """A Milvus server for this session, started on first use (see tests/milvus_server.py)."""
+    from tests.milvus_server import milvus_server
+
+    with milvus_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["lite", "server"])
+def any_storage(request: pytest.FixtureRequest, tmp_path: Path) -> StorageConfig:
+    """Run a cube's test on both row stores: milvus-lite shard files, then a fresh database on a Milvus server."""
+    if request.param == "lite":
+        return StorageConfig(data_dir=tmp_path / "data")
+    from tests.milvus_server import fresh_database
+
+    return StorageConfig(data_dir=tmp_path / "data", milvus_uri=fresh_database(request.getfixturevalue("milvus").uri))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -34,8 +34,8 @@ def add(cube: MemCube, encoder: SentenceEncoder, texts: list[str]):  # type: ign
     return cube.add(items, encoder.encode([index_text(t, None) for t in texts]), "tester").items
 
 
-def test_add_search_update_delete_purge_and_reload(storage: StorageConfig, encoder: SentenceEncoder) -> None:
-    cube = open_cube(storage)
+def test_add_search_update_delete_purge_and_reload(any_storage: StorageConfig, encoder: SentenceEncoder) -> None:
+    cube = open_cube(any_storage)
     items = add(cube, encoder, FACTS)
     assert [i.version for i in items] == [1, 1, 1, 1] and [i.seq for i in items] == [1, 2, 3, 4]
     assert all(i.provenance.author == "tester" for i in items)
@@ -67,7 +67,7 @@ def test_add_search_update_delete_purge_and_reload(storage: StorageConfig, encod
     cube.close()
 
     # a fresh process would see the same: reopen from storage
-    again = open_cube(storage)
+    again = open_cube(any_storage)
     assert again.seq == seq_before
     assert [v.text for v in again.versions(items[3].id)] == [FACTS[3], new_text]
     assert again.get(items[3].id, version=1).text == FACTS[3]
@@ -146,8 +146,8 @@ def test_checkpoint_plus_tail_after_a_crash(storage: StorageConfig, encoder: Sen
     damaged.close()
 
 
-def test_explicit_nulls_in_an_update_change_nothing(storage: StorageConfig, encoder: SentenceEncoder) -> None:
-    cube = open_cube(storage)
+def test_explicit_nulls_in_an_update_change_nothing(any_storage: StorageConfig, encoder: SentenceEncoder) -> None:
+    cube = open_cube(any_storage)
     (item,) = add(cube, encoder, FACTS[:1])
     patch = MemoryUpdate.model_validate({"text": None, "kind": None, "tags": None, "metadata": None, "state": None})
     v2 = cube.update(item.id, patch, None, "ed")
@@ -161,8 +161,8 @@ def test_explicit_nulls_in_an_update_change_nothing(storage: StorageConfig, enco
     cube.close()
 
 
-def test_change_feed_order_replay_and_purge(storage: StorageConfig, encoder: SentenceEncoder) -> None:
-    cube = open_cube(storage)
+def test_change_feed_order_replay_and_purge(any_storage: StorageConfig, encoder: SentenceEncoder) -> None:
+    cube = open_cube(any_storage)
     a, b = add(cube, encoder, ["Mia's phone PIN is in the drawer.", "The cat is called Tofu."])
     cube.update(a.id, MemoryUpdate(text="Mia moved the PIN to the safe."), encoder.encode(["x"])[0], "mia")
     cube.delete(b.id, None, "mia")
@@ -174,7 +174,7 @@ def test_change_feed_order_replay_and_purge(storage: StorageConfig, encoder: Sen
     assert [(e.op, e.memory_id) for e in events if e.memory_id == a.id] == [("purge", a.id)]
     assert all("PIN" not in (e.memory.text if e.memory else "") for e in events)
     cube.close()
-    reopened = open_cube(storage)  # after a reactivation the feed is rebuilt from the stored versions
+    reopened = open_cube(any_storage)  # after a reactivation the feed is rebuilt from the stored versions
     assert [(e.op, e.memory_id, e.version) for e in reopened.changes_after(0)] == [
         ("add", b.id, 1),
         ("delete", b.id, 2),

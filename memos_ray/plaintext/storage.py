@@ -19,6 +19,15 @@ sealed segments until its size-tiered compaction happens to rewrite them (a manu
 so the text of a deleted row stays on disk. A purge therefore rewrites the cube's table: a new generation
 of the collection gets every remaining row, the counters name it, and the old collection (its files) is
 dropped. A crash in between is finished on the next open (the counters say a rewrite is pending).
+
+With a Milvus server (``storage.milvus_uri``) every cube's rows share one collection, split into 64
+partitions by a hash of the cube, every read naming its cube's partition: loading a collection on a server
+costs seconds (~3 s here), so a collection per cube would make every new cube that slow. (Milvus' own
+partition key would do the hashing, but 2.3.5 routes an upsert to another partition than a filtered query
+reads, so the rows vanish from it.) A purge there deletes the rows and asks the server to compact, and
+the server's garbage collection removes the old segment files (``dataCoord.gc.*`` sets when). A server that
+restarted answers "collection not loaded" until a client loads it again: that is done here and the call
+retried; a server that does not answer is :class:`~memos_ray.errors.Unavailable` (503), never a 500.
 """
 
 from __future__ import annotations
@@ -26,12 +35,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
 
 from memos_ray.config import StorageConfig
 from memos_ray.errors import Unavailable
@@ -45,7 +55,11 @@ logging.getLogger("pymilvus").setLevel(logging.ERROR)
 _PLACEHOLDER_DIM = 2
 _PLACEHOLDER_VEC = [1.0, 0.0]  # not zero: a zero vector has no cosine
 _MAX_PK = 128
+_MAX_SERVER_PK = 160  # "<cube>/<memory>@<version>"
 _PAGE = 4_096
+_NOT_LOADED = 101  # a server's answer for a collection that is not in memory (after a restart)
+_PARTITIONS = 64  # of a server's rows table, by cube
+T = TypeVar("T")
 
 
 def _open_client(uri: str, lock_wait_s: float) -> MilvusClient:
@@ -63,45 +77,106 @@ def _open_client(uri: str, lock_wait_s: float) -> MilvusClient:
 
 
 class MilvusTable:
-    """A (pk, vec, doc) collection: the one way memos-ray talks to Milvus."""
+    """A (pk, seq, vec, doc) collection: the one way memos-ray talks to Milvus. ``partitioned``: rows also
+    carry their ``cube`` and live in its partition (a server's one table of every cube's rows)."""
 
-    def __init__(self, client: MilvusClient, name: str, dim: int) -> None:
+    def __init__(
+        self, client: MilvusClient, name: str, dim: int, server: str | None = None, partitioned: bool = False
+    ) -> None:
         self.client = client
         self.name = name
         self.dim = dim
+        self.server = server  # the server's URI; None: milvus-lite
         self._unflushed = 0
-        if not client.has_collection(name):
-            schema = client.create_schema(auto_id=False)
-            schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=_MAX_PK)
-            schema.add_field("seq", DataType.INT64)
-            schema.add_field("vec", DataType.FLOAT_VECTOR, dim=dim)
-            schema.add_field("doc", DataType.JSON)
-            index = client.prepare_index_params()
-            index.add_index("vec", index_type="FLAT", metric_type="COSINE")
+        self._call(self._create, partitioned)
+        self._call(client.load_collection, name)
+
+    def _create(self, partitioned: bool) -> None:
+        if self.client.has_collection(self.name):
+            return
+        schema = self.client.create_schema(auto_id=False)
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=_MAX_SERVER_PK if partitioned else _MAX_PK)
+        if partitioned:
+            schema.add_field("cube", DataType.VARCHAR, max_length=_MAX_PK)
+        schema.add_field("seq", DataType.INT64)
+        schema.add_field("vec", DataType.FLOAT_VECTOR, dim=self.dim)
+        schema.add_field("doc", DataType.JSON)
+        index = self.client.prepare_index_params()
+        index.add_index("vec", index_type="FLAT", metric_type="COSINE")
+        try:
             # Strong: a reactivated cube must read every acknowledged row (a Milvus server defaults
             # to Bounded staleness, which could hide the last seconds of writes).
-            client.create_collection(name, schema=schema, consistency_level="Strong")
-            # sync=False: pymilvus otherwise polls the index state every 0.5 s; a FLAT index is ready at once.
-            client.create_index(name, index, sync=False)
-        client.load_collection(name)
+            self.client.create_collection(self.name, schema=schema, consistency_level="Strong")
+        except MilvusException:
+            if not self.client.has_collection(self.name):  # not another shard's actor creating it at once
+                raise
+            return
+        # sync=False: pymilvus otherwise polls the index state every 0.5 s; a FLAT index is ready at once.
+        self.client.create_index(self.name, index, sync=False)
+        for k in range(_PARTITIONS if partitioned else 0):
+            self.client.create_partition(self.name, partition_of(k))
 
-    def upsert(self, rows: list[dict[str, Any]]) -> None:
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn`` against the server, loading the collection again if a server restart unloaded it (then
+        retried once); a server that does not answer raises Unavailable. milvus-lite: called as is."""
+        if self.server is None:
+            return fn(*args, **kwargs)
+        try:
+            try:
+                return fn(*args, **kwargs)
+            except MilvusException as exc:
+                if exc.code != _NOT_LOADED and "not loaded" not in str(exc.message):
+                    raise
+                log.warning("Milvus collection %s was not loaded (a server restart?): loading it", self.name)
+                self.client.load_collection(self.name)
+                return fn(*args, **kwargs)
+        except MilvusException as exc:
+            raise Unavailable(
+                f"the Milvus server at {self.server} did not answer: {exc.message}", {"milvus_uri": self.server}
+            ) from exc
+
+    def upsert(self, rows: list[dict[str, Any]], partition: str = "") -> None:
         if rows:
-            self.client.upsert(self.name, rows)
+            self._call(self.client.upsert, self.name, rows, partition_name=partition)
             self._unflushed += len(rows)
 
-    def delete(self, pks: list[str]) -> None:
+    def delete(self, pks: list[str] | None = None, where: str | None = None, partition: str = "") -> None:
         if pks:
-            self.client.delete(self.name, ids=pks)
+            self._call(self.client.delete, self.name, ids=pks, partition_name=partition)
+        if where:
+            self._call(self.client.delete, self.name, filter=where, partition_name=partition)
 
-    def scan(self, with_vectors: bool = True, after_seq: int | None = None) -> Iterator[dict[str, Any]]:
+    def get(self, pks: list[str], fields: list[str], partition: str | None = None) -> list[dict[str, Any]]:
+        if not pks:
+            return []
+        return self._call(
+            self.client.get,
+            self.name,
+            ids=pks,
+            output_fields=fields,
+            partition_names=[partition] if partition else None,
+        )
+
+    def scan(
+        self,
+        with_vectors: bool = True,
+        after_seq: int | None = None,
+        where: str | None = None,
+        partition: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
         fields = ["pk", "seq", "doc", "vec"] if with_vectors else ["pk", "seq", "doc"]
-        expr = 'pk != ""' if after_seq is None else f"seq > {int(after_seq)}"
-        it = self.client.query_iterator(
-            self.name, batch_size=_PAGE, filter=expr, output_fields=fields, consistency_level="Strong"
+        terms = [where or 'pk != ""'] + ([] if after_seq is None else [f"seq > {int(after_seq)}"])
+        it = self._call(
+            self.client.query_iterator,
+            self.name,
+            batch_size=_PAGE,
+            filter=" and ".join(terms),
+            output_fields=fields,
+            partition_names=[partition] if partition else None,
+            consistency_level="Strong",
         )
         try:
-            while batch := it.next():
+            while batch := self._call(it.next):
                 yield from batch
         finally:
             it.close()
@@ -111,11 +186,25 @@ class MilvusTable:
             self.flush()
 
     def flush(self) -> None:
-        self.client.flush(self.name)
+        # A server's acknowledged rows are in its log already; a flush there only seals small segments.
+        if self.server is None:
+            self.client.flush(self.name)
         self._unflushed = 0
 
+    def compact(self) -> None:
+        """Ask a server to rewrite segments without their deleted rows (milvus-lite: see the module's note)."""
+        if self.server is not None:
+            self._call(self.client.compact, self.name)
+
+    def release(self) -> None:
+        self._call(self.client.release_collection, self.name)
+
     def drop(self) -> None:
-        self.client.drop_collection(self.name)
+        self._call(self.client.drop_collection, self.name)
+
+
+def partition_of(bucket: int) -> str:
+    return f"p{bucket:02d}"
 
 
 def _safe_name(prefix: str, key: str) -> str:
@@ -139,7 +228,20 @@ class Shard:
         else:
             self.uri = config.milvus_uri or ""
         self.client = _open_client(self.uri, config.lock_wait_s)
-        self.counters = MilvusTable(self.client, "memos_counters", _PLACEHOLDER_DIM)
+        self.server = None if self.lite else self.uri
+        self.counters = MilvusTable(self.client, "memos_counters", _PLACEHOLDER_DIM, self.server)
+        self._rows: dict[int, MilvusTable] = {}
+
+    def rows(self, dim: int) -> MilvusTable:
+        """A server's one table of every cube's rows (per embedding width)."""
+        table = self._rows.get(dim)
+        if table is None:
+            table = self._rows[dim] = MilvusTable(self.client, f"memos_rows_{dim}", dim, self.server, partitioned=True)
+        return table
+
+    def open_cube(self, cube_id: str, dim: int, owned: bool = False) -> CubeStore:
+        """The store of ``cube_id``'s rows: its own collection in a lite file, a partition on a server."""
+        return (CubeStore if self.lite else ServerCubeStore)(self, cube_id, dim, owned)
 
     @classmethod
     def acquire(cls, config: StorageConfig, cube_id: str) -> Shard:
@@ -202,7 +304,7 @@ class CubeStore:
         """Opened in this process (tests, tools): never while a server's storage actor holds the shard."""
         shard = Shard.acquire(config, cube_id)
         try:
-            return cls(shard, cube_id, dim, owned=True)
+            return shard.open_cube(cube_id, dim, owned=True)
         except BaseException:
             shard.release()
             raise
@@ -320,7 +422,7 @@ class CubeStore:
             if clean_seq is not None and clean_seq != self.state.clean_seq:
                 self._save_counters(clean_seq=clean_seq)
             if self._table is not None:
-                self.client.release_collection(self._table.name)
+                self._table.release()
         finally:
             if self._owned:
                 self.shard.release()
@@ -334,6 +436,106 @@ class CubeStore:
                     self.client.drop_collection(name)
             self.shard.counters.delete([self.cube_id])
             self.shard.counters.flush()
+        finally:
+            if self._owned:
+                self.shard.release()
+
+
+class _CubeSlice:
+    """One cube's rows in a server's shared table, used as the cube's own table: keys are prefixed with the
+    cube (primary keys are unique per collection) and every read is filtered to its partition."""
+
+    def __init__(self, table: MilvusTable, cube_id: str) -> None:
+        self.table = table
+        self.cube_id = cube_id
+        self.name = table.name
+        self._prefix = f"{cube_id}/"
+        self.where = f'cube == "{cube_id}"'  # cube ids are [A-Za-z0-9_-]: nothing to escape
+        self.partition = partition_of(shard_of(cube_id, _PARTITIONS))
+
+    def key(self, pk: str) -> str:
+        return self._prefix + pk
+
+    def upsert(self, rows: list[dict[str, Any]]) -> None:
+        self.table.upsert([{**r, "pk": self.key(r["pk"]), "cube": self.cube_id} for r in rows], self.partition)
+
+    def delete(self, pks: list[str]) -> None:
+        self.table.delete([self.key(pk) for pk in pks], partition=self.partition)
+
+    def get(self, pks: list[str]) -> list[dict[str, Any]]:
+        rows = self.table.get([self.key(pk) for pk in pks], ["pk", "seq", "doc", "vec"], self.partition)
+        return [{**r, "pk": r["pk"].removeprefix(self._prefix)} for r in rows]
+
+    def scan(self, with_vectors: bool = True, after_seq: int | None = None) -> Iterator[dict[str, Any]]:
+        for row in self.table.scan(with_vectors, after_seq, where=self.where, partition=self.partition):
+            yield {**row, "pk": row["pk"].removeprefix(self._prefix)}
+
+    def flush_if(self, threshold: int) -> None:
+        self.table.flush_if(threshold)
+
+    def flush(self) -> None:
+        self.table.flush()
+
+    def drop(self) -> None:
+        self.table.delete(where=self.where, partition=self.partition)
+        self.table.compact()
+
+
+class ServerCubeStore(CubeStore):
+    """A cube's rows on a Milvus server: a partition of the shared table, so opening a cube opens nothing.
+
+    A purge deletes the erased rows, writes the scrubbed ones back without their context and asks the server
+    to compact; what to erase is recorded first, so a crash is finished on the next open (it is idempotent).
+    """
+
+    _table: _CubeSlice | None  # type: ignore[assignment]
+
+    @property
+    def memories(self) -> _CubeSlice:  # type: ignore[override]
+        if self._table is None:
+            self._table = _CubeSlice(self.shard.rows(self.dim), self.cube_id)
+        return self._table
+
+    def _drop_other_generations(self) -> None:
+        """Generations are milvus-lite's (a rewrite per purge): a server's cube has none."""
+
+    def erase(
+        self, pks: list[str], scrubbed: list[str], kept: list[MemoryItem], vecs: dict[str, np.ndarray], seq: int
+    ) -> None:
+        self._save_counters(seq_floor=seq, rewrite_pending=True, erase=pks, scrub=scrubbed, clean_seq=None)
+        scrub = set(scrubbed)
+        self._finish_erase(
+            [
+                {"pk": self.pk(i.id, i.version), "seq": i.seq, "vec": vecs[i.id], "doc": i.model_dump(mode="json")}
+                for i in kept
+                if self.pk(i.id, i.version) in scrub
+            ]
+        )
+
+    def rewrite(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Called by the base class on open when a purge was left pending: finished from what is stored."""
+        del rows
+        scrub = [{**r, "doc": {**r["doc"], "context": None}} for r in self.memories.get(self.state.scrub)]
+        self._finish_erase(scrub)
+
+    def _finish_erase(self, scrubbed_rows: list[dict[str, Any]]) -> None:
+        self.memories.delete(self.state.erase)
+        self.memories.upsert(scrubbed_rows)
+        self.memories.table.compact()
+        self._save_counters(rewrite_pending=False, erase=[], scrub=[])
+
+    def close(self, clean_seq: int | None = None) -> None:
+        try:  # the shared table stays loaded: it is every cube's
+            if clean_seq is not None and clean_seq != self.state.clean_seq:
+                self._save_counters(clean_seq=clean_seq)
+        finally:
+            if self._owned:
+                self.shard.release()
+
+    def destroy(self) -> None:
+        try:
+            self.memories.drop()
+            self.shard.counters.delete([self.cube_id])
         finally:
             if self._owned:
                 self.shard.release()
