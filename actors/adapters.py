@@ -85,8 +85,10 @@ def train_adapter(
 class Adapters:
     def __init__(self, config: MemosConfig) -> None:
         self.config = config
-        self.registry = AdapterRegistry(config.storage.data_dir / "adapters")
         storage = config.storage
+        self.registry = AdapterRegistry(
+            storage.data_dir / "adapters.sqlite", storage.database_uri, legacy=storage.data_dir / "adapters"
+        )
         self.jobs = JobStore(storage.data_dir / "jobs.sqlite", JOBS_KEPT, storage.database_uri)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._running: dict[str, Running] = {}  # job -> its task and what it learns

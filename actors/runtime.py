@@ -52,12 +52,15 @@ def _shared(
 
 
 def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
+    # The Directory stays on the head: the cubes' cascade outboxes are files there. The stores' owners run
+    # anywhere once their tables are in PostgreSQL (SQLite files: on the head, whose disk holds them).
+    files = config.storage.database_uri is None
     directory = _shared(DirectoryActor, DIRECTORY_NAME, config, 0.01, config, on_head=True)
     embedder = _shared(EmbedderActor, EMBEDDER_NAME, config, config.embedder.num_cpus, config.embedder)
-    identity = _shared(IdentityActor, IDENTITY_NAME, config, 0.01, config, on_head=True)
-    audit = _shared(AuditLogActor, AUDIT_NAME, config, 0.01, config, on_head=True)
-    adapters = _shared(AdaptersActor, ADAPTERS_NAME, config, 0.01, config, on_head=True)
-    memscheduler = _shared(MemSchedulerActor, MEMSCHEDULER_NAME, config, 0.01, config, on_head=True)
+    identity = _shared(IdentityActor, IDENTITY_NAME, config, 0.01, config, on_head=files)
+    audit = _shared(AuditLogActor, AUDIT_NAME, config, 0.01, config, on_head=files)
+    adapters = _shared(AdaptersActor, ADAPTERS_NAME, config, 0.01, config, on_head=files)
+    memscheduler = _shared(MemSchedulerActor, MEMSCHEDULER_NAME, config, 0.01, config, on_head=files)
     memscheduler.ready.remote()  # starts its sweep (it stays passive until the Scheduler exists)
     if wait:
         ray.get([a.ready.remote() for a in (directory, embedder, identity, audit, adapters, memscheduler)])

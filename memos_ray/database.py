@@ -1,13 +1,13 @@
 """The one way memos-ray opens a relational store: a SQLite file (the embedded default) or a PostgreSQL
 database by URI (a server every node reaches, so the actor that owns a store may run anywhere).
 
-The stores (the catalog, identities and keys, the audit log, training jobs, the scheduler's usage, decisions
-and lifecycle marks) write
-their SQL once, with ``?`` placeholders, ``INSERT ... ON CONFLICT`` upserts and the types ``TEXT``,
-``INTEGER`` and ``REAL`` in their tables; PostgreSQL gets ``BIGINT`` and ``DOUBLE PRECISION`` for the last two
-(its ``REAL`` is 4 bytes: a timestamp would lose its seconds). What only one dialect can say (the audit log's
-triggers) comes as that dialect's extra DDL. Importing this pulls in no Milvus client and no PostgreSQL driver
-(the SDK imports the models of the stores that use it).
+The stores (the catalog, identities and keys, the audit log, the adapter registry, training jobs, the
+scheduler's usage, decisions and lifecycle marks) write their SQL once, with ``?`` placeholders,
+``INSERT ... ON CONFLICT`` upserts and the types ``TEXT``, ``INTEGER``, ``REAL`` and ``BLOB`` in their tables;
+PostgreSQL gets ``BIGINT``, ``DOUBLE PRECISION`` and ``BYTEA`` for the last three (its ``REAL`` is 4 bytes: a
+timestamp would lose its seconds). What only one dialect can say (the audit log's triggers) comes as that
+dialect's extra DDL. Importing this pulls in no Milvus client and no PostgreSQL driver (the SDK imports the
+models of the stores that use it).
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ from urllib.parse import urlsplit
 from memos_ray.errors import Unavailable
 
 Row = tuple[Any, ...]
-_PG_TYPES = [(re.compile(r"\bINTEGER\b"), "BIGINT"), (re.compile(r"\bREAL\b"), "DOUBLE PRECISION")]
+_PG_TYPES = [
+    (re.compile(r"\bINTEGER\b"), "BIGINT"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+    (re.compile(r"\bBLOB\b"), "BYTEA"),
+]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 from memos_ray.config import LLMConfig
 from memos_ray.llm import LoadedModel, load_model
 from memos_ray.parametric.slots import AdapterSlots
-from memos_ray.parametric.training import load_adapter, mean_nll, save_adapter, state_nbytes, train_lora
+from memos_ray.parametric.training import adapter_bytes, adapter_from_bytes, mean_nll, state_nbytes, train_lora
 from memos_ray.types import AdapterInfo, AdapterSettings, MemoryRef, TrainingMetrics, utcnow
 from tests.helpers import MODELS
 
@@ -101,20 +101,19 @@ def test_training_lowers_nll_and_restores_base(llm: LoadedModel, base_logits: An
     assert mean_nll(llm.model, llm.tokenizer, FACTS, SETTINGS.max_tokens) == pytest.approx(metrics.nll_before)
 
 
-def test_save_load_roundtrip(tmp_path: Path, llm: LoadedModel, trained: Any) -> None:
-    from safetensors import safe_open
+def test_an_adapter_is_one_safetensors_blob_with_its_info_and_no_pickle(llm: LoadedModel, trained: Any) -> None:
+    from safetensors.numpy import load, save
 
     state, metrics, _ = trained
     info = _info(state, metrics, llm)
-    path = tmp_path / "adapters" / "ad-1.safetensors"
-    save_adapter(path, info, state)
-    assert [p.name for p in path.parent.iterdir()] == ["ad-1.safetensors"]  # no temp file left
-    loaded_info, loaded = load_adapter(path)
+    blob = adapter_bytes(info, state)
+    loaded_info, loaded = adapter_from_bytes(blob)
     assert loaded_info == info
     assert loaded.keys() == state.keys()
     assert all(np.array_equal(loaded[k], state[k]) and loaded[k].dtype == state[k].dtype for k in state)
-    with safe_open(str(path), framework="np") as f:  # a safetensors file, not a pickle
-        assert AdapterInfo.model_validate(json.loads(f.metadata()["memos_adapter"])) == info
+    assert load(blob).keys() == state.keys()  # plain safetensors: any reader opens it
+    with pytest.raises(ValueError, match="not a memos adapter"):
+        adapter_from_bytes(save({"w": np.zeros(2, dtype=np.float32)}))
 
 
 def test_slots_isolate_move_and_evict(llm: LoadedModel, base_logits: Any, trained: Any) -> None:
@@ -162,11 +161,13 @@ def test_slots_isolate_move_and_evict(llm: LoadedModel, base_logits: Any, traine
     print("slots stats:", slots.stats())
 
 
-def test_registry_versions_active_stale_and_removal(tmp_path: Path, llm: LoadedModel, trained: Any) -> None:
+def test_registry_versions_active_stale_and_removal(
+    tmp_path: Path, llm: LoadedModel, trained: Any, database_uri: str | None
+) -> None:
     from memos_ray.parametric.registry import AdapterRegistry
 
     state, metrics, _ = trained
-    reg = AdapterRegistry(tmp_path / "adapters")
+    reg = AdapterRegistry(tmp_path / "adapters.sqlite", database_uri)
     first = _info(state, metrics, llm).model_copy(update={"version": reg.take_version("cube-1")})
     reg.add(first, state, activate=True)
     second = _info(state, metrics, llm).model_copy(update={"id": "ad-2", "version": reg.take_version("cube-1")})
@@ -180,4 +181,28 @@ def test_registry_versions_active_stale_and_removal(tmp_path: Path, llm: LoadedM
     assert reg.set_active("cube-1", None).active is None
     info, loaded = reg.state("cube-1", "ad-1")
     assert info.stale and all(np.array_equal(loaded[k], state[k]) for k in state)
+    reg.close()
+    reg = AdapterRegistry(tmp_path / "adapters.sqlite", database_uri)  # a restart of its owner
+    assert [a.id for a in reg.listing("cube-1").adapters] == ["ad-1"] and reg.take_version("cube-1") == 4
     assert reg.drop_cube("cube-1") == ["ad-1"] and reg.listing("cube-1").adapters == []
+    reg.close()
+
+
+def test_the_file_layout_of_an_earlier_version_is_imported_then_removed(
+    tmp_path: Path, llm: LoadedModel, trained: Any
+) -> None:
+    from memos_ray.parametric.registry import AdapterRegistry
+
+    state, metrics, _ = trained
+    info = _info(state, metrics, llm).model_copy(update={"version": 2})
+    legacy = tmp_path / "adapters"
+    (legacy / info.cube_id).mkdir(parents=True)
+    (legacy / info.cube_id / f"{info.id}.safetensors").write_bytes(adapter_bytes(info, state))
+    index = {"active": info.id, "adapters": [info.model_dump(mode="json")], "next_version": 3}
+    (legacy / info.cube_id / "index.json").write_text(json.dumps(index))
+    reg = AdapterRegistry(tmp_path / "adapters.sqlite", legacy=legacy)
+    assert not legacy.exists()
+    assert reg.listing(info.cube_id).active == info.id and reg.take_version(info.cube_id) == 3
+    got, weights = reg.state(info.cube_id, info.id)
+    assert got == info and all(np.array_equal(weights[k], state[k]) for k in state)
+    reg.close()

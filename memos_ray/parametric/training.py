@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -375,25 +373,20 @@ def state_nbytes(state: dict[str, np.ndarray]) -> int:
     return int(sum(a.nbytes for a in state.values()))
 
 
-def save_adapter(path: Path, info: AdapterInfo, state: dict[str, np.ndarray]) -> None:
-    """safetensors, the info as metadata: no pickle. Written aside, then renamed into place, so a
-    reader never sees half a file."""
-    from safetensors.numpy import save_file
+def adapter_bytes(info: AdapterInfo, state: dict[str, np.ndarray]) -> bytes:
+    """An adapter as one safetensors blob, its info as metadata: what the registry stores. No pickle."""
+    from safetensors.numpy import save
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
-    save_file(arrays, str(tmp), metadata={METADATA_KEY: info.model_dump_json()})
-    tmp.replace(path)
+    return save(arrays, metadata={METADATA_KEY: info.model_dump_json()})
 
 
-def load_adapter(path: Path) -> tuple[AdapterInfo, dict[str, np.ndarray]]:
-    from safetensors import safe_open
+def adapter_from_bytes(data: bytes) -> tuple[AdapterInfo, dict[str, np.ndarray]]:
+    """The info (as trained) and the weights of an :func:`adapter_bytes` blob."""
+    from safetensors.numpy import load
 
-    with safe_open(str(path), framework="np") as f:
-        meta = f.metadata() or {}
-        if METADATA_KEY not in meta:
-            raise ValueError(f"{path} is not a memos adapter (no {METADATA_KEY!r} metadata)")
-        info = AdapterInfo.model_validate(json.loads(meta[METADATA_KEY]))
-        state = {k: f.get_tensor(k) for k in f.keys()}
-    return info, state
+    header_len = int.from_bytes(data[:8], "little")  # safetensors: a u64 length, then the JSON header
+    meta = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
+    if METADATA_KEY not in meta:
+        raise ValueError(f"not a memos adapter (no {METADATA_KEY!r} metadata)")
+    return AdapterInfo.model_validate(json.loads(meta[METADATA_KEY])), load(data)
