@@ -19,7 +19,9 @@ AUDIT_NAME = "memos_audit"
 
 class AuditLog:
     def __init__(self, config: MemosConfig) -> None:
-        self.store = AuditStore(config.storage.data_dir / "audit.db", config.storage.database_uri)
+        data = config.storage.data_dir
+        key_file = config.governance.audit_key_file or data / "audit.key"
+        self.store = AuditStore(data / "audit.db", key_file, config.storage.database_uri)
         self.flush_s = config.governance.audit_flush_ms / 1000
         self._pending: list[tuple[list[AuditEvent], asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None

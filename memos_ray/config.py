@@ -224,6 +224,11 @@ class GovernanceConfig(_Config):
         description="sha256 of the bootstrap admin's API key (from MEMOS_RAY_ADMIN_KEY: the key itself never "
         "enters the config); None: a key is generated once and written to <data_dir>/admin.key (mode 0600)",
     )
+    audit_key_file: Path | None = Field(
+        None,
+        description="the audit chain's HMAC key, a file the database never holds (a mounted secret on a cluster, "
+        "where the audit actor may then run on any node); None: <data_dir>/audit.key, made on first start",
+    )
     audit_flush_ms: float = Field(
         0.0,
         ge=0,
@@ -272,6 +277,8 @@ class MemosConfig(_Config):
         if "MEMOS_RAY_MAX_LIVE_CUBES" in env:
             directory["max_live_cubes"] = int(env["MEMOS_RAY_MAX_LIVE_CUBES"])
         governance: dict[str, object] = {}
+        if env.get("MEMOS_RAY_AUDIT_KEY_FILE"):
+            governance["audit_key_file"] = Path(env["MEMOS_RAY_AUDIT_KEY_FILE"])
         if env.get("MEMOS_RAY_ADMIN_KEY"):
             governance["admin_key_sha256"] = hashlib.sha256(env["MEMOS_RAY_ADMIN_KEY"].encode()).hexdigest()
         data: dict[str, object] = {

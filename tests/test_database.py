@@ -55,7 +55,7 @@ def test_a_postgres_store_reconnects_when_its_connection_is_cut_and_a_dead_serve
 
     uri = fresh_database(postgres)
     store = IdentityStore(tmp_path / "identity.db", uri)
-    audit = AuditStore(tmp_path / "audit.db", uri)
+    audit = AuditStore(tmp_path / "audit.db", tmp_path / "audit.key", uri)
     store.create_principal(PrincipalCreate(id="before"), ADMIN)
     audit.append([AuditEvent(action="x")])
     with psycopg.connect(uri, autocommit=True) as conn:  # the server drops every connection of the stores
@@ -64,7 +64,7 @@ def test_a_postgres_store_reconnects_when_its_connection_is_cut_and_a_dead_serve
     store.create_principal(PrincipalCreate(id="after"), ADMIN)  # reconnects, and the write lands
     assert {"before", "after"} <= set(IdentityStore(tmp_path / "identity.db", uri).principals)
     assert audit.append([AuditEvent(action="y")])[0].seq == 2  # a transaction checks its connection first
-    assert AuditStore(tmp_path / "audit.db", uri).verify().records == 2
+    assert AuditStore(tmp_path / "audit.db", tmp_path / "audit.key", uri).verify().records == 2
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -17,6 +17,7 @@ from memos_ray.governance.redact import Redactor
 from memos_ray.types import (
     AuditEvent,
     AuditQuery,
+    AuditRecord,
     CubeMeta,
     Grant,
     KeyCreate,
@@ -123,7 +124,7 @@ def test_roles_owner_grants_teams_and_the_404_403_split(ids: IdentityStore) -> N
 
 def test_audit_log_is_append_only_chained_and_durable(tmp_path: Path, database_uri: str | None) -> None:
     path = tmp_path / "audit.db"
-    store = AuditStore(path, database_uri)
+    store = AuditStore(path, tmp_path / "audit.key", database_uri)
     store.append([AuditEvent(action="memory.add", cube_id="c", memory_id=f"m{i}", principal="alice") for i in range(3)])
     store.append([AuditEvent(action="access", result="denied", status=404, cube_id="c", principal="bob")])
     store.append([AuditEvent(action="cube.share", cube_id="d", principal="alice")])
@@ -137,7 +138,7 @@ def test_audit_log_is_append_only_chained_and_durable(tmp_path: Path, database_u
         with pytest.raises(Exception, match="append-only"):
             store._db.execute(sql)
     store.close()
-    reopened = AuditStore(path, database_uri)
+    reopened = AuditStore(path, tmp_path / "audit.key", database_uri)
     assert reopened.verify().ok and reopened.verify().records == 5
     assert reopened.append([AuditEvent(action="x")])[0].seq == 6  # the chain continues
     # Someone edits the database behind the log's back: the chain shows where.
@@ -154,6 +155,44 @@ def test_audit_log_is_append_only_chained_and_durable(tmp_path: Path, database_u
             conn.execute("ALTER TABLE audit DISABLE TRIGGER audit_no_change")
             conn.execute(tamper)
     assert reopened.verify().first_bad_seq == 4
+
+
+def test_a_chain_rebuilt_without_the_key_does_not_verify_and_an_unkeyed_past_still_does(tmp_path: Path) -> None:
+    import hashlib
+
+    from memos_ray.governance.audit import GENESIS, AuditKey
+
+    path, key_file = tmp_path / "audit.db", tmp_path / "audit.key"
+    legacy = AuditStore(path, key_file)  # as if an earlier version wrote two records with plain SHA-256
+    legacy.key = AuditKey(key=legacy.key.key, unkeyed_until=10**9)
+    legacy.append([AuditEvent(action="old", principal="alice"), AuditEvent(action="old", principal="bob")])
+    legacy.close()
+    key_file.unlink()
+    store = AuditStore(path, key_file)  # this version: a key is made, the two records stay unkeyed
+    assert AuditKey.model_validate_json(key_file.read_text()).unkeyed_until == 2
+    assert (key_file.stat().st_mode & 0o777) == 0o600
+    store.append([AuditEvent(action="memory.add", principal="alice", cube_id="c")])
+    assert store.verify().ok and store.verify().records == 3
+    store.close()
+
+    # Someone who can write the database, not read the key, rewrites every record and recomputes the
+    # chain the only way they can: the result does not verify from the first keyed record on.
+    raw = sqlite3.connect(path)
+    raw.execute("DROP TRIGGER audit_no_update")
+    head = GENESIS
+    for seq, doc in raw.execute("SELECT seq, doc FROM audit ORDER BY seq").fetchall():
+        record = AuditRecord.model_validate_json(doc)
+        if seq == 3:
+            record = record.model_copy(update={"principal": "eve"})
+        body = record.model_dump_json(include=set(AuditEvent.model_fields))
+        digest = hashlib.sha256(f"{head}|{seq}|{body}".encode()).hexdigest()
+        record = record.model_copy(update={"prev_hash": head, "hash": digest})
+        raw.execute(
+            "UPDATE audit SET doc = ?, principal = ? WHERE seq = ?", (record.model_dump_json(), record.principal, seq)
+        )
+        head = digest
+    raw.commit()
+    assert AuditStore(path, key_file).verify().first_bad_seq == 3
 
 
 def test_redaction_masks_secrets_and_personal_data_but_not_ordinary_numbers() -> None:

@@ -4,8 +4,10 @@ Every mutation and every denied access becomes an :class:`AuditRecord`: who (pri
 key id), when, what (action, HTTP method and path), which cube and memory, and the result.
 Records live in one SQLite file under ``data_dir``, or in the PostgreSQL database that
 ``storage.database_uri`` names; triggers refuse UPDATE and DELETE (and, in PostgreSQL, TRUNCATE), and
-each record carries the SHA-256 of its predecessor's hash and its own content, so an edit
-made behind the database's back shows up in :meth:`AuditStore.verify`. Appends are
+each record carries an HMAC-SHA256 of its predecessor's hash and its own content, so an edit
+made behind the database's back shows up in :meth:`AuditStore.verify`. The HMAC's key is not in the
+database (:class:`AuditKey`: a file, by default ``<data_dir>/audit.key``, or a mounted secret): whoever can
+write the database cannot rebuild a chain that verifies. Appends are
 committed (fsync) before they are acknowledged; :class:`actors.audit.AuditLog` groups
 concurrent appends into one commit.
 """
@@ -13,12 +15,17 @@ concurrent appends into one commit.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
+import secrets
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import Field
+
 from memos_ray.database import Schema, open_database
-from memos_ray.types import AuditEvent, AuditPage, AuditQuery, AuditRecord, AuditVerification
+from memos_ray.types import AuditEvent, AuditPage, AuditQuery, AuditRecord, AuditVerification, Strict
 
 GENESIS = "0" * 64
 
@@ -57,9 +64,32 @@ CREATE OR REPLACE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
 )
 
 
-def _digest(prev_hash: str, event: AuditEvent, seq: int) -> str:
-    body = event.model_dump_json(include=set(AuditEvent.model_fields))
-    return hashlib.sha256(f"{prev_hash}|{seq}|{body}".encode()).hexdigest()
+class AuditKey(Strict):
+    """The chain's secret, kept where the database is not. ``unkeyed_until``: the records an earlier version
+    chained with a plain SHA-256 before this key existed (they verify as that; every later one needs the key)."""
+
+    key: str = Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")
+    unkeyed_until: int = Field(0, ge=0)
+
+    @classmethod
+    def load(cls, path: Path, records: int) -> AuditKey:
+        """The key in ``path``, made there (mode 0600) if there is none yet: ``records`` already in the log
+        are the unkeyed ones."""
+        if path.exists():
+            return cls.model_validate_json(path.read_text())
+        made = cls(key=secrets.token_hex(32), unkeyed_until=records)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(made.model_dump_json())
+        return made
+
+
+def _digest(prev_hash: str, event: AuditEvent, seq: int, key: AuditKey) -> str:
+    body = f"{prev_hash}|{seq}|{event.model_dump_json(include=set(AuditEvent.model_fields))}".encode()
+    if seq <= key.unkeyed_until:
+        return hashlib.sha256(body).hexdigest()
+    return hmac.new(bytes.fromhex(key.key), body, hashlib.sha256).hexdigest()
 
 
 def _ts(value: datetime) -> str:
@@ -68,14 +98,16 @@ def _ts(value: datetime) -> str:
 
 
 class AuditStore:
-    def __init__(self, path: Path, uri: str | None = None) -> None:
-        """``path``: the SQLite file; ``uri``: a PostgreSQL database instead."""
+    def __init__(self, path: Path, key_file: Path, uri: str | None = None) -> None:
+        """``path``: the SQLite file; ``uri``: a PostgreSQL database instead; ``key_file``: the chain's key
+        (see :class:`AuditKey`), never in the database."""
         self._db = open_database(path, _SCHEMA, uri)
         self._lock = threading.Lock()
         rows = self._db.execute("SELECT seq, doc FROM audit ORDER BY seq DESC LIMIT 1")
         last = rows[0] if rows else None
         self.seq = 0 if last is None else last[0]
         self._head = GENESIS if last is None else AuditRecord.model_validate_json(last[1]).hash
+        self.key = AuditKey.load(key_file, self.seq)
 
     def append(self, events: list[AuditEvent]) -> list[AuditRecord]:
         """Append in one transaction; durable when this returns."""
@@ -84,7 +116,7 @@ class AuditStore:
             seq, head = self.seq, self._head
             for event in events:
                 seq += 1
-                digest = _digest(head, event, seq)
+                digest = _digest(head, event, seq, self.key)
                 records.append(
                     AuditRecord(
                         **event.model_dump(include=set(AuditEvent.model_fields)), seq=seq, prev_hash=head, hash=digest
@@ -139,8 +171,9 @@ class AuditStore:
         return AuditPage(records=records, next_after_seq=records[-1].seq if more else None)
 
     def verify(self) -> AuditVerification:
-        """Recompute the hash chain from the first record, and check the indexed columns against it.
-        (An unkeyed chain: whoever can rewrite the file can rewrite the whole chain, or cut its tail.)"""
+        """Recompute the chain from the first record with the key, and check the indexed columns against it.
+        A chain rebuilt without the key fails at its first record after ``unkeyed_until``. (A cut tail is
+        not seen: the last records and the head are in the same database.)"""
         head, count = GENESIS, 0
         columns = "seq, at, principal, action, result, cube_id, memory_id, request_id"
         with self._lock:
@@ -160,7 +193,8 @@ class AuditStore:
                 record.memory_id,
                 record.request_id,
             ]
-            if indexed != expected or record.prev_hash != head or _digest(head, record, seq) != record.hash:
+            digest = _digest(head, record, seq, self.key)
+            if indexed != expected or record.prev_hash != head or not hmac.compare_digest(digest, record.hash):
                 return AuditVerification(ok=False, records=count, first_bad_seq=seq)
             head = record.hash
         return AuditVerification(ok=True, records=count)
