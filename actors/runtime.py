@@ -58,7 +58,9 @@ def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
     directory = _shared(DirectoryActor, DIRECTORY_NAME, config, 0.01, config, on_head=True)
     embedder = _shared(EmbedderActor, EMBEDDER_NAME, config, config.embedder.num_cpus, config.embedder)
     identity = _shared(IdentityActor, IDENTITY_NAME, config, 0.01, config, on_head=files)
-    audit = _shared(AuditLogActor, AUDIT_NAME, config, 0.01, config, on_head=files)
+    # the audit chain's key is a file: the head's, unless a secret every node mounts names it
+    audit_on_head = files or config.governance.audit_key_file is None
+    audit = _shared(AuditLogActor, AUDIT_NAME, config, 0.01, config, on_head=audit_on_head)
     adapters = _shared(AdaptersActor, ADAPTERS_NAME, config, 0.01, config, on_head=files)
     memscheduler = _shared(MemSchedulerActor, MEMSCHEDULER_NAME, config, 0.01, config, on_head=files)
     memscheduler.ready.remote()  # starts its sweep (it stays passive until the Scheduler exists)

@@ -72,10 +72,14 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     ).bind(config)
 
 
-def start(config: MemosConfig, blocking: bool = False) -> str:
-    """Start the shared actors and Serve on ``config.serve``, deploy the app; returns the base URL."""
-    ensure_runtime(config)  # from the driver: the models load before the first request waits on them
-    ensure_scheduler(config)
+def start(config: MemosConfig) -> str:
+    """Start the shared actors and Serve on ``config.serve``, deploy the app; returns the base URL.
+
+    The API answers once the stores and the embedder are up (seconds). The Scheduler and its model workers
+    (loading the LLM and measuring its prefill: 17-39 s here) start in the background after it: nothing but
+    a chat needs them, and a chat that comes first waits for them."""
+    ensure_runtime(config)  # from the driver: the embedder loads before the first request waits on it
     serve.start(http_options={"host": config.serve.host, "port": config.serve.port})
-    serve.run(build_app({"config": config.model_dump(mode="json")}), name="memos", route_prefix="/", blocking=blocking)
+    serve.run(build_app({"config": config.model_dump(mode="json")}), name="memos", route_prefix="/")
+    ensure_scheduler(config, wait=False)
     return f"http://{config.serve.host}:{config.serve.port}"
