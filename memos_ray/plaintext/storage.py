@@ -135,16 +135,16 @@ class MilvusTable:
                 f"the Milvus server at {self.server} did not answer: {exc.message}", {"milvus_uri": self.server}
             ) from exc
 
-    def upsert(self, rows: list[dict[str, Any]], partition: str = "") -> None:
+    def upsert(self, rows: list[dict[str, Any]], partition: str | None = None) -> None:
         if rows:
-            self._call(self.client.upsert, self.name, rows, partition_name=partition)
+            self._call(self.client.upsert, self.name, rows, **_in(partition))
             self._unflushed += len(rows)
 
-    def delete(self, pks: list[str] | None = None, where: str | None = None, partition: str = "") -> None:
+    def delete(self, pks: list[str] | None = None, where: str | None = None, partition: str | None = None) -> None:
         if pks:
-            self._call(self.client.delete, self.name, ids=pks, partition_name=partition)
+            self._call(self.client.delete, self.name, ids=pks, **_in(partition))
         if where:
-            self._call(self.client.delete, self.name, filter=where, partition_name=partition)
+            self._call(self.client.delete, self.name, filter=where, **_in(partition))
 
     def get(self, pks: list[str], fields: list[str], partition: str | None = None) -> list[dict[str, Any]]:
         if not pks:
@@ -201,6 +201,11 @@ class MilvusTable:
 
     def drop(self) -> None:
         self._call(self.client.drop_collection, self.name)
+
+
+def _in(partition: str | None) -> dict[str, str]:
+    """The ``partition_name`` argument: absent for a table without partitions (pymilvus refuses "")."""
+    return {"partition_name": partition} if partition else {}
 
 
 def partition_of(bucket: int) -> str:
