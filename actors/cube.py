@@ -288,15 +288,20 @@ class CubeHost:
 
     @_open
     async def add(
-        self, items: list[MemoryCreate], vecs: np.ndarray, author: str, redactions: list[dict[str, int]] | None = None
+        self,
+        items: list[MemoryCreate],
+        vecs: np.ndarray,
+        author: str,
+        redactions: list[dict[str, int]] | None = None,
+        ids: list[str] | None = None,
     ) -> Added:
         """New memories, and what they supersede (its caches and adapters are reached by the cascade)."""
         superseded = sorted({m for item in items for m in item.supersedes})
         if not superseded:
             with self._changing():  # nothing was built from a new memory yet: no cascade
-                return self.cube.add(items, vecs, author, redactions)
+                return self.cube.add(items, vecs, author, redactions, ids)
         async with self._change(superseded, "edited"):
-            added = self.cube.add(items, vecs, author, redactions)
+            added = self.cube.add(items, vecs, author, redactions, ids)
         return added
 
     @_open

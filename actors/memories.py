@@ -15,7 +15,7 @@ from actors.cubes import Cubes
 from memos_ray.governance.redact import Redactor
 from memos_ray.plaintext.reader import read_messages
 from memos_ray.plaintext.text import index_text
-from memos_ray.types import Caller, MemoryCreate, MemoryItem, MemoryUpdate, MessagesCreate, Role
+from memos_ray.types import Caller, MemoryCreate, MemoryItem, MemoryUpdate, MessagesCreate, Role, keyed_memory_ids
 
 
 @dataclass(frozen=True)
@@ -34,19 +34,26 @@ class MemoryService:
         self.redactor = redactor
         self.embed = embed
 
-    async def add(self, who: Caller, cube_id: str, items: list[MemoryCreate]) -> Written:
+    async def add(
+        self, who: Caller, cube_id: str, items: list[MemoryCreate], key: tuple[str, float] | None = None
+    ) -> Written:
+        """``key``: the request's idempotency seed and first time; its memories get ids made from it, so a
+        retry of an add that was committed finds them instead of adding them again."""
         cube = await self.cubes.open(cube_id, who, Role.write)  # 404/403 before spending an embedding
         masked = [self.redactor.apply(m) for m in items]
         items = [m for m, _ in masked]
         found = [f for _, f in masked]
         vecs = await self.embed([index_text(m.text, m.source.speaker) for m in items])
-        added = await cube.call(CubeHost.add, items, vecs, who.principal, found)
+        ids = keyed_memory_ids(key[0], key[1], len(items)) if key is not None else None
+        added = await cube.call(CubeHost.add, items, vecs, who.principal, found, ids)
         return Written(added.items, found, duplicates=added.duplicates)
 
-    async def add_messages(self, who: Caller, cube_id: str, req: MessagesCreate) -> Written:
+    async def add_messages(
+        self, who: Caller, cube_id: str, req: MessagesCreate, key: tuple[str, float] | None = None
+    ) -> Written:
         """Messages are masked whole before the MemReader splits them: no secret straddles two chunks."""
         req, per_message = self.redactor.messages(req)
-        written = await self.add(who, cube_id, read_messages(req))
+        written = await self.add(who, cube_id, read_messages(req), key)
         return Written(written.items, written.redacted, per_message, written.duplicates)
 
     async def update(

@@ -21,6 +21,7 @@ from actors.audit import AUDIT_NAME, AuditLogActor
 from actors.calls import ON_HEAD
 from actors.directory import DIRECTORY_NAME, Directory, DirectoryActor
 from actors.embedder import EMBEDDER_NAME, EmbedderActor
+from actors.idempotency import IDEMPOTENCY_NAME, IdempotencyActor
 from actors.identity import IDENTITY_NAME, IdentityActor
 from actors.memscheduler import MEMSCHEDULER_NAME, MemSchedulerActor
 from actors.scheduler import SCHEDULER_NAME, SchedulerActor
@@ -35,6 +36,7 @@ class Runtime:
     audit: ActorHandle
     adapters: ActorHandle
     memscheduler: ActorHandle
+    idempotency: ActorHandle
 
 
 def _shared(
@@ -63,9 +65,11 @@ def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
     audit = _shared(AuditLogActor, AUDIT_NAME, config, 0.01, config, on_head=audit_on_head)
     adapters = _shared(AdaptersActor, ADAPTERS_NAME, config, 0.01, config, on_head=files)
     memscheduler = _shared(MemSchedulerActor, MEMSCHEDULER_NAME, config, 0.01, config, on_head=files)
+    idempotency = _shared(IdempotencyActor, IDEMPOTENCY_NAME, config, 0.01, config, on_head=files)
     memscheduler.ready.remote()  # starts its sweep (it stays passive until the Scheduler exists)
     if wait:
-        ray.get([a.ready.remote() for a in (directory, embedder, identity, audit, adapters, memscheduler)])
+        shared = (directory, embedder, identity, audit, adapters, memscheduler, idempotency)
+        ray.get([a.ready.remote() for a in shared])
     return Runtime(
         directory=directory,
         embedder=embedder,
@@ -73,6 +77,7 @@ def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
         audit=audit,
         adapters=adapters,
         memscheduler=memscheduler,
+        idempotency=idempotency,
     )
 
 
@@ -86,7 +91,16 @@ def ensure_scheduler(config: MemosConfig, wait: bool = True) -> ActorHandle:
 
 def shutdown_runtime(config: MemosConfig) -> None:
     """Passivate every cube (flushing storage) and end the shared actors."""
-    names = (MEMSCHEDULER_NAME, DIRECTORY_NAME, EMBEDDER_NAME, SCHEDULER_NAME, IDENTITY_NAME, AUDIT_NAME, ADAPTERS_NAME)
+    names = (
+        MEMSCHEDULER_NAME,
+        DIRECTORY_NAME,
+        EMBEDDER_NAME,
+        SCHEDULER_NAME,
+        IDENTITY_NAME,
+        AUDIT_NAME,
+        ADAPTERS_NAME,
+        IDEMPOTENCY_NAME,
+    )
     for name in names:
         try:
             handle = ray.get_actor(name, namespace=config.namespace)

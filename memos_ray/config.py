@@ -186,6 +186,13 @@ class ServeConfig(_Config):
     num_replicas: int = Field(1, ge=1)
     replica_num_cpus: float = Field(0.25, ge=0)
     public_docs: bool = Field(False, description="serve /docs, /redoc and /openapi.json without a key (development)")
+    idempotency_ttl_s: float = Field(86_400.0, gt=0, description="how long an Idempotency-Key's answer is kept")
+    idempotency_lease_s: float = Field(
+        300.0,
+        gt=0,
+        description="a request reserved under a key and unanswered for this long is taken to have died: a retry "
+        "runs it again",
+    )
     max_ongoing_requests: int = Field(
         128,
         ge=1,

@@ -1,5 +1,6 @@
 """What every request passes before its route: its id for the audit log, the key check of the OpenAPI
-pages (routes check theirs in :func:`serve.auth.caller`), and 413 before reading a body over the limit.
+pages (routes check theirs in :func:`serve.auth.caller`), 413 before reading a body over the limit, and
+its ``Idempotency-Key`` (``serve/idempotency.py``).
 Failures raise the error tree; a middleware runs outside FastAPI's handlers, so it answers them with
 the same responder."""
 
@@ -16,6 +17,7 @@ from ray.serve.context import _get_serve_request_context
 from memos_ray import errors as e
 from memos_ray.types import AuditAction
 from serve.auth import authenticate
+from serve.idempotency import idempotent
 
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -56,6 +58,6 @@ def install_middleware(app: FastAPI, respond: Respond) -> None:
         serve = request.app.state.services.config.serve
         try:
             await _checks(request, serve.max_body_bytes, serve.public_docs)
+            return await idempotent(request, call_next)
         except e.MemosError as exc:
             return await respond(request, exc)
-        return await call_next(request)

@@ -33,6 +33,7 @@ class Services:
     audit: ActorHandle
     adapters: ActorHandle
     memscheduler: ActorHandle
+    idempotency: ActorHandle
     embed: Callable[[list[str]], Awaitable[np.ndarray]]
     cubes: Cubes
     memories: MemoryService
@@ -53,6 +54,7 @@ class Services:
             audit=runtime.audit,
             adapters=runtime.adapters,
             memscheduler=runtime.memscheduler,
+            idempotency=runtime.idempotency,
             embed=embed,
             cubes=cubes,
             memories=memories,

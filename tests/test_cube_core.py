@@ -188,3 +188,22 @@ def test_a_cube_in_the_layout_from_before_shards_is_refused_not_read_as_empty(st
     legacy.write_bytes(b"")  # a wave-1 cube's own milvus-lite file
     with pytest.raises(Unavailable, match="layout from before shards"):
         open_cube(storage)
+
+
+def test_an_add_with_ids_it_already_holds_is_a_retry_that_adds_nothing(
+    storage: StorageConfig, encoder: SentenceEncoder
+) -> None:
+    from memos_ray.types import keyed_memory_ids
+
+    cube = open_cube(storage)
+    ids = keyed_memory_ids("scope|key-1", 1_700_000_000.0, 2)
+    new = [MemoryCreate(text=t) for t in FACTS[:2]]
+    vecs = encoder.encode(FACTS[:2])
+    first = cube.add(new, vecs, "tester", ids=ids)
+    assert [i.id for i in first.items] == ids and first.duplicates == []
+    seq = cube.seq
+    again = cube.add(new, vecs, "tester", ids=ids)  # the first try committed, its answer was lost
+    assert again.items == first.items and again.duplicates == [0, 1] and cube.seq == seq
+    assert keyed_memory_ids("scope|key-1", 1_700_000_000.0, 2) == ids  # the same on every retry
+    assert keyed_memory_ids("scope|key-2", 1_700_000_000.0, 2) != ids
+    cube.close()

@@ -202,19 +202,24 @@ class MemCube(LifecycleMoves):
         vecs: np.ndarray,
         author: str,
         redactions: Sequence[dict[str, int]] | None = None,
+        ids: Sequence[str] | None = None,
     ) -> Added:
         """``redactions``: per item, what the ingress masked (recorded in the provenance). With ingest dedup on,
         an item as close as the policy's threshold to an active memory of its kind and speaker (or to an
-        earlier item of the batch) is not stored: the existing memory stands in its place."""
+        earlier item of the batch) is not stored: the existing memory stands in its place. ``ids``: the ids
+        to give them (a keyed request's, see ``keyed_memory_ids``); an id the cube holds already is a retry
+        of an add it committed: that memory stands in, nothing is added again."""
         masked = list(redactions) if redactions is not None else [{} for _ in new]
         if len(new) != len(vecs) or len(masked) != len(new) or (len(vecs) and vecs.shape[1] != self.dim):
             raise InvalidInput(f"expected {len(new)} vectors of dimension {self.dim}")
+        if ids is not None and len(ids) != len(new):
+            raise InvalidInput(f"expected {len(new)} ids")
         for m in new:
             self._check_supersedes(m.supersedes)
         now = utcnow()
         drafts = [
             MemoryItem(
-                id=new_memory_id(),
+                id=ids[i] if ids is not None else new_memory_id(),
                 cube_id=self.meta.id,
                 version=1,
                 text=m.text,
@@ -233,6 +238,9 @@ class MemCube(LifecycleMoves):
             for i, m in enumerate(new)
         ]
         result: list[MemoryItem | None] = list(self._dedup(drafts, vecs))
+        for i, memory_id in enumerate(ids or ()):
+            if memory_id in self.latest:  # committed by the first try of this request
+                result[i] = self.latest[memory_id]
         fresh = [i for i, r in enumerate(result) if r is None]
         self._check_quota(len(fresh), sum(_text_bytes(drafts[i].text) for i in fresh))
         items = [drafts[i].model_copy(update={"seq": self.seq + k + 1}) for k, i in enumerate(fresh)]

@@ -34,6 +34,7 @@ from memos_ray.types.base import (
     Text,
     UtcDatetime,
     as_utc,
+    keyed_memory_ids,
     new_memory_id,
     utcnow,
 )
@@ -243,6 +244,7 @@ __all__ = [
     "WorkerKV",
     "WorkingSet",
     "as_utc",
+    "keyed_memory_ids",
     "new_memory_id",
     "utcnow",
 ]

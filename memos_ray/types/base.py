@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import time
@@ -65,6 +66,13 @@ Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValid
 def new_memory_id() -> str:
     """Time-ordered, collision-resistant id: 12 hex digits of milliseconds + 10 random."""
     return f"m{int(time.time() * 1000):012x}{secrets.token_hex(5)}"
+
+
+def keyed_memory_ids(seed: str, at: float, n: int) -> list[str]:
+    """The ids of the ``n`` memories a keyed request adds (an ``Idempotency-Key``'s scope and key in ``seed``,
+    ``at`` when it was first made): the same on every retry, so a cube that already committed them knows the
+    retry for a repeat. Time-ordered like :func:`new_memory_id`."""
+    return [f"m{int(at * 1000):012x}{hashlib.sha256(f'{seed}|{i}'.encode()).hexdigest()[:10]}" for i in range(n)]
 
 
 def utcnow() -> datetime:

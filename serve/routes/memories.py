@@ -26,6 +26,7 @@ from memos_ray.types import (
     Role,
 )
 from serve.auth import Auth, act, record, shielded
+from serve.idempotency import keyed
 from serve.services import Services, Svc
 
 router = APIRouter(tags=["memories"])
@@ -45,13 +46,19 @@ async def _add(request: Request, cube_id: str, written: Written) -> None:
     await record(request, cube_id=cube_id, memory_ids=[m.id for m in written.items], details=details, status=201)
 
 
+def _key(request: Request) -> tuple[str, float] | None:
+    """An Idempotency-Key's seed: the memories of a keyed add get ids made from it (a retry finds them)."""
+    k = keyed(request)
+    return None if k is None else (k.seed, k.first_at)
+
+
 @router.post("/v1/cubes/{cube_id}/memories", status_code=status.HTTP_201_CREATED, dependencies=[ADD])
 @shielded
 async def add_memory(
     request: Request, response: Response, cube_id: Id, req: MemoryCreate, who: Caller = Auth, svc: Services = Svc
 ) -> MemoryItem:
     """201 with the new memory; 200 with the existing one when the cube's ingest dedup found it already held."""
-    written = await svc.memories.add(who, cube_id, [req])
+    written = await svc.memories.add(who, cube_id, [req], _key(request))
     await _add(request, cube_id, written)
     if written.duplicates:
         response.status_code = status.HTTP_200_OK
@@ -63,7 +70,7 @@ async def add_memory(
 async def add_memories(
     request: Request, cube_id: Id, req: MemoryBatchCreate, who: Caller = Auth, svc: Services = Svc
 ) -> AddResult:
-    written = await svc.memories.add(who, cube_id, req.items)
+    written = await svc.memories.add(who, cube_id, req.items, _key(request))
     await _add(request, cube_id, written)
     return AddResult(items=[i.ref for i in written.items], duplicates=written.duplicates)
 
@@ -73,7 +80,7 @@ async def add_memories(
 async def add_messages(
     request: Request, cube_id: Id, req: MessagesCreate, who: Caller = Auth, svc: Services = Svc
 ) -> AddResult:
-    written = await svc.memories.add_messages(who, cube_id, req)
+    written = await svc.memories.add_messages(who, cube_id, req, _key(request))
     await _add(request, cube_id, written)
     if any(written.messages_redacted):
         events = [

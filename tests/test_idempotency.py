@@ -1,0 +1,88 @@
+"""Idempotency keys: the store's rules on both databases, a cube that knows a retried add, and the HTTP
+routes that answer a retry with the first answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from memos_ray.governance.idempotency import IdempotencyStore
+from tests.helpers import bearer
+
+
+def test_a_key_runs_once_replays_its_answer_and_names_one_request(tmp_path: Path, database_uri: str | None) -> None:
+    store = IdempotencyStore(tmp_path / "idempotency.sqlite", database_uri, ttl_s=100, lease_s=10)
+    first = store.claim("s", "k1", "req-a", now=1000)
+    assert first.outcome == "run" and first.first_at == 1000
+    assert store.claim("s", "k1", "req-a", now=1001).outcome == "in_flight"  # the first is still running
+    assert store.claim("s", "k1", "req-b", now=1001).outcome == "mismatch"  # another request under its key
+    assert store.claim("other-scope", "k1", "req-b", now=1001).outcome == "run"  # keys are per credential
+    store.finish("s", "k1", 201, "application/json", b'{"id": "m1"}')
+    again = store.claim("s", "k1", "req-a", now=1002)
+    assert (again.outcome, again.status, again.media_type, again.body) == (
+        "replay",
+        201,
+        "application/json",
+        b'{"id": "m1"}',
+    )
+
+    # a request that got a 5xx is released: its retry runs again as the same request (the same first time)
+    assert store.claim("s", "k2", "req-c", now=1000).outcome == "run"
+    store.release("s", "k2")
+    retry = store.claim("s", "k2", "req-c", now=1003)
+    assert retry.outcome == "run" and retry.first_at == 1000
+    # a reservation whose process died expires after the lease, and is taken over the same way
+    assert store.claim("s", "k2", "req-c", now=1005).outcome == "in_flight"
+    taken = store.claim("s", "k2", "req-c", now=1014)
+    assert taken.outcome == "run" and taken.first_at == 1000
+    store.close()
+    reopened = IdempotencyStore(tmp_path / "idempotency.sqlite", database_uri, ttl_s=100, lease_s=10)
+    assert reopened.claim("s", "k1", "req-a", now=1050).outcome == "replay"  # durable
+    assert reopened.claim("s", "k1", "req-b", now=1200).outcome == "run"  # after the ttl a key is new again
+    reopened.close()
+
+
+@pytest.fixture(scope="module")
+def http(base_url: str, api_key: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=60, headers=bearer(api_key)) as client:
+        r = client.post("/v1/cubes", json={"id": "idem", "name": "idempotency"})
+        assert r.status_code == 201, r.text
+        yield client
+
+
+def test_a_retried_write_gets_the_first_answer_and_writes_nothing_again(http: httpx.Client) -> None:
+    key = {"Idempotency-Key": "add-0001"}
+    first = http.post("/v1/cubes/idem/memories", json={"text": "Rosa waters the orchids on Fridays."}, headers=key)
+    assert first.status_code == 201, first.text
+    again = http.post("/v1/cubes/idem/memories", json={"text": "Rosa waters the orchids on Fridays."}, headers=key)
+    assert again.status_code == 201 and again.content == first.content
+    assert again.headers["Idempotency-Replayed"] == "true" and "Idempotency-Replayed" not in first.headers
+    assert http.get("/v1/cubes/idem").json()["memory_count"] == 1
+
+    batch = {"items": [{"text": "Tea at four."}, {"text": "Chess on Sundays."}]}
+    b1 = http.post("/v1/cubes/idem/memories/batch", json=batch, headers={"Idempotency-Key": "batch-1"})
+    b2 = http.post("/v1/cubes/idem/memories/batch", json=batch, headers={"Idempotency-Key": "batch-1"})
+    assert b1.status_code == b2.status_code == 201 and b1.json() == b2.json()
+    assert http.get("/v1/cubes/idem").json()["memory_count"] == 3
+    # a memory's id is made from the key: time-ordered like any other
+    assert all(item["memory_id"].startswith("m") and len(item["memory_id"]) == 23 for item in b1.json()["items"])
+
+    memory_id = first.json()["id"]
+    patch = {"tags": ["garden"]}
+    p1 = http.patch(f"/v1/cubes/idem/memories/{memory_id}", json=patch, headers={"Idempotency-Key": "edit-1"})
+    p2 = http.patch(f"/v1/cubes/idem/memories/{memory_id}", json=patch, headers={"Idempotency-Key": "edit-1"})
+    assert p1.json()["version"] == p2.json()["version"] == 2  # not a third version
+
+
+def test_a_key_reused_for_another_request_or_malformed_is_a_4xx_that_writes_nothing(http: httpx.Client) -> None:
+    key = {"Idempotency-Key": "reuse-1"}
+    assert http.post("/v1/cubes/idem/memories", json={"text": "One thing."}, headers=key).status_code == 201
+    before = http.get("/v1/cubes/idem").json()["memory_count"]
+    other = http.post("/v1/cubes/idem/memories", json={"text": "Another thing."}, headers=key)
+    assert other.status_code == 422 and "different request" in other.json()["error"]["message"]
+    bad = http.post("/v1/cubes/idem/memories", json={"text": "x"}, headers={"Idempotency-Key": "no spaces allowed"})
+    assert bad.status_code == 400 and "Idempotency-Key" in bad.json()["error"]["message"]
+    assert http.get("/v1/cubes/idem").json()["memory_count"] == before
