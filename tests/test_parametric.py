@@ -3,6 +3,7 @@ memories, then chat under it on the model workers (float32 SmolLM2, settings tin
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,6 +161,14 @@ def test_adapters_on_one_worker_do_not_leak_and_a_moved_adapter_gives_identical_
     assert len(texts) == 1
 
 
+def stored_adapters(registry: Path, cube_id: str) -> list[str]:
+    """The adapters whose weights the registry's database holds for the cube (read beside its owner)."""
+    with sqlite3.connect(registry) as db:
+        return [
+            r[0] for r in db.execute("SELECT id FROM adapters WHERE cube_id = ? AND length(weights) > 0", (cube_id,))
+        ]
+
+
 def test_editing_a_source_marks_the_adapter_stale_and_deleting_the_cube_removes_it(
     http: httpx.Client, trained: dict[str, Any], config: MemosConfig
 ) -> None:
@@ -169,12 +178,12 @@ def test_editing_a_source_marks_the_adapter_stale_and_deleting_the_cube_removes_
     (info,) = http.get("/v1/cubes/param-b/adapters").json()["adapters"]
     assert info["stale"] and "edited" in info["stale_reason"]
     assert http.get("/v1/cubes/param-b/adapters").json()["active"] == info["id"]  # stale, still in use
-    # a purge is erasure: the adapter that learned the purged text is withdrawn (file and workers), and the
+    # a purge is erasure: the adapter that learned the purged text is withdrawn (registry and workers), and the
     # MemScheduler trains the cube's active adapter again without it
-    folder = Path(config.storage.data_dir) / "adapters" / "param-b"
+    registry = Path(config.storage.data_dir) / "adapters.sqlite"
     r = http.post(f"/v1/cubes/param-b/memories/{memories[1]['id']}/purge")
     assert r.status_code == 200 and r.json()["memory_ids"] == [memories[1]["id"]]
-    assert not (folder / f"{info['id']}.safetensors").exists()
+    assert info["id"] not in stored_adapters(registry, "param-b")  # its weights too: the row is gone
     assert info["id"] not in [a["id"] for a in http.get("/v1/cubes/param-b/adapters").json()["adapters"]]
     for i in (0, 1):
         worker = ray.get_actor(f"memos_worker:{i}", namespace=config.namespace)
@@ -192,9 +201,9 @@ def test_editing_a_source_marks_the_adapter_stale_and_deleting_the_cube_removes_
     assert chat(http, "param-b", use_activation_memory=False)["adapter"] is None
     assert http.put("/v1/cubes/param-b/adapters/active", json={"adapter_id": again["id"]}).status_code == 200
     assert chat(http, "param-b", use_activation_memory=False)["adapter"] == again["id"]  # loads it on a worker
-    assert (folder / f"{again['id']}.safetensors").exists()
+    assert stored_adapters(registry, "param-b") == [again["id"]]
     assert http.delete("/v1/cubes/param-b").status_code == 204
-    assert not folder.exists()
+    assert stored_adapters(registry, "param-b") == []
     for i in (0, 1):
         worker = ray.get_actor(f"memos_worker:{i}", namespace=config.namespace)
         assert again["id"] not in ray.get(worker.adapters.remote())
