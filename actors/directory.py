@@ -336,8 +336,9 @@ class Directory:
     async def _spawn(self) -> ActorHandle:
         self._spawning += 1
         try:
+            cfg = self.config.directory
             handle = CubeActor.options(  # type: ignore[attr-defined]
-                namespace=self.config.namespace, num_cpus=self.config.directory.cube_num_cpus
+                namespace=self.config.namespace, num_cpus=cfg.cube_num_cpus, resources=cfg.cube_resources or None
             ).remote(self.config)
             await asyncio.wait_for(call(handle, CubeHost.ready), timeout=self.config.directory.activation_timeout_s)
             return handle

@@ -100,6 +100,11 @@ class DirectoryConfig(_Config):
         128, ge=1, description="cubes kept live, one actor each (~83 MiB at 1k memories: 128 take ~10.4 GiB of 24)"
     )
     cube_num_cpus: float = Field(0.01, ge=0, description="non-zero so node affinity and custom resources apply")
+    cube_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom resources each cube actor takes, to keep cubes on the nodes that offer them "
+        '(e.g. {"memos_cubes": 0.01}); empty: any node',
+    )
     activation_timeout_s: float = Field(60.0, gt=0)
     eviction: Literal["lru", "lfu"] = Field(
         "lfu", description="lfu: passivate the live cube with the least decayed use (keeps a skewed workload's hot set)"
