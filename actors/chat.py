@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import ray
 from ray.actor import ActorHandle
+from ray.exceptions import RayActorError
 
 from actors.adapters import Adapters
 from actors.calls import call, streaming, tell
@@ -34,7 +35,7 @@ from actors.usage import UsageRecorder
 from actors.worker import ModelWorker
 from memos_ray.activation.prompt import PINNED_TAG, PlannedChat, plan_chat, question_of
 from memos_ray.config import MemosConfig
-from memos_ray.errors import InvalidInput
+from memos_ray.errors import InvalidInput, Unavailable
 from memos_ray.plaintext.reader import context_of
 from memos_ray.types import (
     MAX_TEXT_CHARS,
@@ -166,13 +167,26 @@ class ChatService:
         return PreparedChat(who.principal, planned, adapter, placement, scheduler)
 
     async def run(self, who: Caller, req: ChatRequest) -> ChatResponse:
-        chat = await self.prepare(who, req)
-        outcome: ChatOutcome | None = None
-        try:
-            outcome = await call(chat.placement.handle, ModelWorker.chat, chat.plan, chat.placement, chat.adapter)
-        finally:
-            self._release(chat, outcome)
-        return await self._respond(who, req, chat, outcome)
+        """A chat whose worker dies under it (its node was lost?) runs once more on a worker that is up,
+        unless it was pinned to that one: the caller had no answer yet, and the Scheduler is told."""
+        retried = False
+        while True:
+            chat = await self.prepare(who, req)
+            outcome: ChatOutcome | None = None
+            try:
+                outcome = await call(chat.placement.handle, ModelWorker.chat, chat.plan, chat.placement, chat.adapter)
+            except RayActorError as exc:
+                tell(chat.scheduler, Scheduler.worker_lost, chat.placement.worker)
+                if retried or req.worker is not None:
+                    raise Unavailable(
+                        f"model worker {chat.placement.worker} was lost during the chat: retry",
+                        {"worker": chat.placement.worker, "retry": True},
+                    ) from exc
+                retried = True
+                continue
+            finally:
+                self._release(chat, outcome)
+            return await self._respond(who, req, chat, outcome)
 
     async def _respond(self, who: Caller, req: ChatRequest, chat: PreparedChat, outcome: ChatOutcome) -> ChatResponse:
         """The memory loop: with ``remember``, the user's turn and the answer become dialogue memories of the

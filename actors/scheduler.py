@@ -32,7 +32,7 @@ from actors.handoff import AdapterWeights, KVHandle, Placement
 from actors.worker import ModelWorker, WorkerActor, worker_name
 from memos_ray.activation import kvcache
 from memos_ray.config import MemosConfig
-from memos_ray.errors import InvalidInput
+from memos_ray.errors import InvalidInput, Unavailable
 from memos_ray.types import (
     CachePlace,
     ChatPlan,
@@ -46,6 +46,7 @@ from memos_ray.types import (
 
 SCHEDULER_NAME = "memos_scheduler"
 REFS_KEPT = 64  # ObjectRefs of recent caches kept for moves (a held reference pins the cache in the store)
+PROBE_S = 2.0  # how often a lost worker is asked whether it is back (a restart on another node, or its own)
 
 
 class Scheduler:
@@ -79,6 +80,8 @@ class Scheduler:
         self.build_s: dict[str, float] = {}  # key -> what its last build or load took the worker
         self.break_even: int | None = None
         self.calibration: list[dict[str, float]] = []
+        self.lost: set[int] = set()  # workers whose actor died (its node went?): no placement until they answer
+        self._probes: dict[int, asyncio.Task[None]] = {}
 
     async def ready(self) -> ModelIdentity:
         if self.identity is not None:
@@ -106,13 +109,41 @@ class Scheduler:
     async def calibrated(self) -> int:
         """The prefix length from which a cache pays off, measured once on worker 0."""
         if self.break_even is None:
-            break_even, self.calibration = await call(self.workers[0], ModelWorker.calibrate)
+            break_even, self.calibration = await call(self.workers[self._up()[0]], ModelWorker.calibrate)
             self.break_even = break_even
             return break_even
         return self.break_even
 
     async def _identity(self) -> ModelIdentity:
         return self.identity or await self.ready()
+
+    # ------------------------------------------------------------ workers lost and back
+
+    def _up(self) -> list[int]:
+        up = [i for i in range(len(self.workers)) if i not in self.lost]
+        if not up:
+            raise Unavailable("no model worker is up (their nodes were lost?): retry", {"retry": True})
+        return up
+
+    def worker_lost(self, w: int) -> None:
+        """A call on worker ``w`` found its actor dead: nothing is placed there until it answers again (Ray
+        restarts it, on a node that offers its resources, when one does); what it held is forgotten."""
+        if w in self.lost or not 0 <= w < len(self.workers):
+            return
+        self.lost.add(w)
+        self.inflight[w] = 0
+        for places in (*self.where.values(), *self.adapter_where.values()):
+            places.discard(w)
+        self._probes[w] = asyncio.get_running_loop().create_task(self._probe(w))
+
+    async def _probe(self, w: int) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # still restarting, or no node for it yet
+                await asyncio.wait_for(call(self.workers[w], ModelWorker.identity), timeout=PROBE_S)
+                self.lost.discard(w)
+                self._probes.pop(w, None)
+                return
+            await asyncio.sleep(PROBE_S)
 
     # ------------------------------------------------------------ placement
 
@@ -131,14 +162,16 @@ class Scheduler:
         on ``placement.handle`` and reports its end with :meth:`release`."""
         if pinned is not None and not 0 <= pinned < len(self.workers):
             raise InvalidInput(f"worker {pinned} does not exist (0..{len(self.workers) - 1})", {"worker": pinned})
-        everyone = list(range(len(self.workers)))
+        if pinned in self.lost:
+            raise Unavailable(f"model worker {pinned} is down (its node was lost?): retry", {"worker": pinned})
+        everyone = self._up()
         if not plan.use_kv:
             w = pinned if pinned is not None else self._least_busy(everyone, plan)
             self.inflight[w] += 1
             return self._placement(w, None)
         adapter_id = plan.adapter.adapter_id if plan.adapter else None
         key, _ = kvcache.cache_key(await self._identity(), adapter_id, plan.prefix_text)
-        holders = sorted(self.where.get(key, ()))
+        holders = sorted(self.where.get(key, set()) - self.lost)
         if pinned is not None:
             w = pinned
         elif holders:
@@ -283,7 +316,7 @@ class Scheduler:
         holders = sorted(self.where.get(key, ()))
         if holders:
             return Warmed(cube_id=cube_id, status="held", key=key, tokens=self.entries[key].tokens, worker=holders[0])
-        w = self._least_busy(list(range(len(self.workers))), plan)
+        w = self._least_busy(self._up(), plan)
         status = "loaded" if key in self.entries else "built"
         task = self._builds.get(key)
         if task is None:
