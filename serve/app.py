@@ -22,7 +22,7 @@ from actors.runtime import ensure_runtime, ensure_scheduler
 from memos_ray import __version__
 from memos_ray.config import MemosConfig
 from serve.auth import audit_failure
-from serve.errors import install
+from serve.errors import ERROR_RESPONSES, install
 from serve.middleware import install_middleware
 from serve.routes import ROUTERS
 from serve.services import Services
@@ -33,7 +33,9 @@ def create_app(services: Services) -> FastAPI:
         title="memos-ray",
         version=__version__,
         description="A memory operating system for LLM agents: MemCube actors on Ray, served by Ray Serve. "
-        "Every route except /v1/health needs an API key: 'Authorization: Bearer <key>'.",
+        "Every route except /v1/health needs an API key: 'Authorization: Bearer <key>'. Every mutating route "
+        "takes an Idempotency-Key header: a retry with the same key gets the first answer.",
+        responses=ERROR_RESPONSES,
     )
     for router in ROUTERS:
         api.include_router(router)

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from ray.exceptions import RayActorError, RayTaskError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -21,6 +22,35 @@ from memos_ray import errors as e
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="what went wrong, for programs (e.g. cube_not_found, quota_exceeded)")
+    message: str = Field(description="what went wrong, for people: names the field, the id or the limit")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    """What every 4xx and 5xx answer carries (its schema in the OpenAPI)."""
+
+    error: ErrorDetail
+
+
+_MEANING = {
+    400: "malformed request (not JSON, a bad header)",
+    401: "no API key, or one that is unknown, revoked or expired",
+    403: "the key's principal may see this but not do it",
+    404: "no such resource, or one the caller may not see",
+    409: "conflicts with the current state (an id taken, a version moved on, a request still running)",
+    413: "body over the size limit",
+    422: "a field is invalid: the message names it",
+    429: "a quota is full",
+    503: "a part of the service is restarting or unreachable: retry (with the same Idempotency-Key)",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": meaning} for status, meaning in _MEANING.items()
+}
+"""Declared on every route: the statuses the error table (``memos_ray.errors.HTTP_STATUS``) answers with."""
 
 
 OnError = Callable[[Request, int, str, str, dict[str, Any]], Awaitable[None]]

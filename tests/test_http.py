@@ -42,6 +42,28 @@ def test_health_and_openapi(http: httpx.Client) -> None:
     assert http.get("/docs").status_code == 200
 
 
+def test_the_openapi_says_what_the_service_does(http: httpx.Client, admin_key: str) -> None:
+    spec = http.get("/openapi.json").json()
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            codes = set(op["responses"])
+            if path != "/v1/health":  # every route but the health check names its refusals, in one body
+                assert {"401", "404", "422", "503"} <= codes, (method, path, codes)
+                assert op["responses"]["404"]["content"]["application/json"]["schema"] == {
+                    "$ref": "#/components/schemas/ErrorBody"
+                }
+            for p in op.get("parameters", []):
+                if p["in"] == "path":  # an id the service would refuse is not admitted by the spec either
+                    assert "pattern" in p["schema"] or "enum" in p["schema"], (path, p)
+    # the cube's audit route takes no cube_id query (it is the path's)
+    cube_audit = spec["paths"]["/v1/cubes/{cube_id}/audit"]["get"]["parameters"]
+    assert [p["name"] for p in cube_audit if p["name"] == "cube_id"] == ["cube_id"]
+    with httpx.Client(base_url=str(http.base_url), headers=bearer(admin_key), timeout=60) as admin:
+        number = admin.get("/v1/audit", params={"since": "1700000000"})  # the spec says date-time: so does the service
+        assert number.status_code == 422 and "ISO 8601" in number.json()["error"]["message"]
+        assert admin.get("/v1/audit", params={"since": "2026-01-01T00:00:00Z", "limit": 1}).status_code == 200
+
+
 def test_memory_lifecycle(http: httpx.Client, cube: str) -> None:
     m = add(http, cube, "Ann's favourite colour is green.", tags=["profile"], kind="preference")
     assert (m["version"], m["kind"], m["tags"]) == (1, "preference", ["profile"])

@@ -16,7 +16,16 @@ from memos_ray.types.activation import (
     KVInfo,
     KVStatus,
 )
-from memos_ray.types.audit import AuditAction, AuditEvent, AuditPage, AuditQuery, AuditRecord, AuditVerification, Result
+from memos_ray.types.audit import (
+    AuditAction,
+    AuditEvent,
+    AuditFilter,
+    AuditPage,
+    AuditQuery,
+    AuditRecord,
+    AuditVerification,
+    Result,
+)
 from memos_ray.types.base import (
     ID_PATTERN,
     MAX_BATCH,
@@ -150,6 +159,7 @@ __all__ = [
     "ApiKeyInfo",
     "AuditAction",
     "AuditEvent",
+    "AuditFilter",
     "AuditPage",
     "AuditQuery",
     "AuditRecord",

@@ -100,8 +100,9 @@ class AuditRecord(AuditEvent):
     hash: str
 
 
-class AuditQuery(Strict):
-    cube_id: str | None = None
+class AuditFilter(Strict):
+    """What a cube's audit log is filtered by (the cube is the path's)."""
+
     principal: str | None = None
     action: str | None = Field(None, description="exact action, or a prefix ending in '.' (memory.)")
     result: Result | None = None
@@ -111,6 +112,10 @@ class AuditQuery(Strict):
     until: UtcDatetime | None = None
     after_seq: int = Field(0, ge=0, description="page: records after this sequence number")
     limit: int = Field(100, ge=1, le=1_000)
+
+
+class AuditQuery(AuditFilter):
+    cube_id: str | None = None
 
 
 class AuditPage(Strict):

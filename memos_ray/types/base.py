@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 # Ids are used as actor names and file names: a strict alphabet, no dots or slashes.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -48,7 +48,12 @@ def _not_blank(value: str) -> str:
     return value
 
 
-Id = Annotated[str, AfterValidator(_check_id)]
+# the message is _check_id's (clearer than a pattern mismatch); the schema still declares the pattern
+Id = Annotated[
+    str,
+    AfterValidator(_check_id),
+    WithJsonSchema({"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": 64}),
+]
 
 
 Tag = Annotated[str, Field(min_length=1, max_length=64)]
@@ -86,8 +91,18 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
-"""A datetime stored in UTC; a naive one is taken as UTC."""
+_NUMBER = re.compile(r"^\s*[+-]?\d+(\.\d*)?\s*$")
+
+
+def _not_a_number(value: object) -> object:
+    """pydantic reads a number as seconds since 1970; the API's schema says an ISO 8601 string."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.match(value)):
+        raise ValueError("expected an ISO 8601 date-time such as 2026-12-01T10:00:00Z, not a number")
+    return value
+
+
+UtcDatetime = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(as_utc)]
+"""A datetime stored in UTC; a naive one is taken as UTC. Written as ISO 8601, never as a number."""
 
 
 class Strict(BaseModel):

@@ -11,7 +11,7 @@ from actors.audit import AuditLog
 from actors.calls import call
 from actors.directory import Directory
 from memos_ray.errors import Forbidden
-from memos_ray.types import AuditAction, AuditPage, AuditQuery, AuditVerification, Caller, Id, Role
+from memos_ray.types import AuditAction, AuditFilter, AuditPage, AuditQuery, AuditVerification, Caller, Id, Role
 from serve.auth import Auth, act
 from serve.services import Services, Svc
 
@@ -25,11 +25,11 @@ def _require_admin(who: Caller) -> None:
 
 @router.get("/v1/cubes/{cube_id}/audit")
 async def cube_audit(
-    cube_id: Id, q: Annotated[AuditQuery, Query()], who: Caller = Auth, svc: Services = Svc
+    cube_id: Id, q: Annotated[AuditFilter, Query()], who: Caller = Auth, svc: Services = Svc
 ) -> AuditPage:
     """The cube's records (its mutations and the accesses to it that were denied); admin role."""
     await call(svc.directory, Directory.authorize, cube_id, who, Role.admin)
-    return await call(svc.audit, AuditLog.query, q.model_copy(update={"cube_id": cube_id}))
+    return await call(svc.audit, AuditLog.query, AuditQuery(**q.model_dump(), cube_id=cube_id))
 
 
 @router.get("/v1/audit")
