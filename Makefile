@@ -1,7 +1,7 @@
 # The README names these targets. Each one installs what it needs first (scripts/bootstrap.sh).
 PY := .venv/bin/python
 
-.PHONY: setup up test test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops bench-scheduler bench-grounding bench-lifecycle bench-cubes lint format typecheck
+.PHONY: setup up test test-cluster test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops bench-scheduler bench-grounding bench-lifecycle bench-cubes lint format typecheck
 
 setup:
 	@./scripts/bootstrap.sh
@@ -10,7 +10,10 @@ up: setup        ## start Ray + the Serve app on the embedded defaults (http://1
 	.venv/bin/memos-ray up
 
 test: setup      ## the whole suite: unit, actor and HTTP tests on the real components
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not cluster"
+
+test-cluster: setup  ## a node lost under load, a GCS restart on Redis: each its own Ray cluster (~5 min)
+	$(PY) -m pytest -q -m cluster -s
 
 test-fast: setup ## unit tests only: no Ray, no LLM (selected by marker)
 	$(PY) -m pytest -q -m "not ray and not slow"

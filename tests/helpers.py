@@ -34,6 +34,13 @@ def alive_actors(class_name: str) -> dict[str, int]:
     return {aid: int(a["Pid"]) for aid, a in table.items() if a.get("ActorClassName", "").endswith(class_name)}
 
 
+def last_json(stdout: str) -> Any:
+    """The JSON line a child-process check printed last (Ray's own messages may follow it)."""
+    import json
+
+    return json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith("{")))
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
