@@ -29,6 +29,7 @@ def _check_serve(doc: dict[str, Any]) -> MemosConfig:
 def test_the_serve_config_deploys_the_app_with_a_valid_config() -> None:
     config = _check_serve(yaml.safe_load((CLUSTERS / "serve_config.yaml").read_text()))
     assert config.storage.milvus_uri and config.storage.database_uri, "past one machine both servers are named"
+    assert config.governance.audit_key_file is not None  # a mounted secret: the audit actor may run anywhere
 
 
 def test_the_kuberay_rayservice_carries_a_valid_serve_config_and_cluster() -> None:
@@ -37,10 +38,14 @@ def test_the_kuberay_rayservice_carries_a_valid_serve_config_and_cluster() -> No
     config = _check_serve(yaml.safe_load(doc["spec"]["serveConfigV2"]))
     assert config.storage.milvus_uri and config.storage.database_uri
     cluster = doc["spec"]["rayClusterConfig"]
+    assert cluster["gcsFaultToleranceOptions"]["redisAddress"]  # a head that restarts keeps its actors
     assert cluster["headGroupSpec"]["template"]["spec"]["containers"]
     for group in cluster["workerGroupSpecs"]:
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
         assert group["template"]["spec"]["containers"]
+        # the workers offer what cube actors ask for
+        offered = json.loads(json.loads(group["rayStartParams"]["resources"]))
+        assert set(config.directory.cube_resources) <= set(offered)
 
 
 def test_the_cluster_launcher_config_matches_rays_schema() -> None:
@@ -48,3 +53,5 @@ def test_the_cluster_launcher_config_matches_rays_schema() -> None:
     doc = yaml.safe_load((CLUSTERS / "ray-cluster.yaml").read_text())
     jsonschema.validate(doc, schema)
     assert doc["provider"]["type"] == "local" and doc["max_workers"] == len(doc["provider"]["worker_ips"])
+    assert any("RAY_REDIS_ADDRESS=" in c for c in doc["head_start_ray_commands"])  # GCS fault tolerance
+    assert any("memos_cubes" in c for c in doc["worker_start_ray_commands"])
