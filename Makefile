@@ -1,7 +1,7 @@
 # The README names these targets. Each one installs what it needs first (scripts/bootstrap.sh).
 PY := .venv/bin/python
 
-.PHONY: setup up test test-cluster test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops bench-scheduler bench-grounding bench-lifecycle bench-cubes lint format typecheck
+.PHONY: setup up test test-cluster test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops bench-scheduler bench-grounding bench-lifecycle bench-cubes bench-soak bench-servers lint format typecheck
 
 setup:
 	@./scripts/bootstrap.sh
@@ -44,6 +44,12 @@ bench-grounding: setup  ## answers that name the fact: pinned, working set, retr
 
 bench-lifecycle: setup  ## MemLifecycle: LoCoMo merges, archives and recall under a sample policy; sweep per 10k; purge
 	$(PY) -m benchmarks.lifecycle
+
+bench-servers: setup  ## Milvus server + PostgreSQL vs the embedded defaults; node-loss and GCS-restart outages
+	$(PY) -u -m benchmarks.servers
+
+bench-soak: setup  ## 8 clients of mixed traffic for 10 minutes: errors, p99 and RSS per actor, per minute
+	$(PY) -u -m benchmarks.soak
 
 bench-cubes: setup  ## many cubes: cold activation, Zipf vs warm, 10k registered cubes, memory per live cube
 	$(PY) -u -m benchmarks.cubes

@@ -43,9 +43,13 @@ class Stack:
 
 @contextmanager
 def stack(
-    port: int = 8765, max_live_cubes: int = 24, workers: int = 1, scheduler: dict[str, Any] | None = None
+    port: int = 8765,
+    max_live_cubes: int = 24,
+    workers: int = 1,
+    scheduler: dict[str, Any] | None = None,
+    storage: dict[str, Any] | None = None,
 ) -> Iterator[Stack]:
-    """Ray + the Serve app on the embedded defaults, on a throwaway data dir."""
+    """Ray + the Serve app on the embedded defaults (``storage``: e.g. server URIs), on a throwaway data dir."""
     import ray
     from ray import serve
 
@@ -55,7 +59,7 @@ def stack(
     with tempfile.TemporaryDirectory(prefix="memos-bench-") as data:
         config = MemosConfig(
             namespace="memos_bench",
-            storage=StorageConfig(data_dir=Path(data)),
+            storage=StorageConfig(data_dir=Path(data), **(storage or {})),
             directory=DirectoryConfig(max_live_cubes=max_live_cubes),
             serve=ServeConfig(port=port),
             llm=LLMConfig(cache_dir=MODELS),
