@@ -78,6 +78,30 @@ def stack(
             ray.shutdown()
 
 
+def settle(s: Stack, timeout_s: float = 300.0) -> float:
+    """Seconds until the service is done starting: the model worker has measured its prefix break-even (one
+    core for ~20 s after start) and the Directory has started its ``warm_actors`` (both in the background).
+    What follows measures the service, not what it does in its first minute."""
+    import ray
+
+    from actors.directory import DIRECTORY_NAME
+    from actors.scheduler import SCHEDULER_NAME
+
+    start = time.perf_counter()
+    directory = ray.get_actor(DIRECTORY_NAME, namespace=s.config.namespace)
+    ray.get(ray.get_actor(SCHEDULER_NAME, namespace=s.config.namespace).calibrated.remote())
+    cfg = s.config.directory
+    want = min(cfg.warm_actors, cfg.max_live_cubes)
+    while time.perf_counter() - start < timeout_s:
+        stats = ray.get(directory.stats.remote())
+        if stats.live + stats.spares >= want:
+            break
+        time.sleep(0.5)
+    took = time.perf_counter() - start
+    print(f"calibrated, and {want} cube actors started in the background, {took:.1f} s after the service answered")
+    return took
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")

@@ -26,7 +26,7 @@ import ray
 from actors.cube import CubeHost
 from actors.cubes import Cubes
 from actors.directory import DIRECTORY_NAME
-from benchmarks.common import Stack, check, corpus, pct, print_table, stack, write_json
+from benchmarks.common import Stack, check, corpus, pct, print_table, settle, stack, write_json
 from benchmarks.foundation import bench_zipf
 from memos_ray.types import MemoryCreate, Role
 from tests.helpers import alive_actors
@@ -53,27 +53,6 @@ def _fill(s: Stack, cube_id: str, n: int, batch: int = 500) -> None:
             await ref.call(CubeHost.add, [MemoryCreate(text=t) for t in part], vecs, "bench")
 
     asyncio.run(go())
-
-
-def _settle(s: Stack, timeout_s: float = 300.0) -> float:
-    """Seconds until the service is done starting: the model worker has measured its prefix break-even (one
-    core for ~20 s after start) and the Directory has started its ``warm_actors`` (both in the background).
-    The parts below measure a cube's activation, not what a service does in its first minute."""
-    from actors.scheduler import SCHEDULER_NAME
-
-    start = time.perf_counter()
-    directory = _directory(s)
-    ray.get(ray.get_actor(SCHEDULER_NAME, namespace=s.config.namespace).calibrated.remote())
-    cfg = s.config.directory
-    want = min(cfg.warm_actors, cfg.max_live_cubes)
-    while time.perf_counter() - start < timeout_s:
-        stats = ray.get(directory.stats.remote())
-        if stats.live + stats.spares >= want:
-            break
-        time.sleep(0.5)
-    took = time.perf_counter() - start
-    print(f"calibrated, and {want} cube actors started in the background, {took:.1f} s after the service answered")
-    return took
 
 
 def bench_cold(s: Stack, sizes: list[int], repeats: int) -> list[dict[str, Any]]:
@@ -209,7 +188,7 @@ def main() -> None:
     out: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     with stack(port=args.port) as s:
         out["live_cap"] = s.config.directory.max_live_cubes
-        out["warm_pool_s"] = _settle(s)
+        out["warm_pool_s"] = settle(s)
         if "cold" in only or "memory" in only:
             out["cold"] = bench_cold(s, sizes, args.repeats)
             write_json("cubes", out)  # after each part: a long run keeps what it measured

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import MODELS, corpus, print_table, questions, stack, summary_ms, write_json
+from benchmarks.common import MODELS, corpus, print_table, questions, settle, stack, summary_ms, write_json
 
 CUBES, BATCH, BATCHES = 4, 50, 10  # per cube: 500 memories
 SEARCHES = 120
@@ -30,6 +30,7 @@ def _run_mode(name: str, storage: dict[str, Any], texts: list[str], asks: list[s
     import httpx
 
     with stack(port=8772, storage=storage) as st:
+        settle(st)
         for i in range(CUBES):
             st.http.post("/v1/cubes", json={"id": f"srv-{i}"}).raise_for_status()
         st.http.post("/v1/cubes/srv-0/memories", json={"text": "warm-up"}).raise_for_status()

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import corpus, pct, print_table, questions, stack, write_json
+from benchmarks.common import corpus, pct, print_table, questions, settle, stack, write_json
 
 CLIENTS = 8
 KEEP = 200  # memories a client's cube holds at most: older ones are purged
@@ -130,6 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     texts, asks = corpus(40_000), questions()  # 5,000 per client: no text comes back within a run
     with stack(port=8771, max_live_cubes=24) as st:
+        settle(st)
         for i in range(CLIENTS):
             st.http.post("/v1/cubes", json={"id": f"soak-{i}"}).raise_for_status()
         soakers = [Soaker(st.url, st.key, f"soak-{i}", texts[i::CLIENTS], asks, chats=i == 0) for i in range(CLIENTS)]
