@@ -293,10 +293,8 @@ class CubeStore:
                 {"cube_id": cube_id, "path": str(legacy)},
             )
         self._table: MilvusTable | None = None  # opened on first use: a clean reactivation needs none
-        if self._stored and self.state.clean_seq is None:  # not passivated cleanly: finish what a rewrite left
-            self._drop_other_generations()
-            if self.state.rewrite_pending:  # a purge died before its rewrite was done: finish it from the old table
-                self.rewrite(self._surviving_rows())
+        if self._stored and self.state.clean_seq is None:  # not passivated cleanly: finish what a purge left
+            self._recover()
 
     @property
     def memories(self) -> MilvusTable:
@@ -317,12 +315,15 @@ class CubeStore:
     def _name(self, generation: int) -> str:
         return self._base if generation == 0 else f"{self._base}_g{generation}"
 
-    def _drop_other_generations(self) -> None:
-        """A rewrite that died half-way leaves its new collection behind; a finished one, at most the old."""
+    def _recover(self) -> None:
+        """A rewrite that died half-way leaves its new collection behind (dropped), a finished one at most the
+        old (dropped); a purge that died before its rewrite was done is finished from the old table."""
         gen = self.state.generation
         for other in (gen - 1, gen + 1):
             if other >= 0 and self.client.has_collection(self._name(other)):
                 self.client.drop_collection(self._name(other))
+        if self.state.rewrite_pending:
+            self.rewrite(self._surviving_rows())
 
     def _read_counters(self) -> tuple[Counters, bool]:
         """The cube's counters, and whether it has a row: none means nothing was ever written (the first
@@ -501,9 +502,6 @@ class ServerCubeStore(CubeStore):
             self._table = _CubeSlice(self.shard.rows(self.dim), self.cube_id)
         return self._table
 
-    def _drop_other_generations(self) -> None:
-        """Generations are milvus-lite's (a rewrite per purge): a server's cube has none."""
-
     def erase(
         self, pks: list[str], scrubbed: list[str], kept: list[MemoryItem], vecs: dict[str, np.ndarray], seq: int
     ) -> None:
@@ -517,11 +515,12 @@ class ServerCubeStore(CubeStore):
             ]
         )
 
-    def rewrite(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Called by the base class on open when a purge was left pending: finished from what is stored."""
-        del rows
-        scrub = [{**r, "doc": {**r["doc"], "context": None}} for r in self.memories.get(self.state.scrub)]
-        self._finish_erase(scrub)
+    def _recover(self) -> None:
+        """A purge left pending (no generations here: they are milvus-lite's rewrites): finished from what is
+        stored, its scrubbed rows read back and written without their context."""
+        if self.state.rewrite_pending:
+            scrub = [{**r, "doc": {**r["doc"], "context": None}} for r in self.memories.get(self.state.scrub)]
+            self._finish_erase(scrub)
 
     def _finish_erase(self, scrubbed_rows: list[dict[str, Any]]) -> None:
         self.memories.delete(self.state.erase)
