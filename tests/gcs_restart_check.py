@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx
 
-from tests.node_loss_check import Client, _free_port
+from tests.node_loss_check import Client, _free_port, tally
 
 CLIENTS = 4
 BEFORE_S, DOWN_S, AFTER_S = 6.0, 4.0, 12.0
@@ -99,31 +99,17 @@ def main() -> None:
                 for cube, acks in c.acked.items():
                     times = [killed_at, *sorted(t for _, t in acks if t >= killed_at)]
                     gaps[cube] = round(max(b - a for a, b in itertools.pairwise(times)), 2) if len(times) > 1 else None
-            missing = [
-                f"{cube}/{memory_id}"
-                for c in clients
-                for cube, acks in c.acked.items()
-                for memory_id, _ in acks
-                if admin.get(f"/v1/cubes/{cube}/memories/{memory_id}").status_code != 200
-            ]
-            failures: dict[str, int] = {}
-            for c in clients:
-                for k, v in c.failures.items():
-                    failures[k] = failures.get(k, 0) + v
             print(
                 json.dumps(
                     {
+                        **tally(clients, admin),
                         "named_before": before,
                         "named_after": after,
-                        "acked": sum(len(a) for c in clients for a in c.acked.values()),
                         "acked_while_down": sum(
                             1 for c in clients for a in c.acked.values() for _, t in a if killed_at <= t < restarted_at
                         ),
-                        "missing": missing,
-                        "unacknowledged": [f"{cube}:{t}" for c in clients for cube, (_, t) in c.pending.items()],
                         "longest_gap_s": gaps,
                         "gcs_down_s": round(restarted_at - killed_at, 2),
-                        "retried_failures": failures,
                     }
                 )
             )

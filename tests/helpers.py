@@ -34,6 +34,29 @@ def alive_actors(class_name: str) -> dict[str, int]:
     return {aid: int(a["Pid"]) for aid, a in table.items() if a.get("ActorClassName", "").endswith(class_name)}
 
 
+def crash_mid_purge(cube: Any, encoder: Any) -> tuple[Any, Any, Any]:
+    """Three memories of ``cube`` (a MemCube): a secret, one to keep, one quoting the secret in its context.
+    Then the state a purge of the secret leaves when it dies right after recording what to erase: nothing
+    removed yet, the store closed without a checkpoint. Returns (secret, kept, quoting)."""
+    from memos_ray.plaintext.storage import CubeStore
+    from memos_ray.plaintext.text import index_text
+    from memos_ray.types import MemoryCreate
+
+    items = [
+        MemoryCreate(text="The alarm code is quokka-5521."),
+        MemoryCreate(text="Keep me."),
+        MemoryCreate(text="Got it.", context="The alarm code is quokka-5521."),
+    ]
+    secret, kept, quoting = cube.add(items, encoder.encode([index_text(i.text, None) for i in items]), "t").items
+    cube.store.flush()  # sealed into segments, not only the write-ahead log
+    cube.store._save_counters(
+        rewrite_pending=True, erase=[CubeStore.pk(secret.id, 1)], scrub=[CubeStore.pk(quoting.id, 1)]
+    )
+    cube.store.shard.counters.flush()
+    cube.store.close()  # not cube.close(): a crash leaves no checkpoint
+    return secret, kept, quoting
+
+
 def last_json(stdout: str) -> Any:
     """The JSON line a child-process check printed last (Ray's own messages may follow it)."""
     import json

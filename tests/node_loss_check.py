@@ -95,6 +95,28 @@ class Client(threading.Thread):
                 self.add(cube, n)
 
 
+def tally(clients: list[Client], admin: httpx.Client) -> dict[str, Any]:
+    """What the clients saw: writes acknowledged, those not read back afterwards, those never acknowledged,
+    and the failed attempts (retried) by status."""
+    missing = [
+        f"{cube}/{memory_id}"
+        for c in clients
+        for cube, acks in c.acked.items()
+        for memory_id, _ in acks
+        if admin.get(f"/v1/cubes/{cube}/memories/{memory_id}").status_code != 200
+    ]
+    failures: dict[str, int] = {}
+    for c in clients:
+        for k, v in c.failures.items():
+            failures[k] = failures.get(k, 0) + v
+    return {
+        "acked": sum(len(a) for c in clients for a in c.acked.values()),
+        "missing": missing,
+        "unacknowledged": [f"{cube}:{t}" for c in clients for cube, (_, t) in c.pending.items()],
+        "retried_failures": failures,
+    }
+
+
 def _node_of_cubes(url: str, key: str, cubes: list[str], namespace: str) -> dict[str, str]:
     """Which node each cube's actor runs on (asked of the Directory and Ray's actor table)."""
     from actors.directory import DIRECTORY_NAME
@@ -193,29 +215,15 @@ def main(models: Path, milvus_uri: str, database_uri: str) -> None:
                     if cube in on_lost:
                         after = [t for _, t in acks if t > removed_at]
                         outage[cube] = round(after[0] - removed_at, 2) if after else None
-            missing = []
-            for c in clients:
-                for cube, acks in c.acked.items():
-                    for memory_id, _ in acks:
-                        r = admin.get(f"/v1/cubes/{cube}/memories/{memory_id}")
-                        if r.status_code != 200:
-                            missing.append(f"{cube}/{memory_id}:{r.status_code}")
-            failures: dict[str, int] = {}
-            for c in clients:
-                for k, v in c.failures.items():
-                    failures[k] = failures.get(k, 0) + v
             print(
                 json.dumps(
                     {
-                        "acked": sum(len(a) for c in clients for a in c.acked.values()),
-                        "missing": missing,
-                        "unacknowledged": [f"{cube}:{t}" for c in clients for cube, (_, t) in c.pending.items()],
+                        **tally(clients, admin),
                         "cubes_on_lost_node": on_lost,
                         "lost_node": lost.node_id,
                         "cube_nodes": sorted(set(where.values())),
                         "nodes": {"a": node_a.node_id, "b": node_b.node_id, "head": cluster.head_node.node_id},
                         "outage_s": outage,
-                        "retried_failures": failures,
                         "chat_in_flight": in_flight,
                         "next_chat": next_chat,
                     }

@@ -28,7 +28,7 @@ from memos_ray.types import (
     SourceIn,
     utcnow,
 )
-from tests.helpers import traces
+from tests.helpers import crash_mid_purge, traces
 
 DAY = 86_400.0
 
@@ -204,23 +204,8 @@ def test_a_purge_that_died_before_its_rewrite_is_finished_on_open(
     storage: StorageConfig, encoder: SentenceEncoder
 ) -> None:
     cube = open_cube(storage)
-    secret, kept, quoting = add(
-        cube,
-        encoder,
-        [
-            MemoryCreate(text="The alarm code is quokka-5521."),
-            MemoryCreate(text="Keep me."),
-            MemoryCreate(text="Got it.", context="The alarm code is quokka-5521."),
-        ],
-    )
-    cube.store.flush()
-    # as if a purge died right after recording what to leave out: nothing is removed yet
     assert isinstance(cube.store, CubeStore)
-    cube.store._save_counters(
-        rewrite_pending=True, erase=[CubeStore.pk(secret.id, 1)], scrub=[CubeStore.pk(quoting.id, 1)]
-    )
-    cube.store.shard.counters.flush()
-    cube.store.close()  # not cube.close(): no checkpoint, the crash left none
+    _, kept, quoting = crash_mid_purge(cube, encoder)  # recorded what to leave out, removed nothing yet
     store = CubeStore.local(storage, "life", 384)
     assert store.state.generation == 1 and not store.state.rewrite_pending and store.state.erase == []
     assert set(store.client.list_collections()) == {"memos_counters", store._name(1)}

@@ -13,6 +13,7 @@ from memos_ray.plaintext.embedding import SentenceEncoder
 from memos_ray.plaintext.storage import CubeStore, ServerCubeStore, Shard
 from memos_ray.plaintext.text import index_text
 from memos_ray.types import CubeMeta, MemoryCreate, MemoryItem, utcnow
+from tests.helpers import crash_mid_purge
 from tests.milvus_server import MilvusProcess, fresh_database
 
 pytestmark = pytest.mark.slow  # a Milvus server: ~10 s to start, ~3 s to load a collection
@@ -69,21 +70,8 @@ def test_a_purge_left_pending_by_a_crash_is_finished_on_open(
     server_storage: StorageConfig, encoder: SentenceEncoder
 ) -> None:
     cube = open_cube(server_storage)
-    secret, kept, quoting = add(
-        cube,
-        encoder,
-        [
-            MemoryCreate(text="The alarm code is quokka-5521."),
-            MemoryCreate(text="Keep me."),
-            MemoryCreate(text="Got it.", context="The alarm code is quokka-5521."),
-        ],
-    )
     assert isinstance(cube.store, ServerCubeStore)
-    # as if a purge died right after recording what to erase: nothing is removed yet
-    cube.store._save_counters(
-        rewrite_pending=True, erase=[CubeStore.pk(secret.id, 1)], scrub=[CubeStore.pk(quoting.id, 1)]
-    )
-    cube.store.close()  # not cube.close(): a crash
+    _, kept, quoting = crash_mid_purge(cube, encoder)  # recorded what to erase, removed nothing yet
     assert sum("quokka" in d for d in server_docs(server_storage)) == 2
     store = CubeStore.local(server_storage, "srv", 384)
     assert not store.state.rewrite_pending and store.state.erase == [] and store.state.scrub == []
