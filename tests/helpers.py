@@ -114,3 +114,15 @@ class Leased:
                 return method.remote(lease, *args, **kwargs)
 
         return _Bound
+
+
+def user_key(base_url: str, principal: str) -> str:
+    """A key of a new user ``principal`` (made by the suite's administrator)."""
+    import httpx
+
+    with httpx.Client(base_url=base_url, headers=bearer(ADMIN_KEY), timeout=60) as admin:
+        r = admin.post("/v1/principals", json={"id": principal, "kind": "user"})
+        assert r.status_code == 201, r.text
+        r = admin.post("/v1/keys", json={"principal": principal})
+        assert r.status_code == 201, r.text
+        return str(r.json()["key"])

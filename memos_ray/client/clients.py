@@ -20,7 +20,7 @@ import inspect
 import json
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
 
 import httpx
 
@@ -32,13 +32,12 @@ from memos_ray.client._request import (
     seg,
 )
 from memos_ray.client.adapters import AdapterCalls
+from memos_ray.client.chat import ChatCalls
 from memos_ray.client.governance import GovernanceCalls
 from memos_ray.client.memory import MemoryCalls
 from memos_ray.client.scheduler import SchedulerCalls
 from memos_ray.errors import from_answer
-from memos_ray.types import (
-    ChangeEvent,
-)
+from memos_ray.types import ChangeEvent, ChatResponse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -84,14 +83,15 @@ def _changes(cube_id: str, after_seq: int | None) -> tuple[str, Params]:
     return f"/v1/cubes/{seg(cube_id)}/changes", [] if after_seq is None else [("after_seq", after_seq)]
 
 
-class _ChangeStream:
-    """Reads a change feed line by line: an SSE event ends at a blank line. Shared by both clients."""
+class _Events(Generic[T]):
+    """Reads server-sent events line by line (an event ends at a blank line); ``parse(kind, data)`` turns one
+    into what the stream yields, or None to skip it. Shared by both clients' change feeds and chats."""
 
-    def __init__(self) -> None:
+    def __init__(self, parse: Callable[[str, str], T | None]) -> None:
         self.lines: list[str] = []
+        self.parse = parse
 
-    def feed(self, line: str) -> ChangeEvent | None:
-        """The ChangeEvent this line completes, if any (other events are skipped); an error event raises."""
+    def feed(self, line: str) -> T | None:
         if line:
             self.lines.append(line)
             return None
@@ -101,7 +101,17 @@ class _ChangeStream:
         if kind == "error":
             err = json.loads(data)["error"]
             raise from_answer(int(err.get("status", 0)), err["code"], err["message"], err.get("details"))
-        return ChangeEvent.model_validate_json(data) if kind == "change" else None
+        return self.parse(kind, data)
+
+
+def _change(kind: str, data: str) -> ChangeEvent | None:
+    return ChangeEvent.model_validate_json(data) if kind == "change" else None
+
+
+def _chat_piece(kind: str, data: str) -> str | ChatResponse | None:
+    if kind == "token":
+        return str(json.loads(data)["text"])
+    return ChatResponse.model_validate_json(data) if kind == "done" else None
 
 
 class MemosClient:
@@ -135,10 +145,22 @@ class MemosClient:
             if not resp.is_success:
                 resp.read()
                 parse_answer(Call("GET", path, no_content), resp)
-            stream = _ChangeStream()
+            stream: _Events[ChangeEvent] = _Events(_change)
             for line in resp.iter_lines():
                 if (event := stream.feed(line)) is not None:
                     yield event
+
+    def chat_stream(self, *args: Any, **kwargs: Any) -> Iterator[str | ChatResponse]:
+        """:meth:`chat` streamed: the answer's text pieces as the model decodes them, then the response."""
+        call = ChatCalls.chat(*args, **{**kwargs, "stream": True})
+        with self._http.stream("POST", call.path, json=call.json, timeout=httpx.Timeout(30.0, read=None)) as resp:
+            if not resp.is_success:
+                resp.read()
+                parse_answer(call, resp)
+            stream: _Events[str | ChatResponse] = _Events(_chat_piece)
+            for line in resp.iter_lines():
+                if (piece := stream.feed(line)) is not None:
+                    yield piece
 
     def __enter__(self) -> Self:
         return self
@@ -181,6 +203,7 @@ class MemosClient:
     adapters = _sync(AdapterCalls.adapters)
     activate_adapter = _sync(AdapterCalls.activate_adapter)
     delete_adapter = _sync(AdapterCalls.delete_adapter)
+    chat = _sync(ChatCalls.chat)
     open_session = _sync(SchedulerCalls.open_session)
     decisions = _sync(SchedulerCalls.decisions)
     cube_usage = _sync(SchedulerCalls.cube_usage)
@@ -217,10 +240,22 @@ class AsyncMemosClient:
             if not resp.is_success:
                 await resp.aread()
                 parse_answer(Call("GET", path, no_content), resp)
-            stream = _ChangeStream()
+            stream: _Events[ChangeEvent] = _Events(_change)
             async for line in resp.aiter_lines():
                 if (event := stream.feed(line)) is not None:
                     yield event
+
+    async def chat_stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[str | ChatResponse]:
+        """As :meth:`MemosClient.chat_stream`, as an async iterator."""
+        call = ChatCalls.chat(*args, **{**kwargs, "stream": True})
+        async with self._http.stream("POST", call.path, json=call.json, timeout=httpx.Timeout(30.0, read=None)) as resp:
+            if not resp.is_success:
+                await resp.aread()
+                parse_answer(call, resp)
+            stream: _Events[str | ChatResponse] = _Events(_chat_piece)
+            async for line in resp.aiter_lines():
+                if (piece := stream.feed(line)) is not None:
+                    yield piece
 
     async def __aenter__(self) -> Self:
         return self
@@ -263,6 +298,7 @@ class AsyncMemosClient:
     adapters = _async(AdapterCalls.adapters)
     activate_adapter = _async(AdapterCalls.activate_adapter)
     delete_adapter = _async(AdapterCalls.delete_adapter)
+    chat = _async(ChatCalls.chat)
     open_session = _async(SchedulerCalls.open_session)
     decisions = _async(SchedulerCalls.decisions)
     cube_usage = _async(SchedulerCalls.cube_usage)

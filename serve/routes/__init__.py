@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from serve.routes import adapters, audit, changes, chat, cubes, identity, memories, scheduler, search, system
+from serve.routes import (
+    adapters,
+    audit,
+    changes,
+    chat,
+    cubes,
+    identity,
+    memories,
+    openai,
+    scheduler,
+    search,
+    system,
+)
 
 ROUTERS = [
     system.router,
@@ -10,6 +22,7 @@ ROUTERS = [
     memories.router,
     search.router,
     chat.router,
+    openai.router,
     adapters.router,
     identity.router,
     audit.router,

@@ -22,14 +22,14 @@ router = APIRouter(tags=["chat"])
 async def chat(request: Request, req: ChatRequest, who: Caller = Auth, svc: Services = Svc) -> Any:
     if not req.stream:
         response = await svc.chat.run(who, req)
-        await _remembered(request, req, response)
+        await audit_remembered(request, req, response)
         return response
     pieces = svc.chat.stream(who, req)
     first = await anext(pieces)  # errors before the first token (404, 403, 422) still answer as errors
     return StreamingResponse(_sse(request, req, first, pieces), media_type="text/event-stream")
 
 
-async def _remembered(request: Request, req: ChatRequest, response: ChatResponse) -> None:
+async def audit_remembered(request: Request, req: ChatRequest, response: ChatResponse) -> None:
     """A remembered exchange is a write: audited like an add, one record per memory."""
     if response.remembered:
         ids = [r.memory_id for r in response.remembered]
@@ -51,7 +51,7 @@ async def _sse(
 
     async for piece in every():
         if isinstance(piece, ChatResponse):
-            await _remembered(request, req, piece)
+            await audit_remembered(request, req, piece)
             yield f"event: done\ndata: {piece.model_dump_json()}\n\n"
         else:
             yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n"
