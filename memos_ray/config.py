@@ -190,7 +190,11 @@ class ServeConfig(_Config):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     num_replicas: int = Field(1, ge=1)
     replica_num_cpus: float = Field(0.25, ge=0)
-    public_docs: bool = Field(False, description="serve /docs, /redoc and /openapi.json without a key (development)")
+    public_docs: bool = Field(
+        True,
+        description="serve /docs, /redoc and /openapi.json without a key, so the links `memos-ray up` prints open in "
+        "a browser (the API's description is no secret; every route still needs a key); false: they need one too",
+    )
     idempotency_ttl_s: float = Field(86_400.0, gt=0, description="how long an Idempotency-Key's answer is kept")
     idempotency_lease_s: float = Field(
         300.0,

@@ -11,6 +11,8 @@ replicas scale freely.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -23,22 +25,40 @@ from memos_ray import __version__
 from memos_ray.config import MemosConfig
 from serve.auth import audit_failure
 from serve.errors import ERROR_RESPONSES, install
-from serve.middleware import install_middleware
+from serve.mcp import build_mcp, http_client_for
+from serve.middleware import MCP_PATH, install_middleware
 from serve.routes import ROUTERS
 from serve.services import Services
 
 
+def _self_url(config: MemosConfig) -> str:
+    host = "127.0.0.1" if config.serve.host in ("0.0.0.0", "::") else config.serve.host
+    return f"http://{host}:{config.serve.port}"
+
+
 def create_app(services: Services) -> FastAPI:
+    mcp = build_mcp(http_client_for(_self_url(services.config)))
+    # stateless: any replica answers any MCP request (no session to pin); the key, not the Host, is the guard
+    mcp_http = mcp.streamable_http_app(streamable_http_path=MCP_PATH, stateless_http=True, json_response=True, host="")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with mcp.session_manager.run():
+            yield
+
     api = FastAPI(
+        lifespan=lifespan,
         title="memos-ray",
         version=__version__,
         description="A memory operating system for LLM agents: MemCube actors on Ray, served by Ray Serve. "
-        "Every route except /v1/health needs an API key: 'Authorization: Bearer <key>'. Every mutating route "
-        "takes an Idempotency-Key header: a retry with the same key gets the first answer.",
+        "Every route except /v1/health (and these pages) needs an API key: 'Authorization: Bearer <key>'. "
+        "Every mutating route takes an Idempotency-Key header: a retry with the same key gets the first answer. "
+        "OpenAI clients: base_url <this server>/v1, model memos-ray/<cube_id>. MCP: <this server>/mcp.",
         responses=ERROR_RESPONSES,
     )
     for router in ROUTERS:
         api.include_router(router)
+    api.router.routes.extend(mcp_http.routes)  # POST /mcp: the MCP server over streamable HTTP (serve/mcp.py)
     respond = install(api, on_error=audit_failure)
     install_middleware(api, respond)
     api.state.services = services

@@ -19,6 +19,7 @@ from memos_ray.types import AuditAction
 from serve.auth import authenticate
 from serve.idempotency import idempotent
 
+MCP_PATH = "/mcp"
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -34,6 +35,8 @@ def _request_id(request: Request) -> str:
 async def _checks(request: Request, limit: int, public_docs: bool) -> None:
     if request.url.path in DOC_PATHS and not public_docs:
         request.state.action = AuditAction.docs  # the API's description needs a key like any route
+        await authenticate(request, request.headers.get("authorization"), request.headers.get("x-api-key"))
+    elif request.url.path == MCP_PATH:  # a 401 before the MCP transport; each tool's REST call checks again
         await authenticate(request, request.headers.get("authorization"), request.headers.get("x-api-key"))
     declared = request.headers.get("content-length")
     too_large = e.PayloadTooLarge(f"request body exceeds {limit} bytes", {"limit": limit})

@@ -124,7 +124,10 @@ def _exam(e: AdapterEvaluation | None) -> str:
     return f"{e.answered}/{e.questions} ({e.base_answered}) {'pass' if e.passed else 'fail'}"
 
 
+PANEL = "Parametric memory"
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``memos-ray`` app."""
-    app.command()(train)
-    app.command()(adapters)
+    app.command(rich_help_panel=PANEL)(train)
+    app.command(rich_help_panel=PANEL)(adapters)

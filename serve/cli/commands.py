@@ -33,7 +33,7 @@ from memos_ray.config import MemosConfig
 from memos_ray.errors import MemosError
 from memos_ray.plaintext.reader import context_of
 from memos_ray.types import MAX_BATCH, ChatMessage, MemoryKind, SchedulerStatus
-from serve.cli import adapters, governance, lifecycle, scheduler
+from serve.cli import adapters, chat, governance, lifecycle, scheduler
 from serve.cli.base import app, clip, connect, err, iso_datetime, out
 
 
@@ -48,6 +48,8 @@ class BadFile(Exception):
 
 
 # ---------------------------------------------------------------- server
+
+START = "Start"
 
 
 def _up_config(host: str | None, port: int | None, data_dir: Path | None, max_live_cubes: int | None) -> MemosConfig:
@@ -95,7 +97,10 @@ def up(
         signal.signal(sig, _on_signal)
     try:
         url = start(config)
-        out.print(f"memos-ray serving at [bold]{url}[/] (API docs: {url}/docs)")
+        out.print(f"memos-ray serving at [bold]{url}[/]")
+        out.print(f"  API docs  {url}/docs")
+        out.print(f"  OpenAI    {url}/v1  (model: memos-ray/<cube>)")
+        out.print(f"  MCP       {url}/mcp")
         out.print(escape(f"data in {config.storage.data_dir}; Ctrl-C to stop"))
         key_file = config.storage.data_dir / "admin.key"
         if key_file.exists():
@@ -331,18 +336,20 @@ if __name__ == "__main__":
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``memos-ray`` app."""
     cubes_app = typer.Typer(help="List cubes (no subcommand), or create / delete one.")
-    app.add_typer(cubes_app, name="cubes")
-    app.command()(up)
-    app.command()(status)
-    app.command()(add)
-    app.command()(search)
+    app.command(rich_help_panel=START)(up)
+    app.command(rich_help_panel=START)(status)
+    app.add_typer(cubes_app, name="cubes", rich_help_panel=chat.CHAT)
+    app.command(rich_help_panel=chat.CHAT)(add)
+    app.command(rich_help_panel=chat.CHAT)(search)
+    app.command(rich_help_panel=chat.CHAT)(chat.chat)
     cubes_app.callback(invoke_without_command=True)(cubes_list)
     cubes_app.command("create")(cubes_create)
     cubes_app.command("delete")(cubes_delete)
-    app.command("import")(import_)
+    app.command("import", rich_help_panel=chat.CHAT)(import_)
 
 
 register(app)
+chat.register(app)
 governance.register(app)
 lifecycle.register(app)
 adapters.register(app)

@@ -184,13 +184,16 @@ def watch(
             pass
 
 
+PANEL = "Sharing and audit"
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``memos-ray`` app."""
     principals_app = typer.Typer(help="Users, agents and teams: list (no subcommand), create, disable, enable.")
-    app.add_typer(principals_app, name="principals")
+    app.add_typer(principals_app, name="principals", rich_help_panel=PANEL)
     keys_app = typer.Typer(help="API keys: list (no subcommand), issue, revoke.")
-    app.add_typer(keys_app, name="keys")
-    app.command()(whoami)
+    app.add_typer(keys_app, name="keys", rich_help_panel=PANEL)
+    app.command(rich_help_panel="Start")(whoami)
     principals_app.callback(invoke_without_command=True)(principals_list)
     principals_app.command("create")(principals_create)
     principals_app.command("disable")(principals_disable)
@@ -198,7 +201,7 @@ def register(app: typer.Typer) -> None:
     keys_app.callback(invoke_without_command=True)(keys_list)
     keys_app.command("issue")(keys_issue)
     keys_app.command("revoke")(keys_revoke)
-    app.command()(share)
-    app.command()(unshare)
-    app.command()(audit)
-    app.command()(watch)
+    app.command(rich_help_panel=PANEL)(share)
+    app.command(rich_help_panel=PANEL)(unshare)
+    app.command(rich_help_panel=PANEL)(audit)
+    app.command(rich_help_panel="Memories")(watch)

@@ -118,9 +118,12 @@ def lifecycle(
     print_lifecycle(meta)
 
 
+PANEL = "Lifecycle"
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``memos-ray`` app."""
-    app.command()(restore)
-    app.command()(archive)
-    app.command()(purge)
-    app.command()(lifecycle)
+    app.command(rich_help_panel=PANEL)(restore)
+    app.command(rich_help_panel=PANEL)(archive)
+    app.command(rich_help_panel=PANEL)(purge)
+    app.command(rich_help_panel=PANEL)(lifecycle)

@@ -136,8 +136,11 @@ def print_scheduler(status: SchedulerStatus) -> None:
     out.print(caches)
 
 
+PANEL = "MemScheduler"
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``memos-ray`` app."""
-    app.command()(decisions)
-    app.command()(usage)
-    app.command()(session)
+    app.command(rich_help_panel=PANEL)(decisions)
+    app.command(rich_help_panel=PANEL)(usage)
+    app.command(rich_help_panel=PANEL)(session)
