@@ -98,6 +98,7 @@ def up(
     try:
         url = start(config)
         out.print(f"memos-ray serving at [bold]{url}[/]")
+        out.print(f"  web UI    {url}/ui")
         out.print(f"  API docs  {url}/docs")
         out.print(f"  OpenAI    {url}/v1  (model: memos-ray/<cube>)")
         out.print(f"  MCP       {url}/mcp")

@@ -14,6 +14,7 @@ from serve.routes import (
     scheduler,
     search,
     system,
+    ui,
 )
 
 ROUTERS = [
@@ -28,6 +29,7 @@ ROUTERS = [
     audit.router,
     changes.router,
     scheduler.router,
+    ui.router,
 ]
 
 __all__ = ["ROUTERS"]
