@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from actors import metrics
 from actors.calls import actor_class
 from memos_ray.config import MemosConfig
 from memos_ray.governance.audit import AuditStore
@@ -49,6 +50,7 @@ class AuditLog:
                     future.set_exception(exc)
                 continue
             last = records[-1].seq if records else self.store.seq
+            metrics.count("memos_audit_appends_total", len(records))
             for _, future in batch:
                 future.set_result(last)
 

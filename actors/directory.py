@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import ray
 from ray.actor import ActorHandle
 
+from actors import metrics
 from actors.calls import ON_HEAD, actor_class, call
 from actors.cascade import Cascade
 from actors.cube import CubeActor, CubeHost
@@ -308,6 +309,9 @@ class Directory:
             self._live_since[cube_id] = time.monotonic()
             self._activations += 1
             self._activation_s.append(time.perf_counter() - start)
+            metrics.count("memos_cube_activations_total")
+            metrics.observe("memos_cube_activation_ms", (time.perf_counter() - start) * 1000)
+            metrics.gauge("memos_live_cubes", len(self.live))
             return handle, lease
         finally:
             if admitted:
@@ -441,6 +445,8 @@ class Directory:
     def _retire(self, cube_id: str, handle: ActorHandle) -> asyncio.Task[None]:
         lease = self._leases.pop(cube_id)
         self._passivations += 1  # no longer live: its flush finishes in the background
+        metrics.count("memos_cube_passivations_total")
+        metrics.gauge("memos_live_cubes", len(self.live))
         task = asyncio.get_running_loop().create_task(self._passivate_actor(cube_id, handle, lease))
         self._retiring[cube_id] = task
         task.add_done_callback(lambda _: self._retiring.pop(cube_id, None))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from ray.actor import ActorHandle
 
+from actors import metrics
 from actors.calls import actor_class, call
 from memos_ray.config import EmbedderConfig
 from memos_ray.plaintext.embedding import SentenceEncoder
@@ -78,6 +79,7 @@ class Embedder:
             self._requests += len(batch)
             self._sentences += len(texts)
             self._batches += 1
+            metrics.observe("memos_embedder_batch_size", len(texts))
             offset = 0
             for p in batch:
                 if not p.future.done():

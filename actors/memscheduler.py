@@ -32,6 +32,7 @@ from collections.abc import Awaitable
 
 from ray.actor import ActorHandle
 
+from actors import metrics
 from actors.adapters import ADAPTERS_NAME, Adapters
 from actors.calls import NamedActors, actor_class, call
 from actors.cube import CubeHost
@@ -255,6 +256,7 @@ class MemScheduler:
             return
         self._last[cube_id] = mark
         self.log.add(kind, reason, cube_id=cube_id, key=key, worker=worker, inputs=inputs)
+        metrics.count("memos_scheduler_decisions_total", kind=str(kind))
 
     async def promote(
         self, cube_id: str, why: str, kind: DecisionKind = DecisionKind.promote, adapter_wanted: bool = True

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from actors import metrics
 from actors.calls import actor_class
 from actors.handoff import AdapterWeights, KVHandle, Placement
 from memos_ray.activation import kvcache
@@ -240,6 +241,7 @@ class ModelWorker:
                 if token != self.eos:
                     tokens.append(token)
                     yield token, None
+        _measured(info, ttft, adapter_status)
         yield (
             -1,
             ChatOutcome(
@@ -346,5 +348,17 @@ def _from_numpy(a: np.ndarray, dtype: str) -> Any:
 
 WorkerActor = actor_class(ModelWorker, max_restarts=-1, max_task_retries=0)
 """The actor (each is its own process); ``ModelWorker`` names its methods for typed calls."""
+
+
+def _measured(info: KVInfo, ttft_s: float, adapter_status: str) -> None:
+    """A chat's figures, as metrics (:mod:`actors.metrics`)."""
+    metrics.count("memos_kv_total", status=info.status)
+    metrics.observe("memos_ttft_ms", ttft_s * 1000, kv=info.status)
+    if info.status != "off":
+        metrics.count("memos_kv_prefix_tokens_total", info.tokens)
+    metrics.count("memos_kv_moved_bytes_total", info.moved_bytes)
+    if adapter_status != "off":
+        metrics.count("memos_adapter_total", status=adapter_status)
+
 
 __all__ = ["ModelWorker", "WorkerActor", "worker_name"]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from ray.exceptions import RayActorError, RayTaskError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from actors import metrics
 from actors.calls import unwrap
 from memos_ray import errors as e
 
@@ -64,6 +65,12 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def route_of(request: Request) -> str:
+    """The matched route's template (``/v1/cubes/{cube_id}``), or ``unmatched``: what metrics are tagged with, so
+    ids do not multiply series."""
+    return str(getattr(request.scope.get("route"), "path", "unmatched"))
+
+
 def as_memos_error(exc: BaseException) -> e.MemosError:
     """Any failure as the error tree: ours as itself, an actor that died as Unavailable, the rest Internal."""
     cause = unwrap(exc)
@@ -82,6 +89,7 @@ def install(
     middleware, which runs outside these handlers."""
 
     async def respond(request: Request, exc: e.MemosError) -> JSONResponse:
+        metrics.count("memos_errors_total", route=route_of(request), status=str(exc.status_code), code=exc.code)
         if on_error is not None:
             await on_error(request, exc.status_code, exc.code, exc.message, exc.details)
         return JSONResponse(status_code=exc.status_code, content=error_body(exc.code, exc.message, exc.details))

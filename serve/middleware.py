@@ -7,6 +7,7 @@ the same responder."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -14,9 +15,11 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from ray.serve.context import _get_serve_request_context
 
+from actors import metrics
 from memos_ray import errors as e
 from memos_ray.types import AuditAction
 from serve.auth import authenticate
+from serve.errors import route_of
 from serve.idempotency import idempotent
 
 MCP_PATH = "/mcp"
@@ -59,8 +62,15 @@ def install_middleware(app: FastAPI, respond: Respond) -> None:
     async def before_routes(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         request.state.request_id = _request_id(request)
         serve = request.app.state.services.config.serve
+        start = time.perf_counter()
         try:
             await _checks(request, serve.max_body_bytes, serve.public_docs)
-            return await idempotent(request, call_next)
+            response = await idempotent(request, call_next)
         except e.MemosError as exc:
-            return await respond(request, exc)
+            response = await respond(request, exc)
+        # to the answer's head (a stream's body follows); the route's template, so ids do not multiply series
+        ms = (time.perf_counter() - start) * 1000
+        metrics.observe(
+            "memos_request_ms", ms, route=route_of(request), method=request.method, status=str(response.status_code)
+        )
+        return response

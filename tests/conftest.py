@@ -102,7 +102,13 @@ def database_uri(request: pytest.FixtureRequest) -> str | None:
 def ray_session() -> Iterator[None]:
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, namespace="memos_tests", log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        namespace="memos_tests",
+        log_to_driver=False,
+        _metrics_export_port=_free_port(),  # tests/test_metrics.py scrapes it
+    )
     yield
     ray.shutdown()
 

@@ -55,3 +55,13 @@ def test_the_cluster_launcher_config_matches_rays_schema() -> None:
     assert doc["provider"]["type"] == "local" and doc["max_workers"] == len(doc["provider"]["worker_ips"])
     assert any("RAY_REDIS_ADDRESS=" in c for c in doc["head_start_ray_commands"])  # GCS fault tolerance
     assert any("memos_cubes" in c for c in doc["worker_start_ray_commands"])
+
+
+def test_the_grafana_dashboard_shows_every_metric_and_is_current() -> None:
+    from actors.metrics import METRICS
+    from scripts.grafana_dashboard import OUT, dashboard
+
+    shipped = json.loads(OUT.read_text())
+    assert shipped == dashboard(), "clusters/grafana-dashboard.json is stale: run scripts/grafana_dashboard.py"
+    exprs = " ".join(t["expr"] for p in shipped["panels"] for t in p["targets"])
+    assert all(f"ray_{name}" in exprs for name in METRICS)

@@ -69,6 +69,9 @@ def up(
     data_dir: Annotated[Path | None, typer.Option(help="data root [env MEMOS_RAY_DATA_DIR]")] = None,
     max_live_cubes: Annotated[int | None, typer.Option(min=1, help="cube actors kept alive")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start a local head)")] = None,
+    metrics_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Prometheus metrics of this node (Ray's metrics agent)")
+    ] = 8080,
 ) -> None:
     """Start Ray (or join --address), deploy the app on Ray Serve, and serve until Ctrl-C / SIGTERM."""
     try:
@@ -90,7 +93,7 @@ def up(
         signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C / SIGTERM aborts the clean shutdown
 
     if address is None:
-        ray.init(num_cpus=None, include_dashboard=False)
+        ray.init(num_cpus=None, include_dashboard=False, _metrics_export_port=metrics_port)
     else:
         ray.init(address=address)
     for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own SIGTERM handler
@@ -102,6 +105,8 @@ def up(
         out.print(f"  API docs  {url}/docs")
         out.print(f"  OpenAI    {url}/v1  (model: memos-ray/<cube>)")
         out.print(f"  MCP       {url}/mcp")
+        if address is None:  # a joined cluster's nodes export theirs where `ray start --metrics-export-port` said
+            out.print(f"  metrics   http://{config.serve.host}:{metrics_port}/metrics  (Prometheus; ray_memos_*)")
         out.print(escape(f"data in {config.storage.data_dir}; Ctrl-C to stop"))
         key_file = config.storage.data_dir / "admin.key"
         if key_file.exists():
