@@ -16,6 +16,7 @@ from typing import Any
 
 import ray
 
+from benchmarks import plots
 from benchmarks.common import MODELS, check, print_table, stack, write_json
 from memos_ray.activation import kvcache
 from memos_ray.config import LLMConfig
@@ -202,6 +203,7 @@ def main() -> None:
     if "swarm" in only:
         out["swarm"] = bench_swarm(agents=8, questions=4)
     print(f"\nwrote {write_json('activation', out)}")
+    plots.after("activation", out)
 
 
 if __name__ == "__main__":

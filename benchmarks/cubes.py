@@ -26,6 +26,7 @@ import ray
 from actors.cube import CubeHost
 from actors.cubes import Cubes
 from actors.directory import DIRECTORY_NAME
+from benchmarks import plots
 from benchmarks.common import Stack, check, corpus, pct, print_table, settle, stack, write_json
 from benchmarks.foundation import bench_zipf
 from memos_ray.types import MemoryCreate, Role
@@ -204,6 +205,7 @@ def main() -> None:
         if "registered" in only:
             out["registered"] = bench_registered(s, args.registered, 4, args.zipf_requests, args.alpha)
     print(f"\nwrote {write_json('cubes', out)}")
+    plots.after("cubes", out)
 
 
 if __name__ == "__main__":

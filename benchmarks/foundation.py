@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from benchmarks import locomo
+from benchmarks import locomo, plots
 from benchmarks.common import Stack, check, corpus, pct, print_table, questions, stack, summary_ms, write_json
 from memos_ray.config import EmbedderConfig
 from memos_ray.plaintext.embedding import SentenceEncoder
@@ -233,6 +233,7 @@ def main() -> None:
                 _create(s, cube_id)
             out["zipf"] = bench_zipf(s, ids, args.zipf_requests, clients=4, alpha=args.zipf_alpha)
     print(f"\nwrote {write_json('foundation', out)}")
+    plots.after("foundation", out)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks import locomo
+from benchmarks import locomo, plots
 from benchmarks.common import Stack, chat, check, pct, print_table, stack, write_json
 from benchmarks.grounding import FACTS
 
@@ -240,6 +240,7 @@ def main() -> None:
         out["break_even_tokens"] = status["break_even_tokens"] if status else None
         print(f"\nbreak-even measured by the workers: {out['break_even_tokens']} tokens")
     print(f"wrote {write_json('scheduler', out)}")
+    plots.after("scheduler", out)
 
 
 if __name__ == "__main__":

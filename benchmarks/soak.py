@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks import plots
 from benchmarks.common import corpus, pct, print_table, questions, settle, stack, write_json
 
 CLIENTS = 8
@@ -199,6 +200,7 @@ def main() -> None:
             "errors": errors[:100],
         },
     )
+    plots.after("soak")
 
 
 if __name__ == "__main__":
