@@ -185,3 +185,21 @@ def test_bad_chat_requests(http: httpx.Client, team: dict[str, str], body: dict[
     r = http.post("/v1/chat", json=body)
     assert r.status_code == status, r.text
     assert r.json()["error"]["message"]
+
+
+def test_the_cli_chat_streams_the_answer_then_its_memories(
+    base_url: str, api_key: str, http: httpx.Client, team: dict[str, str]
+) -> None:
+    from typer.testing import CliRunner
+
+    from serve import cli
+
+    q = "What is the staging database called?"
+    env = {"COLUMNS": "200", "MEMOS_RAY_URL": base_url, "MEMOS_RAY_API_KEY": api_key}
+    shown = CliRunner().invoke(cli.app, ["chat", "chat-team", q, "--max-tokens", "12"], env=env)
+    assert shown.exit_code == 0, shown.output
+    answer = chat(http, q)["text"]
+    assert shown.output.startswith(answer.strip()[:20])  # the same greedy answer, streamed first
+    assert "kv: " in shown.output and all(f"used {m} v" in shown.output for m in team.values())
+    missing = CliRunner().invoke(cli.app, ["chat", "no-such-cube", q], env=env)
+    assert missing.exit_code == 1 and "404 cube_not_found" in missing.output

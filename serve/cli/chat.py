@@ -48,7 +48,7 @@ def chat(
         )
     )
     for ref in response.memories_used:
-        out.print(escape(f"  used {ref.cube_id}/{ref.memory_id} v{ref.version}"))
+        out.print(escape(f"  used {ref.memory_id} v{ref.version}"))
     if response.remembered:
         out.print(escape(f"remembered as {', '.join(r.memory_id for r in response.remembered)}"))
 
