@@ -54,6 +54,15 @@ def storage(tmp_path: Path) -> StorageConfig:
 
 
 @pytest.fixture(scope="session")
+def llm():  # type: ignore[no-untyped-def]
+    """The real LLM in fp32, in this process (exact equality is tested)."""
+    from memos_ray.config import LLMConfig
+    from memos_ray.llm import load_model
+
+    return load_model(LLMConfig(dtype="float32"), MODELS)
+
+
+@pytest.fixture(scope="session")
 def encoder():  # type: ignore[no-untyped-def]
     from memos_ray.plaintext.embedding import SentenceEncoder
 

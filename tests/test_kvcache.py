@@ -7,17 +7,10 @@ from pathlib import Path
 import pytest
 
 from memos_ray.activation import kvcache as kv
-from memos_ray.config import LLMConfig
-from memos_ray.llm import LoadedModel, load_model
+from memos_ray.llm import LoadedModel
 from memos_ray.types import ChatMessage, MemoryItem, utcnow
-from tests.helpers import MODELS
 
 pytestmark = pytest.mark.slow  # loads the real LLM
-
-
-@pytest.fixture(scope="session")
-def llm() -> LoadedModel:
-    return load_model(LLMConfig(dtype="float32"), MODELS)
 
 
 def memories(n: int) -> list[MemoryItem]:

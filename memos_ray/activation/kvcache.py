@@ -25,14 +25,16 @@ from memos_ray.types import ChatMessage, KVCacheEntry, MemoryItem, MemoryRef, Mo
 SYSTEM_PREAMBLE = "You are a helpful assistant with a long-term memory. What you remember:"
 
 
+def memory_line(m: MemoryItem) -> str:
+    """One memory as the system turn shows it: its date and speaker when known, then its text."""
+    when = f"[{m.said_at:%Y-%m-%d}] " if m.said_at else ""
+    who = f"{m.provenance.speaker}: " if m.provenance.speaker else ""
+    return f"- {when}{who}{m.text}"
+
+
 def render_memories(memories: Sequence[MemoryItem]) -> str:
     """The system turn a prefix is made of: one line per memory, oldest first."""
-    lines = [SYSTEM_PREAMBLE]
-    for m in memories:
-        when = f"[{m.said_at:%Y-%m-%d}] " if m.said_at else ""
-        who = f"{m.provenance.speaker}: " if m.provenance.speaker else ""
-        lines.append(f"- {when}{who}{m.text}")
-    return "\n".join(lines)
+    return "\n".join([SYSTEM_PREAMBLE, *(memory_line(m) for m in memories)])
 
 
 def split_prompt(tokenizer: Any, system: str, messages: Sequence[ChatMessage]) -> tuple[list[int], list[int]]:
