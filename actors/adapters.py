@@ -23,13 +23,16 @@ import ray
 from actors.audit import AUDIT_NAME, AuditLog
 from actors.calls import actor_class, call, tell
 from actors.handoff import AdapterWeights
+from actors.metrics import count
 from actors.scheduler import SCHEDULER_NAME, Scheduler
+from memos_ray.bundles import map_adapter
 from memos_ray.config import LLMConfig, MemosConfig
 from memos_ray.errors import InvalidInput, JobNotFound
 from memos_ray.parametric.jobs import JobStore
 from memos_ray.parametric.registry import AdapterRegistry, new_adapter_id, ref_of
 from memos_ray.parametric.training import state_nbytes
 from memos_ray.types import (
+    AdapterBlob,
     AdapterChange,
     AdapterEvaluation,
     AdapterInfo,
@@ -142,6 +145,7 @@ class Adapters:
             self.config, job.id, texts, settings
         )
         self._running[job.id] = Running(ref, sources, settings, activate)
+        count("memos_training_jobs_total", outcome="started")
         self._tasks[job.id] = asyncio.get_running_loop().create_task(
             self._finish(job.id, ref, sources, settings, activate)
         )
@@ -192,7 +196,9 @@ class Adapters:
                 )
                 # kept either way; made active only when fresh (no source edited meanwhile) and it passed its exam
                 passed = evaluation is None or evaluation.passed
-                await asyncio.to_thread(self.registry.add, info, state, activate and stale is None and passed)
+                activated = activate and stale is None and passed
+                await asyncio.to_thread(self.registry.add, info, state, activated)
+            count("memos_training_jobs_total", outcome="activated" if activated else "kept")
             update = {
                 "state": "succeeded",
                 "adapter_id": info.id,
@@ -204,6 +210,7 @@ class Adapters:
             if self.jobs[job_id].state == "failed":
                 return
             log.exception("training job %s failed", job_id)
+            count("memos_training_jobs_total", outcome="failed")
             update = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
         finally:
             self._running.pop(job_id, None)
@@ -238,6 +245,29 @@ class Adapters:
 
     async def listing(self, cube_id: str) -> AdapterList:
         return self.registry.listing(cube_id)
+
+    async def export_blobs(self, cube_id: str) -> list[AdapterBlob]:
+        """Every adapter of the cube with its weights blob, and which is active: what a bundle carries."""
+        async with self._lock(cube_id):
+            listing = self.registry.listing(cube_id)
+            blobs = [
+                (info, await asyncio.to_thread(self.registry.weights, cube_id, info.id)) for info in listing.adapters
+            ]
+        return [AdapterBlob(info=info, weights=w, active=info.id == listing.active) for info, w in blobs]
+
+    async def import_blobs(self, cube_id: str, blobs: list[AdapterBlob], id_map: dict[str, str]) -> list[AdapterInfo]:
+        """A bundle's adapters into the cube: each a new id and the cube's next version, its sources through the
+        memories' id map; made active when ``active`` (the caller decided: same base model, fresh, passed)."""
+        added = []
+        async with self._lock(cube_id):
+            for blob in blobs:
+                version = self.registry.take_version(cube_id)
+                info = map_adapter(
+                    blob.info, target_cube_id=cube_id, new_id=new_adapter_id(), version=version, id_map=id_map
+                )
+                await asyncio.to_thread(self.registry.add_weights, info, blob.weights, blob.active)
+                added.append(info)
+        return added
 
     async def set_active(self, cube_id: str, adapter_id: str | None) -> AdapterList:
         async with self._lock(cube_id):

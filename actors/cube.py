@@ -405,6 +405,27 @@ class CubeHost:
 
     @_open
     @read_only
+    def all_versions(self) -> builtins.list[MemoryItem]:
+        """Every version of every memory, deleted and archived ones too: what a bundle exports."""
+        return self.cube.all_versions()
+
+    @_open
+    @read_only
+    def held(self, memory_ids: builtins.list[str]) -> builtins.list[str]:
+        """Which of these memories the cube holds: an import checks before it spends the embeddings."""
+        return self.cube.held(memory_ids)
+
+    @_open
+    def import_versions(
+        self, items: builtins.list[MemoryItem], memory_ids: builtins.list[str], vecs: np.ndarray
+    ) -> int:
+        """Whole version histories under their own ids (a bundle's import, see MemCube.import_versions); nothing
+        was built from them here yet: no cascade."""
+        with self._changing():
+            return self.cube.import_versions(items, memory_ids, vecs)
+
+    @_open
+    @read_only
     def search(self, q: SearchQuery, qvec: np.ndarray | None) -> builtins.list[SearchHit]:
         return self.cube.search(q, qvec)
 

@@ -11,7 +11,7 @@ import hashlib
 import os
 import typing
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -188,6 +188,18 @@ class ServeConfig(_Config):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_bundle_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="largest MemCube bundle an import takes (POST /v1/cubes/{id}/bundle), and what it may unpack to; "
+        "adapters make bundles larger than max_body_bytes",
+    )
+    server_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1_024,
+        description="how this server names itself in the bundles it exports (exported_from); None: http://host:port",
+    )
     num_replicas: int = Field(1, ge=1)
     replica_num_cpus: float = Field(0.25, ge=0)
     public_docs: bool = Field(
@@ -252,6 +264,16 @@ class GovernanceConfig(_Config):
         "arrive while a commit is running join the next one anyway)",
     )
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
+    bundle_key_file: Path | None = Field(
+        None,
+        description="the Ed25519 key that signs exported bundles (a mounted secret on a cluster, so every ingress "
+        "replica signs with the same key); None: <data_dir>/bundle.key, made on first use (mode 0600)",
+    )
+    bundle_trusted_keys: list[Annotated[str, Field(pattern=r"^([0-9a-f]{16}|[0-9a-f]{64})$")]] = Field(
+        default_factory=list,
+        description="the bundle signers an import accepts: key ids (16 hex) or public keys (64 hex); empty: any "
+        "valid signature (the signer's key id is recorded with the import)",
+    )
 
 
 class MemosConfig(_Config):

@@ -24,6 +24,7 @@ from serve.idempotency import idempotent
 
 MCP_PATH = "/mcp"
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+_BUNDLE = re.compile(r"^/v1/cubes/[^/]+/bundle$")  # a bundle import: its own limit (serve.max_bundle_bytes)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 Respond = Callable[[Request, e.MemosError], Awaitable[JSONResponse]]
@@ -64,7 +65,8 @@ def install_middleware(app: FastAPI, respond: Respond) -> None:
         serve = request.app.state.services.config.serve
         start = time.perf_counter()
         try:
-            await _checks(request, serve.max_body_bytes, serve.public_docs)
+            bundle = request.method == "POST" and _BUNDLE.fullmatch(request.url.path) is not None
+            await _checks(request, serve.max_bundle_bytes if bundle else serve.max_body_bytes, serve.public_docs)
             response = await idempotent(request, call_next)
         except e.MemosError as exc:
             response = await respond(request, exc)

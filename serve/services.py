@@ -14,6 +14,7 @@ import numpy as np
 from fastapi import Depends, Request
 from ray.actor import ActorHandle
 
+from actors.bundles import BundleService
 from actors.chat import ChatService
 from actors.cubes import Cubes
 from actors.embedder import embedding
@@ -38,6 +39,7 @@ class Services:
     cubes: Cubes
     memories: MemoryService
     chat: ChatService
+    bundles: BundleService
 
     @classmethod
     def start(cls, config: MemosConfig) -> Services:
@@ -46,6 +48,7 @@ class Services:
         cubes = Cubes(runtime.directory, usage)
         embed = embedding(runtime.embedder)
         memories = MemoryService(cubes, Redactor(config.governance.redaction), embed)
+        chat = ChatService(config, cubes, runtime.adapters, embed, usage, memories)
         return cls(
             config=config,
             directory=runtime.directory,
@@ -58,7 +61,8 @@ class Services:
             embed=embed,
             cubes=cubes,
             memories=memories,
-            chat=ChatService(config, cubes, runtime.adapters, embed, usage, memories),
+            chat=chat,
+            bundles=BundleService(config, cubes, runtime.adapters, embed, memories.redactor, chat.scheduler),
         )
 
 

@@ -14,6 +14,7 @@ from memos_ray.bundles.archive import (
     BundleContents,
     VerifiedAdapter,
     VerifiedBundle,
+    manifest_digest,
     read_bundle,
     write_bundle,
 )
@@ -25,6 +26,7 @@ from memos_ray.bundles.format import (
     BundleEntry,
     BundleManifest,
 )
+from memos_ray.bundles.kvmeta import cube_kv_entries, read_kv_entry
 from memos_ray.bundles.mapping import (
     ImportOrigin,
     MappedMemories,
@@ -52,12 +54,15 @@ __all__ = [
     "VerifiedAdapter",
     "VerifiedBundle",
     "adapter_active_on_import",
+    "cube_kv_entries",
     "key_id_of",
+    "manifest_digest",
     "map_adapter",
     "map_memories",
     "map_refs",
     "memory_id_map",
     "read_bundle",
+    "read_kv_entry",
     "should_activate",
     "verify",
     "write_bundle",

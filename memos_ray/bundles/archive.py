@@ -97,6 +97,13 @@ def write_bundle(contents: BundleContents, key: BundleKey) -> bytes:
     return out.getvalue()
 
 
+def manifest_digest(data: bytes) -> str:
+    """The digest that names a bundle this server wrote (the SHA-256 of its manifest.json, as
+    :attr:`VerifiedBundle.digest`); not a verification."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return _sha256(zf.read(MANIFEST))
+
+
 def _refuse(message: str, problem: str, **details: object) -> InvalidInput:
     return InvalidInput(message, {"problem": problem, **details})
 
@@ -235,4 +242,12 @@ def read_bundle(data: bytes, max_bytes: int, trusted_keys: set[str] | None = Non
     return VerifiedBundle(manifest=manifest, memories=memories, adapters=adapters, digest=_sha256(raw))
 
 
-__all__ = ["AdapterExport", "BundleContents", "VerifiedAdapter", "VerifiedBundle", "read_bundle", "write_bundle"]
+__all__ = [
+    "AdapterExport",
+    "BundleContents",
+    "VerifiedAdapter",
+    "VerifiedBundle",
+    "manifest_digest",
+    "read_bundle",
+    "write_bundle",
+]

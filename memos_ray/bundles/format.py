@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from memos_ray.types import (
+    BUNDLE_MEDIA_TYPE,
     AdapterInfo,
     CubeMeta,
     Id,
@@ -35,7 +36,7 @@ BUNDLE_FORMAT: BundleFormat = "memos-ray.bundle/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 MEMORIES = "memories.jsonl"
-MEDIA_TYPE = "application/vnd.memos-ray.bundle+zip"
+MEDIA_TYPE = BUNDLE_MEDIA_TYPE
 
 ENTRY_PATH = r"^(memories\.jsonl|adapters/[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.(safetensors|json))$"
 """The only names a listed entry may have: no folders of its own, no dots but the extension."""

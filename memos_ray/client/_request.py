@@ -1,6 +1,7 @@
 """The SDK's request layer: what one call sends, and how an answer is read (a non-2xx one raises the error tree).
 
-Shared by the request builders of ``memos_ray/client/memory.py``, ``governance.py`` and ``adapters.py``.
+Shared by the request builders of ``memos_ray/client/memory.py``, ``governance.py``, ``adapters.py`` and
+``bundles.py``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,30 @@ Params = list[tuple[str, str | int | float | bool | None]]
 
 @dataclass(frozen=True)
 class Call(Generic[T]):
-    """One request: method, path, query params and JSON body, and how to read a 2xx answer's JSON."""
+    """One request: method, path, query params and JSON body, and how to read a 2xx answer's JSON. A file
+    (a bundle) goes as ``content`` with its ``content_type`` instead of JSON; ``raw``: the answer is a file,
+    ``parse`` gets its bytes."""
 
     method: str
     path: str
     parse: Callable[[Any], T]
     params: Params | None = None
     json: Any = None
+    content: bytes | None = None
+    content_type: str | None = None
+    raw: bool = False
+
+    def request(self) -> dict[str, Any]:
+        """The arguments of ``httpx.Client.request`` that send it."""
+        headers = {"Content-Type": self.content_type} if self.content_type else None
+        return {
+            "method": self.method,
+            "url": self.path,
+            "params": self.params,
+            "json": self.json,
+            "content": self.content,
+            "headers": headers,
+        }
 
 
 def parse_answer(call: Call[T], resp: httpx.Response) -> T:
@@ -41,6 +59,8 @@ def parse_answer(call: Call[T], resp: httpx.Response) -> T:
         except (ValueError, KeyError, TypeError, AttributeError):
             exc = from_answer(resp.status_code, "http_error", resp.text[:500] or resp.reason_phrase)
         raise exc
+    if call.raw:
+        return call.parse(resp.content)
     return call.parse(resp.json() if resp.content else None)
 
 
@@ -63,3 +83,7 @@ def no_content(_: Any) -> None:
 
 def as_json(data: Any) -> Json:
     return dict(data)
+
+
+def as_bytes(data: Any) -> bytes:
+    return bytes(data)

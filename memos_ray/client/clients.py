@@ -32,6 +32,7 @@ from memos_ray.client._request import (
     seg,
 )
 from memos_ray.client.adapters import AdapterCalls
+from memos_ray.client.bundles import BundleCalls
 from memos_ray.client.chat import ChatCalls
 from memos_ray.client.governance import GovernanceCalls
 from memos_ray.client.memory import MemoryCalls
@@ -132,7 +133,7 @@ class MemosClient:
         )
 
     def _send(self, call: Call[T]) -> T:
-        return parse_answer(call, self._http.request(call.method, call.path, params=call.params, json=call.json))
+        return parse_answer(call, self._http.request(**call.request()))
 
     def close(self) -> None:
         self._http.close()
@@ -203,6 +204,9 @@ class MemosClient:
     adapters = _sync(AdapterCalls.adapters)
     activate_adapter = _sync(AdapterCalls.activate_adapter)
     delete_adapter = _sync(AdapterCalls.delete_adapter)
+    export_cube = _sync(BundleCalls.export_cube)
+    import_bundle = _sync(BundleCalls.import_bundle)
+    bundle_key = _sync(BundleCalls.bundle_key)
     chat = _sync(ChatCalls.chat)
     open_session = _sync(SchedulerCalls.open_session)
     decisions = _sync(SchedulerCalls.decisions)
@@ -228,7 +232,7 @@ class AsyncMemosClient:
         )
 
     async def _send(self, call: Call[T]) -> T:
-        return parse_answer(call, await self._http.request(call.method, call.path, params=call.params, json=call.json))
+        return parse_answer(call, await self._http.request(**call.request()))
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -298,6 +302,9 @@ class AsyncMemosClient:
     adapters = _async(AdapterCalls.adapters)
     activate_adapter = _async(AdapterCalls.activate_adapter)
     delete_adapter = _async(AdapterCalls.delete_adapter)
+    export_cube = _async(BundleCalls.export_cube)
+    import_bundle = _async(BundleCalls.import_bundle)
+    bundle_key = _async(BundleCalls.bundle_key)
     chat = _async(ChatCalls.chat)
     open_session = _async(SchedulerCalls.open_session)
     decisions = _async(SchedulerCalls.decisions)

@@ -95,6 +95,17 @@ class AdapterRegistry:
             self._db.execute(_PUT_CUBE, (info.cube_id, info.id if activate else active, max(version, info.version + 1)))
         return self.listing(info.cube_id)
 
+    def add_weights(self, info: AdapterInfo, weights: bytes, activate: bool) -> AdapterList:
+        """An adapter whose weights come as a safetensors blob (a bundle's): decoded (a damaged blob raises
+        here, before anything is stored) and stored with ``info`` as its own, like a trained one."""
+        return self.add(info, adapter_from_bytes(weights)[1], activate)
+
+    def weights(self, cube_id: str, adapter_id: str) -> bytes:
+        """The adapter's blob as stored: safetensors, the info as trained (or imported) in its metadata."""
+        self.get(cube_id, adapter_id)
+        rows = self._db.execute("SELECT weights FROM adapters WHERE cube_id = ? AND id = ?", (cube_id, adapter_id))
+        return bytes(rows[0][0])
+
     def set_active(self, cube_id: str, adapter_id: str | None) -> AdapterList:
         if adapter_id is not None:
             self.get(cube_id, adapter_id)

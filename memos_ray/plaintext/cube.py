@@ -21,6 +21,7 @@ from memos_ray.plaintext.checkpoint import CheckpointFiles
 from memos_ray.plaintext.index import HybridIndex, TermRows
 from memos_ray.plaintext.moves import LifecycleMoves
 from memos_ray.plaintext.rows import CubeRows, row_key
+from memos_ray.plaintext.transfer import VersionTransfer
 from memos_ray.scheduling.policy import approx_tokens
 from memos_ray.types import (
     RESTORABLE,
@@ -70,7 +71,9 @@ def _event(item: MemoryItem) -> ChangeEvent:
     )
 
 
-class MemCube(LifecycleMoves):
+class MemCube(LifecycleMoves, VersionTransfer):
+    _event = staticmethod(_event)  # a version's change event, for the bulk import (VersionTransfer)
+
     def __init__(
         self,
         meta: CubeMeta,

@@ -47,6 +47,13 @@ from memos_ray.types.base import (
     new_memory_id,
     utcnow,
 )
+from memos_ray.types.bundle import (
+    BUNDLE_MEDIA_TYPE,
+    AdapterBlob,
+    AdapterImported,
+    BundleImported,
+    BundleKeyInfo,
+)
 from memos_ray.types.cube import (
     CubeCreate,
     CubeList,
@@ -139,6 +146,7 @@ from memos_ray.types.scheduling import (
 from memos_ray.types.system import DirectoryStats, EmbedderStats, Health, Status
 
 __all__ = [
+    "BUNDLE_MEDIA_TYPE",
     "ID_PATTERN",
     "MAX_BATCH",
     "MAX_CONTEXT_CHARS",
@@ -147,8 +155,10 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "RESTORABLE",
     "ActiveAdapter",
+    "AdapterBlob",
     "AdapterChange",
     "AdapterEvaluation",
+    "AdapterImported",
     "AdapterInfo",
     "AdapterList",
     "AdapterRef",
@@ -164,6 +174,8 @@ __all__ = [
     "AuditQuery",
     "AuditRecord",
     "AuditVerification",
+    "BundleImported",
+    "BundleKeyInfo",
     "CachePlace",
     "Caller",
     "ChangeBatch",

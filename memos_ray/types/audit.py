@@ -53,6 +53,9 @@ class AuditAction(StrEnum):
     session_open = "session.open"
     scheduler_read = "scheduler.read"
     scheduler_update = "scheduler.update"
+    bundle_export = "bundle.export"
+    bundle_import = "bundle.import"
+    bundle_key = "bundle.key"
 
     @property
     def reads(self) -> bool:
@@ -73,6 +76,8 @@ _READS = frozenset(
         AuditAction.identity_read,
         AuditAction.adapter_read,
         AuditAction.scheduler_read,
+        AuditAction.bundle_export,  # a full read: its success is recorded by its route, a failure only when denied
+        AuditAction.bundle_key,
     }
 )
 

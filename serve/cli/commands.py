@@ -33,7 +33,7 @@ from memos_ray.config import MemosConfig
 from memos_ray.errors import MemosError
 from memos_ray.plaintext.reader import context_of
 from memos_ray.types import MAX_BATCH, ChatMessage, MemoryKind, SchedulerStatus
-from serve.cli import adapters, chat, governance, lifecycle, scheduler
+from serve.cli import adapters, bundles, chat, governance, lifecycle, scheduler
 from serve.cli.base import app, clip, connect, err, iso_datetime, out
 
 
@@ -360,3 +360,4 @@ governance.register(app)
 lifecycle.register(app)
 adapters.register(app)
 scheduler.register(app)
+bundles.register(app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from serve.routes import (
     adapters,
     audit,
+    bundles,
     changes,
     chat,
     cubes,
@@ -25,6 +26,7 @@ ROUTERS = [
     chat.router,
     openai.router,
     adapters.router,
+    bundles.router,
     identity.router,
     audit.router,
     changes.router,
