@@ -110,6 +110,8 @@ def test_ui_files_are_served_without_a_key(base_url: str) -> None:
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert 'id="sign-in"' in page.text and "script-src 'self'" in page.headers["content-security-policy"]
         assert anonymous.get("/ui/").status_code == 200
+        landing = anonymous.get("/", follow_redirects=False)  # the server's address in a browser: the UI
+        assert landing.status_code == 307 and landing.headers["location"] == "/ui"
         for name, kind in [("app.js", "text/javascript"), ("api.js", "text/javascript"), ("app.css", "text/css")]:
             r = anonymous.get(f"/ui/static/{name}")
             assert r.status_code == 200 and r.headers["content-type"].startswith(kind), name

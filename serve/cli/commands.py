@@ -103,8 +103,8 @@ def up(
         out.print(f"memos-ray serving at [bold]{url}[/]")
         out.print(f"  web UI    {url}/ui")
         out.print(f"  API docs  {url}/docs")
-        out.print(f"  OpenAI    {url}/v1  (model: memos-ray/<cube>)")
-        out.print(f"  MCP       {url}/mcp")
+        out.print(f"  OpenAI    base_url {url}/v1, model memos-ray/<cube>  (for clients, with a key)")
+        out.print(f"  MCP       {url}/mcp  (for MCP clients, with a key; or `memos-ray mcp` over stdio)")
         if address is None:  # a joined cluster's nodes export theirs where `ray start --metrics-export-port` said
             out.print(f"  metrics   http://{config.serve.host}:{metrics_port}/metrics  (Prometheus; ray_memos_*)")
         out.print(escape(f"data in {config.storage.data_dir}; Ctrl-C to stop"))

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from fastapi import APIRouter, Response
+from fastapi.responses import RedirectResponse
 from starlette.exceptions import HTTPException
 
 STATIC = Path(__file__).resolve().parent.parent / "ui" / "static"
@@ -50,6 +51,12 @@ def _serve(name: str) -> Response:
     if path.suffix == ".html":
         headers["Content-Security-Policy"] = _CSP
     return Response(path.read_bytes(), media_type=TYPES[path.suffix], headers=headers)
+
+
+@router.get("/")
+async def root() -> RedirectResponse:
+    """A browser pointed at the server's address lands on the UI."""
+    return RedirectResponse("/ui", status_code=307)
 
 
 @router.get("/ui")
