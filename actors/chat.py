@@ -161,6 +161,8 @@ class ChatService:
             adapter.adapter if adapter else None,
             req.layout or self.config.llm.layout,
             self.config.llm.quote_top if req.quote_top is None else req.quote_top,
+            self.config.llm.kv_mode,
+            self.config.llm.compose_recompute,
         )
         scheduler = self.scheduler()
         placement = await call(scheduler, Scheduler.place, planned.plan, req.worker, adapter)

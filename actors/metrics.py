@@ -42,7 +42,7 @@ METRICS: dict[str, Metric] = {
     "memos_cube_passivations_total": Metric("counter", "cubes passivated (flushed, actor given back)"),
     "memos_live_cubes": Metric("gauge", "cubes with a live actor now"),
     "memos_kv_total": Metric(
-        "counter", "chats by what activation memory did: hit, moved, loaded, built, off", ("status",)
+        "counter", "chats by what activation memory did: hit, moved, loaded, built, composed, off", ("status",)
     ),
     "memos_kv_moved_bytes_total": Metric("counter", "KV cache bytes adopted from another worker via the object store"),
     "memos_kv_prefix_tokens_total": Metric("counter", "prompt tokens served from a cached prefix (not prefilled)"),

@@ -165,7 +165,7 @@ class Scheduler:
         if pinned in self.lost:
             raise Unavailable(f"model worker {pinned} is down (its node was lost?): retry", {"worker": pinned})
         everyone = self._up()
-        if not plan.use_kv:
+        if not plan.use_kv or plan.blocks is not None:  # compose: each worker keeps the blocks it built
             w = pinned if pinned is not None else self._least_busy(everyone, plan)
             self.inflight[w] += 1
             return self._placement(w, None)
@@ -285,8 +285,10 @@ class Scheduler:
         ids = set(memory_ids)
         stale = [k for k, e in self.entries.items() if any(s.memory_id in ids for s in e.sources)]
         self._forget(stale)  # first: no placement may pick them while the workers drop them
+        drops = [call(w, ModelWorker.drop_blocks, memory_ids) for w in self.workers]  # composed chats' blocks
         if stale:  # a dead worker has nothing to drop: its restart starts empty
-            await asyncio.gather(*(call(w, ModelWorker.drop, stale) for w in self.workers), return_exceptions=True)
+            drops += [call(w, ModelWorker.drop, stale) for w in self.workers]
+        await asyncio.gather(*drops, return_exceptions=True)
         # again: a chat that ran on one of them while we waited may have reported it held (release)
         self._forget(stale)
         self.invalidated += len(stale)

@@ -27,6 +27,8 @@ from actors import metrics
 from actors.calls import actor_class
 from actors.handoff import AdapterWeights, KVHandle, Placement
 from memos_ray.activation import kvcache
+from memos_ray.activation.blocks import Composer
+from memos_ray.activation.compose import ComposedPrompt
 from memos_ray.activation.store import LocalKVStore
 from memos_ray.config import MemosConfig
 from memos_ray.errors import Conflict, Internal, InvalidInput, Unavailable
@@ -61,6 +63,7 @@ class ModelWorker:
         self._refs: dict[str, ray.ObjectRef] = {}  # key -> the cache in the object store
         self.slots = AdapterSlots(self.lm.model, config.workers.adapter_budget_mb * 1024 * 1024)
         self.slots.warm(AdapterSettings())  # at start: wrapping the model is not the first adapter's cost
+        self.composer = Composer(self.lm.tokenizer, self.lm.identity, config.workers.block_budget_mb * 1024 * 1024)
         self.prefills = 0
         self.prefill_tokens = 0
 
@@ -156,6 +159,7 @@ class ModelWorker:
         stale = [k for k in self.store.keys() if any(f"|{a}|" in k for a in adapter_ids)]
         for key in stale:  # caches computed under a dropped adapter go with it
             self.store.remove(key)
+        self.composer.drop_adapters(adapter_ids)
         return dropped
 
     def adapters(self) -> list[str]:
@@ -220,7 +224,11 @@ class ModelWorker:
     def _run(
         self, plan: ChatPlan, placement: Placement | None, adapter: AdapterWeights | None
     ) -> Iterator[tuple[int, ChatOutcome | None]]:
-        prefix_ids, suffix_ids = kvcache.split_prompt(self.lm.tokenizer, plan.prefix_text, plan.messages)  # once
+        composed = self.composer.prompt(plan) if plan.blocks is not None else None
+        if composed is not None:  # compose: the same ids, in pieces (the head, one per memory line, the rest)
+            prefix_ids, suffix_ids = composed.ids[: composed.prefix_len], composed.tail
+        else:
+            prefix_ids, suffix_ids = kvcache.split_prompt(self.lm.tokenizer, plan.prefix_text, plan.messages)  # once
         self._check_context(plan, len(prefix_ids) + len(suffix_ids))
         start = time.perf_counter()
         adapter_status, adapter_s = self._ensure_adapter(plan.adapter, adapter)
@@ -228,7 +236,11 @@ class ModelWorker:
         with self.slots.use(plan.adapter.adapter_id if plan.adapter else None) as model:
             if adapter_status == "resident":
                 adapter_s = time.perf_counter() - switch  # activating a resident adapter (0 if it was active)
-            kv, info = self._activation(plan, placement, model, prefix_ids)
+            kv: dict[str, Any] | None
+            if composed is not None and plan.use_kv:
+                kv, info = self._composed(plan, composed, model)
+            else:
+                kv, info = self._activation(plan, placement, model, prefix_ids)
             prefilled = len(suffix_ids) if kv is not None else len(prefix_ids) + len(suffix_ids)
             self._count_prefill(prefilled)
             tokens: list[int] = []
@@ -288,6 +300,23 @@ class ModelWorker:
         )
         return tensors, info
 
+    def _composed(self, plan: ChatPlan, prompt: ComposedPrompt, model: Any) -> tuple[dict[str, Any], KVInfo]:
+        """Compose: the prefix's KV assembled from the memories' blocks (built here when missing)."""
+        done = self.composer.assemble(model, plan, prompt)
+        info = KVInfo(
+            status="composed",
+            tokens=prompt.prefix_len,
+            worker=self.index,
+            reused_tokens=done.reused_tokens,
+            recomputed_tokens=done.recomputed_tokens,
+            blocks_built=done.blocks_built,
+        )
+        return done.tensors, info
+
+    def drop_blocks(self, memory_ids: list[str]) -> int:
+        """Forget the KV blocks of memories that changed or are gone (the cascade's, like :meth:`drop`)."""
+        return self.composer.blocks.drop_memories(memory_ids)
+
     def chat(
         self, plan: ChatPlan, placement: Placement | None = None, adapter: AdapterWeights | None = None
     ) -> ChatOutcome:
@@ -327,6 +356,8 @@ class ModelWorker:
             "prefill_tokens": self.prefill_tokens,
             "adapters": self.slots.stats(),
             "adapter_ids": self.slots.resident(),
+            "blocks": vars(self.composer.blocks.stats()),
+            "block_keys": self.composer.blocks.keys(),
         }
 
 
@@ -355,7 +386,7 @@ def _measured(info: KVInfo, ttft_s: float, adapter_status: str) -> None:
     metrics.count("memos_kv_total", status=info.status)
     metrics.observe("memos_ttft_ms", ttft_s * 1000, kv=info.status)
     if info.status != "off":
-        metrics.count("memos_kv_prefix_tokens_total", info.tokens)
+        metrics.count("memos_kv_prefix_tokens_total", info.tokens - info.recomputed_tokens)
     metrics.count("memos_kv_moved_bytes_total", info.moved_bytes)
     if adapter_status != "off":
         metrics.count("memos_adapter_total", status=adapter_status)

@@ -73,6 +73,15 @@ class LLMConfig(_Config):
         description="where a chat's retrieved memories go (see memos_ray/activation/prompt.py and "
         "benchmarks/grounding.py): quoted, numbered, between the question and its repetition; or system",
     )
+    kv_mode: Literal["off", "prefix", "compose"] = Field(
+        "prefix", description="how activation memory serves a chat that does not say (ChatRequest.kv_mode)"
+    )
+    compose_recompute: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="compose: the share of each memory block's first tokens recomputed (benchmarks/compose.py)",
+    )
     quote_top: int = Field(
         1,
         ge=0,
@@ -86,6 +95,7 @@ class WorkersConfig(_Config):
     count: int = Field(1, ge=1, description="model workers the Scheduler starts")
     num_cpus: float = Field(0.5, ge=0)
     kv_budget_mb: int = Field(512, ge=1, description="KV caches a worker keeps in memory (LRU; all stay on disk)")
+    block_budget_mb: int = Field(256, ge=1, description="memory KV blocks (compose) a worker keeps (LRU)")
     adapter_budget_mb: int = Field(64, ge=1, description="LoRA adapters a worker keeps loaded (LRU); rank 8 is ~4 MB")
     train_num_cpus: float = Field(
         0.5, ge=0, description="Ray CPUs a LoRA training task asks for (it uses llm.num_threads)"

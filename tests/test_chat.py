@@ -203,3 +203,38 @@ def test_the_cli_chat_streams_the_answer_then_its_memories(
     assert "kv: " in shown.output and all(f"used {m} v" in shown.output for m in team.values())
     missing = CliRunner().invoke(cli.app, ["chat", "no-such-cube", q], env=env)
     assert missing.exit_code == 1 and "404 cube_not_found" in missing.output
+
+
+def test_compose_reuses_each_memorys_block_and_never_a_stale_one(http: httpx.Client) -> None:
+    assert http.post("/v1/cubes", json={"id": "compose-team"}).status_code == 201
+    ids = [
+        http.post("/v1/cubes/compose-team/memories", json={"text": t, "tags": ["pinned"]}).json()["id"] for t in PINNED
+    ]
+    q = "What is the staging database called?"
+
+    def ask(question: str, **options: Any) -> dict[str, Any]:
+        body = {"cube_ids": ["compose-team"], "messages": [{"role": "user", "content": question}], "max_tokens": 12}
+        r = http.post("/v1/chat", json={**body, "kv_mode": "compose", "top_k": 0, "worker": 0, **options})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    full = ask(q, use_activation_memory=False)  # the same composed prompt, prefilled whole
+    whole = ask(q, recompute=1.0)
+    assert whole["kv"]["status"] == "composed" and whole["kv"]["blocks_built"] == len(PINNED)
+    assert whole["text"] == full["text"] and whole["kv"]["reused_tokens"] == 0 < whole["kv"]["recomputed_tokens"]
+    assert full["kv"]["status"] == "off" and full["prompt_tokens"] == whole["prompt_tokens"]
+    again = ask("Who owns the billing service?")  # the server's default share; every block reused
+    kv = again["kv"]
+    assert kv["blocks_built"] == 0 and kv["reused_tokens"] + kv["recomputed_tokens"] > 0
+    assert again["prefill_tokens"] == again["prompt_tokens"] - kv["tokens"]  # only what follows the memories
+    # an edited memory's block is never reused: the cascade drops the old one, the chat builds the new
+    edited = ids[1]
+    r = http.patch(f"/v1/cubes/compose-team/memories/{edited}", json={"text": "The staging database is Osprey."})
+    assert r.status_code == 200, r.text
+    worker = ray.get_actor("memos_worker:0", namespace="memos_tests")
+    wait_for_condition(lambda: not any(f"{edited}@1|" in k for k in ray.get(worker.stats.remote())["block_keys"]))
+    after = ask(q, recompute=1.0)
+    assert after["kv"]["blocks_built"] == 1 and (edited, 2) in {
+        (m["memory_id"], m["version"]) for m in after["memories_used"]
+    }
+    assert after["text"] == ask(q, use_activation_memory=False)["text"]

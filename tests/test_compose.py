@@ -88,6 +88,21 @@ def test_rotation_moves_a_block_and_back(llm: LoadedModel) -> None:
     assert moved.shape == keys.shape
 
 
+def test_deviation_picks_block_tokens_and_a_full_share_is_exact(llm: LoadedModel) -> None:
+    prompt = compose.compose_prompt(llm.tokenizer, FACTS, ASK)
+    head, blocks = blocks_of(llm, prompt)
+    layers = len(head) // 2
+    keys = [torch.cat([head[f"k.{i}"], *(b[f"k.{i}"] for b in blocks)], dim=2) for i in range(layers)]
+    values = [torch.cat([head[f"v.{i}"], *(b[f"v.{i}"] for b in blocks)], dim=2) for i in range(layers)]
+    chosen = compose.deviating_positions(llm.model, prompt, keys, values, 0.2)
+    block_tokens = prompt.prefix_len - len(prompt.head)
+    assert len(chosen) == -(-block_tokens // 5) and min(chosen) >= len(prompt.head) and chosen == sorted(set(chosen))
+    # the first block sits where it was built: its first token deviates not at all, a later block's do
+    assert len(prompt.head) not in chosen
+    every = compose.assemble(llm.model, prompt, head, blocks, share=1.0, select="deviation")
+    assert greedy(llm, prompt, every.tensors) == greedy(llm, prompt, None)
+
+
 def test_recompute_takes_the_first_tokens_of_each_block(llm: LoadedModel) -> None:
     prompt = compose.compose_prompt(llm.tokenizer, FACTS[:2], ASK)
     first, second = len(prompt.blocks[0]), len(prompt.blocks[1])

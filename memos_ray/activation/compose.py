@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from memos_ray.activation.kvcache import SYSTEM_PREAMBLE, prefill, to_cache
 from memos_ray.types import ChatMessage
@@ -105,15 +105,22 @@ def rotate_keys(model: Any, keys: Any, delta: int) -> Any:
     if delta == 0:
         return keys
     positions = torch.full((1, keys.shape[2]), delta, dtype=torch.long)
-    cos, sin = model.model.rotary_emb(keys, positions)
+    cos, sin = decoder_of(model).rotary_emb(keys, positions)
     cos, sin = cos.unsqueeze(1).to(keys.dtype), sin.unsqueeze(1).to(keys.dtype)
     half = keys.shape[-1] // 2
     rotated_half = torch.cat((-keys[..., half:], keys[..., :half]), dim=-1)
     return keys * cos + rotated_half * sin
 
 
+def decoder_of(model: Any) -> Any:
+    """The decoder stack (embeddings, rotary embedding, layers) of a causal LM, or of one wrapped by peft."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model
+
+
 def recompute_positions(prompt: ComposedPrompt, share: float) -> list[int]:
-    """The prompt positions whose KV is recomputed: the first ``share`` of each block's tokens."""
+    """``select="first"``: the first ``share`` of each block's tokens (EPIC's rule: a block's first tokens miss
+    the most when the memories before it were never seen)."""
     positions: list[int] = []
     offset = len(prompt.head)
     for block in prompt.blocks:
@@ -123,7 +130,59 @@ def recompute_positions(prompt: ComposedPrompt, share: float) -> list[int]:
     return positions
 
 
-def assemble(model: Any, prompt: ComposedPrompt, head_kv: Tensors, blocks: Sequence[Tensors], share: float) -> Assembly:
+def deviating_positions(
+    model: Any, prompt: ComposedPrompt, keys: list[Any], values: list[Any], share: float
+) -> list[int]:
+    """``select="deviation"`` (CacheBlend's rule): the ``share`` of block tokens whose reused KV deviates most from
+    the true one at the second layer, found by running the whole prefix through the first two layers (about
+    2/L of a prefill); at the first layer a token's KV depends on the token and its position only."""
+    import torch
+    from transformers import DynamicCache
+    from transformers.masking_utils import create_causal_mask
+
+    head_len, n = len(prompt.head), prompt.prefix_len
+    want = min(n - head_len, math.ceil(share * (n - head_len))) if share > 0 else 0
+    if want == 0:
+        return []
+    decoder = decoder_of(model)
+    cache = DynamicCache()
+    with torch.inference_mode():
+        hidden = decoder.embed_tokens(torch.tensor([prompt.ids[:n]]))
+        positions = torch.arange(n).unsqueeze(0)
+        mask = create_causal_mask(
+            config=decoder.config,
+            inputs_embeds=hidden,
+            attention_mask=None,
+            past_key_values=cache,
+            position_ids=positions,
+        )
+        embeddings = decoder.rotary_emb(hidden, position_ids=positions)
+        for layer in decoder.layers[:2]:
+            hidden = layer(
+                hidden,
+                attention_mask=mask,
+                position_embeddings=embeddings,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
+    second: Any = cache.layers[1]
+    true_k, true_v = second.keys, second.values
+    deviation = ((true_k - keys[1]).float() ** 2).sum(dim=(0, 1, 3)) + ((true_v - values[1]).float() ** 2).sum(
+        dim=(0, 1, 3)
+    )
+    deviation[:head_len] = -1.0  # the head is exact
+    return sorted(int(i) for i in torch.topk(deviation, want).indices)
+
+
+def assemble(
+    model: Any,
+    prompt: ComposedPrompt,
+    head_kv: Tensors,
+    blocks: Sequence[Tensors],
+    share: float,
+    select: Literal["first", "deviation"] = "deviation",
+) -> Assembly:
     """The prefix cache (head + memory lines) of ``prompt``, from the head's cache and each line's block.
 
     ``blocks[i]`` was built by :func:`build_block` after the same head. Recomputing: the chosen tokens run once
@@ -145,7 +204,10 @@ def assemble(model: Any, prompt: ComposedPrompt, head_kv: Tensors, blocks: Seque
         offset += len(ids)
     k_all = [torch.cat(k, dim=2) for k in keys]
     v_all = [torch.cat(v, dim=2) for v in values]
-    chosen = recompute_positions(prompt, share)
+    if select == "first":
+        chosen = recompute_positions(prompt, share)
+    else:
+        chosen = deviating_positions(model, prompt, k_all, v_all, share)
     if chosen:
         _recompute(model, prompt, k_all, v_all, chosen)
     tensors = {f"{kind}.{i}": t[i] for kind, t in (("k", k_all), ("v", v_all)) for i in range(layers)}
@@ -188,6 +250,8 @@ __all__ = [
     "build_block",
     "build_head",
     "compose_prompt",
+    "decoder_of",
+    "deviating_positions",
     "recompute_positions",
     "rotate_keys",
 ]

@@ -21,8 +21,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from memos_ray.activation.kvcache import render_memories
-from memos_ray.types import AdapterRef, ChatMessage, ChatPlan, ChatRequest, MemoryItem, SearchHit
+from memos_ray.activation.kvcache import memory_line, render_memories
+from memos_ray.types import (
+    AdapterRef,
+    ChatMessage,
+    ChatPlan,
+    ChatRequest,
+    ComposeBlock,
+    KVMode,
+    MemoryItem,
+    SearchHit,
+)
 
 PINNED_TAG = "pinned"
 
@@ -83,6 +92,33 @@ def _quoted(question: str, hits: Sequence[MemoryItem]) -> str:
     )
 
 
+def compose_plan(
+    req: ChatRequest,
+    pinned: Sequence[MemoryItem],
+    retrieved: Sequence[MemoryItem],
+    adapter: AdapterRef | None,
+    recompute: float,
+) -> PlannedChat:
+    """``kv_mode="compose"``: the system turn holds the pinned memories, then the retrieved ones in retrieval
+    order (each once), one line each, and each line is a KV block the worker reuses wherever it sits
+    (:mod:`memos_ray.activation.compose`); the conversation follows as it is."""
+    lines = list({m.id: m for m in [*pinned, *retrieved]}.values())
+    plan = ChatPlan(
+        cube_ids=list(req.cube_ids),
+        adapter=adapter,
+        prefix_text=render_memories(lines),
+        sources=[m.ref for m in lines],
+        messages=list(req.messages),
+        max_tokens=req.max_tokens,
+        temperature=req.temperature,
+        seed=req.seed,
+        use_kv=req.use_activation_memory,
+        blocks=[ComposeBlock(ref=m.ref, line=memory_line(m)) for m in lines],
+        recompute=recompute,
+    )
+    return PlannedChat(plan=plan, in_prefix=lines, in_prompt=[], retrieved=list(retrieved))
+
+
 def plan_chat(
     req: ChatRequest,
     pinned: Sequence[MemoryItem],
@@ -91,9 +127,17 @@ def plan_chat(
     adapter: AdapterRef | None,
     layout: Layout = "quoted",
     quote_top: int = 1,
+    kv_mode: KVMode = "prefix",
+    recompute: float = 0.1,
 ) -> PlannedChat:
-    """The prompt split for activation memory (``pinned`` and ``working`` in the cubes' order)."""
+    """The prompt split for activation memory (``pinned`` and ``working`` in the cubes' order). ``kv_mode`` and
+    ``recompute`` are the server's defaults; the request's own win."""
     retrieved = best_hits(hits, req.top_k) if req.top_k else []
+    mode = req.kv_mode or kv_mode
+    if mode == "compose":
+        return compose_plan(req, pinned, retrieved, adapter, recompute if req.recompute is None else req.recompute)
+    if mode == "off":
+        req = req.model_copy(update={"use_activation_memory": False})
     pinned_ids = {m.id for m in pinned}
     working_ids = {m.id for m in working}
     if req.prefix == "retrieved":

@@ -12,8 +12,10 @@ from memos_ray.types.activation import (
     ChatPlan,
     ChatRequest,
     ChatResponse,
+    ComposeBlock,
     KVCacheEntry,
     KVInfo,
+    KVMode,
     KVStatus,
 )
 from memos_ray.types.audit import (
@@ -186,6 +188,7 @@ __all__ = [
     "ChatPlan",
     "ChatRequest",
     "ChatResponse",
+    "ComposeBlock",
     "CubeCreate",
     "CubeList",
     "CubeMeta",
@@ -208,6 +211,7 @@ __all__ = [
     "JobState",
     "KVCacheEntry",
     "KVInfo",
+    "KVMode",
     "KVPlaces",
     "KVStatus",
     "KeyCreate",

@@ -30,7 +30,8 @@ class KVCacheEntry(Strict):
     created_at: datetime
 
 
-KVStatus = Literal["hit", "moved", "loaded", "built", "off"]
+KVStatus = Literal["hit", "moved", "loaded", "built", "composed", "off"]
+KVMode = Literal["off", "prefix", "compose"]
 
 
 AdapterStatus = Literal["off", "resident", "loaded"]
@@ -72,6 +73,20 @@ class ChatRequest(Strict):
         "that a purge of any memory the answer used reaches the answer",
     )
     worker: int | None = Field(None, ge=0, description="run on this model worker (placement tests, benchmarks)")
+    kv_mode: KVMode | None = Field(
+        None,
+        description="how activation memory serves this chat: prefix (a cached prefix of pinned memories or a "
+        "working set), compose (the system turn holds the pinned and retrieved memories in retrieval order, each "
+        "memory's KV block computed once and reused in any order), off (no KV); None: the server's llm.kv_mode. "
+        "With compose, use_activation_memory=false prefills the same prompt whole (the comparison)",
+    )
+    recompute: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="compose: the share of each block's tokens recomputed against what precedes it (1: equals a "
+        "full prefill); None: the server's llm.compose_recompute",
+    )
 
     @model_validator(mode="after")
     def _remember_one_cube(self) -> ChatRequest:
@@ -81,6 +96,13 @@ class ChatRequest(Strict):
                 "of the memories it used in another"
             )
         return self
+
+
+class ComposeBlock(Strict):
+    """One memory line of a composed system turn: its block is keyed by the memory's version and the line."""
+
+    ref: MemoryRef
+    line: str
 
 
 class ChatPlan(Strict):
@@ -95,6 +117,10 @@ class ChatPlan(Strict):
     seed: int
     use_kv: bool
     adapter: AdapterRef | None = Field(None, description="the adapter to run under (None: the base model)")
+    blocks: list[ComposeBlock] | None = Field(
+        None, description="compose: the system turn's memory lines, each a KV block (None: a prefix plan)"
+    )
+    recompute: float = 0.0
 
 
 class KVInfo(Strict):
@@ -109,6 +135,9 @@ class KVInfo(Strict):
     worker: int
     moved_bytes: int = 0
     move_ms: float | None = Field(None, description="what the move added to this request (adopting the cache)")
+    reused_tokens: int = Field(0, description="compose: prompt tokens whose KV came from memory blocks as they were")
+    recomputed_tokens: int = Field(0, description="compose: block tokens recomputed against what precedes them")
+    blocks_built: int = Field(0, description="compose: memory blocks this chat built (the others were reused)")
 
 
 class ChatOutcome(Strict):

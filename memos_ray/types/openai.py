@@ -9,7 +9,7 @@ route's. Where the memory options go, in OpenAI's own places:
   choose its memory;
 - **``metadata``** (OpenAI's string-to-string map) carries the chat's options: ``remember`` ("true": the exchange
   becomes memories of the cube), ``top_k``, ``use_activation_memory``, ``use_parametric_memory``, ``prefix``,
-  ``layout``;
+  ``layout``, ``kv_mode`` and ``recompute``;
 - **``user``** names the end user: the speaker of the user turns the memory loop writes.
 
 The answer is OpenAI's, with one extension field, ``memos``: the native route's :class:`ChatResponse` (the
@@ -32,7 +32,17 @@ MODEL_PREFIX = "memos-ray"
 
 DEFAULT_MAX_TOKENS = 128
 
-_OPTIONS = {"remember", "top_k", "use_activation_memory", "use_parametric_memory", "prefix", "layout", "quote_top"}
+_OPTIONS = {
+    "remember",
+    "top_k",
+    "use_activation_memory",
+    "use_parametric_memory",
+    "prefix",
+    "layout",
+    "quote_top",
+    "kv_mode",
+    "recompute",
+}
 
 
 class _Lenient(BaseModel):
