@@ -1,7 +1,7 @@
 # The README names these targets. Each one installs what it needs first (scripts/bootstrap.sh).
 PY := .venv/bin/python
 
-.PHONY: setup up test test-cluster test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops bench-scheduler bench-grounding bench-lifecycle bench-cubes bench-soak bench-servers lint format typecheck
+.PHONY: setup up test test-cluster test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops bench-scheduler bench-grounding bench-lifecycle bench-cubes bench-soak bench-servers bench-compose lint format typecheck
 
 setup:
 	@./scripts/bootstrap.sh
@@ -50,6 +50,9 @@ bench-servers: setup  ## Milvus server + PostgreSQL vs the embedded defaults; no
 
 bench-soak: setup  ## 8 clients of mixed traffic for 10 minutes: errors, p99 and RSS per actor, per minute
 	$(PY) -u -m benchmarks.soak
+
+bench-compose: setup  ## composable activation memory: TTFT, greedy agreement and KL against a full prefill (~15 min)
+	$(PY) -u -m benchmarks.compose
 
 bench-cubes: setup  ## many cubes: cold activation, Zipf vs warm, 10k registered cubes, memory per live cube
 	$(PY) -u -m benchmarks.cubes
