@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayError, RayTaskError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors import metrics
@@ -78,6 +78,8 @@ def as_memos_error(exc: BaseException) -> e.MemosError:
         return cause
     if isinstance(cause, RayActorError):
         return e.Unavailable("an actor serving this request died; retry")
+    if isinstance(cause, RayError) and not isinstance(cause, RayTaskError):  # an object or node lost under it
+        return e.Unavailable(f"a part of the service was lost under this request ({type(cause).__name__}); retry")
     return e.Internal(f"{type(cause).__name__}: {cause}")
 
 
@@ -119,6 +121,10 @@ def install(
 
     @app.exception_handler(RayActorError)
     async def _ray_actor(request: Request, exc: RayActorError) -> JSONResponse:
+        return await respond(request, as_memos_error(exc))
+
+    @app.exception_handler(RayError)
+    async def _ray(request: Request, exc: RayError) -> JSONResponse:
         return await respond(request, as_memos_error(exc))
 
     return respond

@@ -9,12 +9,16 @@ is released and a retry streams again.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Request, Response
+from ray.actor import ActorHandle
 
 from actors.calls import call
 from actors.idempotency import Idempotency
@@ -26,6 +30,8 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _KEY = re.compile(r"^[A-Za-z0-9._:-]{1,255}$")
 
 Next = Callable[[Request], Awaitable[Response]]
+SETTLE_S = 20.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,13 +87,33 @@ async def idempotent(request: Request, call_next: Next) -> Response:
     try:
         response = await call_next(request)
     except BaseException:
-        await call(store, Idempotency.release, scope, key)
+        await _settle(store, Idempotency.release, scope, key)
         raise
     media_type = response.headers.get("content-type", "")
     if response.status_code >= 500 or media_type.startswith("text/event-stream"):
-        await call(store, Idempotency.release, scope, key)
+        await _settle(store, Idempotency.release, scope, key)
         return response
     content = b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[attr-defined]
-    await call(store, Idempotency.finish, scope, key, response.status_code, media_type, content)
+    if not await _settle(store, Idempotency.finish, scope, key, response.status_code, media_type, content):
+        # the answer could not be kept: free the key, so a retry runs again (a keyed add finds its memories)
+        await _settle(store, Idempotency.release, scope, key)
     headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
     return Response(content, response.status_code, headers)
+
+
+async def _settle(store: ActorHandle, method: Callable[..., object], *args: object) -> bool:
+    """Record how a keyed request ended, through a restart of the keys' actor (its node lost?): retried for up
+    to SETTLE_S. False when it could not be: the request's own answer still goes out (bookkeeping never turns
+    a done request into a 500), and a key left reserved is taken over after ``serve.idempotency_lease_s``."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        try:
+            await call(store, method, *args)  # type: ignore[arg-type]
+            return True
+        except e.MemosError:
+            raise
+        except Exception:
+            if time.monotonic() > deadline:
+                log.warning("could not record the end of a keyed request (%s)", getattr(method, "__name__", method))
+                return False
+            await asyncio.sleep(0.5)

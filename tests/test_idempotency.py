@@ -3,6 +3,7 @@ routes that answer a retry with the first answer."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,3 +87,25 @@ def test_a_key_reused_for_another_request_or_malformed_is_a_4xx_that_writes_noth
     bad = http.post("/v1/cubes/idem/memories", json={"text": "x"}, headers={"Idempotency-Key": "no spaces allowed"})
     assert bad.status_code == 400 and "Idempotency-Key" in bad.json()["error"]["message"]
     assert http.get("/v1/cubes/idem").json()["memory_count"] == before
+
+
+def test_the_keys_actor_dying_under_a_keyed_request_does_not_fail_it(http: httpx.Client) -> None:
+    """Its node lost, say: the request's answer still goes out, and a retry replays it (the restarted actor
+    records the end), never a 500 and a key stuck as running."""
+    import threading
+
+    import ray
+
+    http.post("/v1/cubes/idem/memories", json={"text": "The orchids need water on Fridays.", "tags": ["pinned"]})
+    body = {"cube_ids": ["idem"], "messages": [{"role": "user", "content": "When do the orchids need water?"}]}
+    key = {"Idempotency-Key": "chat-through-a-restart"}
+    answer: dict[str, httpx.Response] = {}
+    chat = threading.Thread(target=lambda: answer.update(r=http.post("/v1/chat", json=body, headers=key)))
+    chat.start()
+    time.sleep(0.5)  # the chat runs (a worker decodes for a while): its key is claimed
+    ray.kill(ray.get_actor("memos_idempotency", namespace="memos_tests"), no_restart=False)
+    chat.join(120)
+    assert answer["r"].status_code == 200, answer["r"].text
+    again = http.post("/v1/chat", json=body, headers=key)
+    assert again.status_code == 200 and again.content == answer["r"].content
+    assert again.headers.get("Idempotency-Replayed") == "true"
