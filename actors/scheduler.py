@@ -71,6 +71,7 @@ class Scheduler:
         # because a held reference keeps the cache in the object store after workers evict it.
         self.refs: OrderedDict[str, ray.ObjectRef] = OrderedDict()
         self.adapter_where: dict[str, set[int]] = {}  # adapter id -> workers that reported it loaded
+        self.block_holders: dict[str, set[int]] = {}  # memory id -> workers a composed chat of it was placed on
         self.moves = self.moved_bytes = self.builds = self.invalidated = 0
         self.last_used: dict[str, float] = {}  # key -> when a chat last used it (a build ahead of need is no use)
         self.using: dict[str, int] = {}  # key -> chats placed on it that have not ended
@@ -168,6 +169,9 @@ class Scheduler:
         if not plan.use_kv or plan.blocks is not None:  # compose: each worker keeps the blocks it built
             w = pinned if pinned is not None else self._least_busy(everyone, plan)
             self.inflight[w] += 1
+            composed = plan.blocks if plan.use_kv and plan.blocks else []
+            for block in composed:  # where the cascade must reach them
+                self.block_holders.setdefault(block.ref.memory_id, set()).add(w)
             return self._placement(w, None)
         adapter_id = plan.adapter.adapter_id if plan.adapter else None
         key, _ = kvcache.cache_key(await self._identity(), adapter_id, plan.prefix_text)
@@ -285,7 +289,9 @@ class Scheduler:
         ids = set(memory_ids)
         stale = [k for k, e in self.entries.items() if any(s.memory_id in ids for s in e.sources)]
         self._forget(stale)  # first: no placement may pick them while the workers drop them
-        drops = [call(w, ModelWorker.drop_blocks, memory_ids) for w in self.workers]  # composed chats' blocks
+        holders = sorted(set().union(*(self.block_holders.pop(m, set()) for m in ids)))
+        # the workers that composed with these memories (a worker runs one call at a time: no other is asked)
+        drops = [call(self.workers[w], ModelWorker.drop_blocks, memory_ids) for w in holders]
         if stale:  # a dead worker has nothing to drop: its restart starts empty
             drops += [call(w, ModelWorker.drop, stale) for w in self.workers]
         await asyncio.gather(*drops, return_exceptions=True)
