@@ -179,33 +179,18 @@ class BundleService:
     # ------------------------------------------------------------ import
 
     def _redact(self, items: list[MemoryItem], own_keys: set[str]) -> tuple[list[MemoryItem], int]:
-        """Each version masked as an ingest would mask it (text, context, string metadata; not the import's
-        own keys), what was masked added to its provenance; and how many versions were."""
+        """Each version masked as an ingest would mask it (not the import's own metadata keys), what was masked
+        added to its provenance; and how many versions were."""
         out, redacted = [], 0
         for item in items:
-            found: Counter[str] = Counter()
-            text, hits = self.redactor.redact(item.text)
-            found += hits
-            context = item.context
-            if context:
-                context, hits = self.redactor.redact(context)
-                found += hits
-            metadata = dict(item.metadata)
-            for k, v in metadata.items():
-                if isinstance(v, str) and k not in own_keys:
-                    metadata[k], hits = self.redactor.redact(v)
-                    found += hits
-            if not found:
-                out.append(item)
-                continue
-            redacted += 1
-            masked = Counter(item.provenance.redactions) + found
-            provenance = item.provenance.model_copy(update={"redactions": dict(masked)})
-            out.append(
-                item.model_copy(
-                    update={"text": text, "context": context, "metadata": metadata, "provenance": provenance}
+            masked, found = self.redactor.apply(item, keep=own_keys)
+            if found:
+                redacted += 1
+                counts = Counter(item.provenance.redactions) + Counter(found)
+                masked = masked.model_copy(
+                    update={"provenance": item.provenance.model_copy(update={"redactions": dict(counts)})}
                 )
-            )
+            out.append(masked)
         return out, redacted
 
     async def _vectors(self, latest: list[MemoryItem]) -> np.ndarray:

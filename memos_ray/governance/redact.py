@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
 from memos_ray.config import RedactionConfig
-from memos_ray.types import MemoryCreate, MemoryUpdate, MessagesCreate
+from memos_ray.types import MemoryCreate, MemoryItem, MemoryUpdate, MessagesCreate
 
-M = TypeVar("M", MemoryCreate, MemoryUpdate)
+M = TypeVar("M", MemoryCreate, MemoryUpdate, MemoryItem)  # an ingest, an edit, an imported version
 
 
 def _luhn(digits: str) -> bool:
@@ -144,8 +144,9 @@ class Redactor:
         context = self.redact(req.context)[0] if req.context else req.context
         return req.model_copy(update={"messages": messages, "context": context}), found
 
-    def apply(self, item: M) -> tuple[M, dict[str, int]]:
-        """A memory (or an update) with its text, context and string metadata masked, and what was masked."""
+    def apply(self, item: M, keep: Collection[str] = ()) -> tuple[M, dict[str, int]]:
+        """A memory (or an update) with its text, context and string metadata masked, and what was masked.
+        ``keep``: metadata keys left as they are (a bundle import's own provenance keys)."""
         if not self.detectors:
             return item, {}
         found: Counter[str] = Counter()
@@ -159,7 +160,7 @@ class Redactor:
         if metadata:
             masked = dict(metadata)
             for key, value in masked.items():
-                if isinstance(value, str):
+                if isinstance(value, str) and key not in keep:
                     masked[key], hits = self.redact(value)
                     found += hits
             changes["metadata"] = masked
