@@ -126,3 +126,22 @@ def user_key(base_url: str, principal: str) -> str:
         r = admin.post("/v1/keys", json={"principal": principal})
         assert r.status_code == 201, r.text
         return str(r.json()["key"])
+
+
+def adapter_info(cube_id: str, base: Any, sources: list[Any], adapter_id: str = "ad-000000000001") -> Any:
+    """The record of a tiny adapter (no training: for the stores and bundles that carry one)."""
+    from memos_ray.types import AdapterInfo, AdapterSettings, TrainingMetrics, utcnow
+
+    metrics = {name: 1 for name, field in TrainingMetrics.model_fields.items() if field.is_required()}
+    return AdapterInfo(
+        id=adapter_id,
+        cube_id=cube_id,
+        version=1,
+        base_model=base,
+        settings=AdapterSettings(rank=4),
+        sources=sources,
+        metrics=TrainingMetrics.model_validate(metrics),
+        created_at=utcnow(),
+        created_by="alice",
+        bytes=24,
+    )

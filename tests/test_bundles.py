@@ -29,32 +29,19 @@ from memos_ray.bundles import (
 from memos_ray.errors import BadRequest, InvalidInput, MemosError, PayloadTooLarge
 from memos_ray.parametric.training import adapter_bytes, adapter_from_bytes
 from memos_ray.types import (
-    AdapterInfo,
-    AdapterSettings,
     CubeMeta,
     KVCacheEntry,
     MemoryItem,
     MemoryRef,
     ModelIdentity,
     Provenance,
-    TrainingMetrics,
     utcnow,
 )
+from tests.helpers import adapter_info
 
 MODEL = ModelIdentity(name="qwen", file_sha256="a" * 64, dtype="float32")
 OTHER = ModelIdentity(name="qwen", file_sha256="b" * 64, dtype="float32")
 LIMIT = 10_000_000
-METRICS = (
-    "steps",
-    "examples",
-    "tokens",
-    "seconds",
-    "tokens_per_s",
-    "loss_first",
-    "loss_last",
-    "nll_before",
-    "nll_after",
-)
 
 
 def _memories() -> list[MemoryItem]:
@@ -82,18 +69,7 @@ def _memories() -> list[MemoryItem]:
 
 def _adapter(base: ModelIdentity = MODEL) -> AdapterExport:
     state = {"lora_A": np.ones((2, 3), dtype=np.float32)}
-    info = AdapterInfo(
-        id="ad-1",
-        cube_id="c1",
-        version=1,
-        base_model=base,
-        settings=AdapterSettings(),
-        sources=[MemoryRef(memory_id="m1", version=2)],
-        metrics=TrainingMetrics.model_validate(dict.fromkeys(METRICS, 1)),
-        created_at=utcnow(),
-        created_by="alice",
-        bytes=24,
-    )
+    info = adapter_info("c1", base, [MemoryRef(memory_id="m1", version=2)], adapter_id="ad-1")
     return AdapterExport(info=info, weights=adapter_bytes(info, state), active=True)
 
 

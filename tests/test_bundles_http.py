@@ -20,8 +20,6 @@ from memos_ray.errors import Conflict, CubeNotFound, InvalidInput
 from memos_ray.governance.redact import Redactor
 from memos_ray.types import (
     BUNDLE_MEDIA_TYPE,
-    AdapterInfo,
-    AdapterSettings,
     Caller,
     CubeMeta,
     KVCacheEntry,
@@ -30,10 +28,9 @@ from memos_ray.types import (
     MemoryUpdate,
     ModelIdentity,
     SearchQuery,
-    TrainingMetrics,
     utcnow,
 )
-from tests.helpers import bearer, user_key
+from tests.helpers import adapter_info, bearer, user_key
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -255,35 +252,6 @@ class _Scheduler:
         return self.model
 
 
-def _adapter_info(cube_id: str, base: ModelIdentity, source: str) -> AdapterInfo:
-    metrics = dict.fromkeys(
-        (
-            "steps",
-            "examples",
-            "tokens",
-            "seconds",
-            "tokens_per_s",
-            "loss_first",
-            "loss_last",
-            "nll_before",
-            "nll_after",
-        ),
-        1,
-    )
-    return AdapterInfo(
-        id="ad-000000000001",
-        cube_id=cube_id,
-        version=1,
-        base_model=base,
-        settings=AdapterSettings(rank=4),
-        sources=[MemoryRef(memory_id=source, version=1)],
-        metrics=TrainingMetrics.model_validate(metrics),
-        created_at=utcnow(),
-        created_by="alice",
-        bytes=24,
-    )
-
-
 def _kv_file(path: Path, sources: list[MemoryRef]) -> None:
     """A cache file as a model worker writes it: safetensors, its KVCacheEntry in the header's metadata."""
     from safetensors.numpy import save
@@ -314,7 +282,11 @@ def test_import_service_keeps_an_adapter_of_another_base_model_inactive(tmp_path
     cat, other = src.add(items, encoder.encode([index_text(t, None) for t in texts]), "alice", None).items
     src.update(cat.id, MemoryUpdate(tags=["pets"]), None, "bob")
     adapters = Adapters(config)
-    adapters.registry.add(_adapter_info("u-src", OTHER, cat.id), {"lora_A": np.ones((2, 3), np.float32)}, True)
+    adapters.registry.add(
+        adapter_info("u-src", OTHER, [MemoryRef(memory_id=cat.id, version=1)]),
+        {"lora_A": np.ones((2, 3), np.float32)},
+        True,
+    )
     _kv_file(config.storage.data_dir / "kv" / "mine.safetensors", [MemoryRef(memory_id=cat.id, version=2)])
     _kv_file(config.storage.data_dir / "kv" / "shared.safetensors", [MemoryRef(memory_id="elsewhere", version=1)])
     (config.storage.data_dir / "kv" / "torn.safetensors").write_bytes(b"\xff" * 12)
