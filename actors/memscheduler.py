@@ -528,7 +528,7 @@ class MemScheduler:
         figures: dict[str, DecisionInput] = {"took_ms": result.took_ms, "checked": result.checked}
         for kind, ids, why in (
             (DecisionKind.expire, result.expired, "past its kind's time to live"),
-            (DecisionKind.archive, result.archived, "unused for the cube's archive period"),
+            (DecisionKind.archive, result.archived, "unused for the cube's archive period (below its salience bar)"),
         ):
             if ids:
                 shown = ", ".join(ids[:IDS_SHOWN])

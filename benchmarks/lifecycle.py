@@ -1,16 +1,17 @@
 """MemLifecycle on LoCoMo dev and at 10k memories: what a sample policy merges and archives, what it does
 to retrieval, what a sweep costs, and how long a purge takes until its last trace is gone.
 
-    .venv/bin/python -m benchmarks.lifecycle          # ~6 min on 2 cores; writes results/lifecycle.json
+    .venv/bin/python -m benchmarks.lifecycle          # ~8 min on 2 cores; writes results/lifecycle.json
 
 Runs the cube itself (``MemCube`` on milvus-lite, the real MiniLM encoder), without Ray: the policy and the
 store are what is measured; the MemScheduler only decides when to call them.
 
 - *merge*: near-duplicates (same kind and speaker, cosine >= 0.95) merged into the oldest. Retrieval is
   scored on what a user sees: a hit on a merged memory stands for the ones merged into it (their dia ids).
-- *archive*: 30 days unused. The first half of each conversation's questions is asked during the month (the
-  memories they retrieve are used); the sweep runs 31 days on; the second half is scored with archived
-  memories out of search, against the same questions with the policy off.
+- *archive*: 30 days unused, and saying little (salience below 2.5: greetings, thanks, small talk). The first
+  half of each conversation's questions is asked during the month (the memories they retrieve are used); the
+  sweep runs 31 days on; the second half is scored with archived memories out of search, against the same
+  questions with the policy off, and under other bars (none: every unused memory archived; 1.5, 3.5, 4.5).
 - *dedup on ingest*: the same conversations written to a cube whose policy refuses near-copies.
 - *sweep per 10k*: a cube of 10,000 LoCoMo-derived memories, every rule on: the first full sweep (every
   memory compared), then a sweep after 100 new writes (only they are compared).
@@ -51,6 +52,8 @@ from tests.helpers import traces
 DAY = 86_400.0
 MERGE = 0.95
 ARCHIVE_S = 30 * DAY
+SALIENCE = 2.5  # the sample bar: greetings, thanks, small talk (chosen on this split: every bar tried is printed)
+OTHER_BARS: tuple[float | None, ...] = (None, 1.5, 3.5, 4.5)  # None: every unused memory (no bar)
 
 
 def open_cube(root: Path, cube_id: str, policy: LifecyclePolicy | None = None) -> MemCube:
@@ -98,6 +101,10 @@ def score(results: list[tuple[locomo.Question, list[set[str]]]]) -> dict[str, fl
     return out
 
 
+def _bar_name(bar: float | None) -> str:
+    return "every unused memory" if bar is None else f"unused, salience < {bar:g}"
+
+
 def bench_locomo(root: Path, encoder: SentenceEncoder) -> dict[str, Any]:
     rows = []
     totals: dict[str, float] = {"memories": 0, "merged": 0, "archived": 0, "dedup_refused": 0, "merged_at_0.90": 0}
@@ -109,6 +116,7 @@ def bench_locomo(root: Path, encoder: SentenceEncoder) -> dict[str, Any]:
         "archive_2nd": [],
         "archive_2nd_with_archived": [],
     }
+    others: dict[str, dict[str, Any]] = {_bar_name(b): {"archived": 0, "scored": []} for b in OTHER_BARS}
     for conv in locomo.load():
         items = memories_of(conv)
         vecs = embed(encoder, items)
@@ -124,19 +132,21 @@ def bench_locomo(root: Path, encoder: SentenceEncoder) -> dict[str, Any]:
         merged = cube.sweep_lifecycle({}, now, 0, "pinned", "bench")
         scored["merge"] += [(q, ranked_dias(cube, encoder, q.text)) for q in conv.questions]
 
-        # a month of use: the first half of the questions is asked; what they retrieve is used
-        used: dict[str, float] = {}
-        for q in first:
-            hits = cube.search(SearchQuery(query=q.text, top_k=10), encoder.encode([q.text])[0])
-            used.update({h.memory.id: now + 29 * DAY for h in hits})
-        policy = LifecyclePolicy(merge_threshold=MERGE, archive_after_s=ARCHIVE_S)
-        cube.meta = cube.meta.model_copy(update={"lifecycle": policy})
-        archived = cube.sweep_lifecycle(used, now + 31 * DAY, merged.merge_seq, "pinned", "bench")
+        archived = _month(cube, encoder, first, now, merged.merge_seq, SALIENCE)
         scored["archive_2nd"] += [(q, ranked_dias(cube, encoder, q.text)) for q in second]
         both = [LifecycleState.active, LifecycleState.archived]
         scored["archive_2nd_with_archived"] += [(q, ranked_dias(cube, encoder, q.text, states=both)) for q in second]
         active = sum(1 for m in cube.latest.values() if m.state == LifecycleState.active)
         cube.close()
+
+        for i, bar in enumerate(OTHER_BARS):  # the same month under other salience bars, each on a fresh cube
+            other = open_cube(root, f"bar{i}-{conv.sample_id}", LifecyclePolicy(merge_threshold=MERGE))
+            other.add(items, vecs, "bench")
+            seq = other.sweep_lifecycle({}, now, 0, "pinned", "bench").merge_seq
+            entry = others[_bar_name(bar)]
+            entry["archived"] += len(_month(other, encoder, first, now, seq, bar).archived)
+            entry["scored"] += [(q, ranked_dias(other, encoder, q.text)) for q in second]
+            other.close()
 
         dedup = open_cube(root, f"dd-{conv.sample_id}", LifecyclePolicy(dedup_threshold=MERGE))
         refused = len(dedup.add(items, vecs, "bench").duplicates)
@@ -146,7 +156,7 @@ def bench_locomo(root: Path, encoder: SentenceEncoder) -> dict[str, Any]:
         merged_90 = looser.sweep_lifecycle({}, now, 0, "pinned", "bench")
         scored["merge_0.90"] += [(q, ranked_dias(looser, encoder, q.text)) for q in conv.questions]
         looser.close()
-        row = {
+        row: dict[str, Any] = {
             "conversation": conv.sample_id,
             "memories": len(items),
             "merged": len(merged.merged),
@@ -157,25 +167,48 @@ def bench_locomo(root: Path, encoder: SentenceEncoder) -> dict[str, Any]:
         }
         rows.append(row)
         for key in totals:
-            totals[key] += row[key] if key in row else 0
+            totals[key] += row[key]
     scores = {name: score(r) for name, r in scored.items()}
-    print_table("LoCoMo dev under a sample lifecycle policy (merge >= 0.95, archive after 30 days unused)", rows)
+    print_table(
+        f"LoCoMo dev under a sample lifecycle policy (merge >= 0.95; archive after 30 days unused, salience < "
+        f"{SALIENCE:g})",
+        rows,
+    )
+    second_half = [
+        {"questions": "2nd half", "policy": "off", **_rk(scores["off_2nd"])},
+        {"questions": "2nd half", "policy": f"merge + archive ({_bar_name(SALIENCE)})", **_rk(scores["archive_2nd"])},
+        {"questions": "2nd half", "policy": "... searching archived too", **_rk(scores["archive_2nd_with_archived"])},
+    ]
     print_table(
         "Retrieval (R@k; a merged hit counts the dia ids of what it stands for)",
         [
             {"questions": "all", "policy": "off", **_rk(scores["off"])},
             {"questions": "all", "policy": "merge", **_rk(scores["merge"])},
             {"questions": "all", "policy": "merge at 0.90", **_rk(scores["merge_0.90"])},
-            {"questions": "2nd half", "policy": "off", **_rk(scores["off_2nd"])},
-            {"questions": "2nd half", "policy": "merge + archive", **_rk(scores["archive_2nd"])},
-            {
-                "questions": "2nd half",
-                "policy": "... searching archived too",
-                **_rk(scores["archive_2nd_with_archived"]),
-            },
+            *second_half,
         ],
     )
-    return {"per_conversation": rows, "totals": totals, "recall": scores}
+    bars = [{"archive rule": "off", "archived": 0, **_rk(scores["off_2nd"])}]
+    bars.append({"archive rule": _bar_name(SALIENCE), "archived": totals["archived"], **_rk(scores["archive_2nd"])})
+    for name, entry in others.items():
+        bars.append({"archive rule": name, "archived": entry["archived"], **_rk(score(entry["scored"]))})
+    bars.sort(key=lambda r: r["archived"])
+    print_table("The archive rule's salience bar against recall (2nd-half questions, merge >= 0.95 on)", bars)
+    return {"per_conversation": rows, "totals": totals, "recall": scores, "salience_bars": bars}
+
+
+def _month(
+    cube: MemCube, encoder: SentenceEncoder, asked: list[locomo.Question], now: float, seq: int, bar: float | None
+) -> Any:
+    """A month of use (``asked`` are the questions; what they retrieve is used), then the archive sweep 31 days
+    on under merge + archive with salience ``bar``."""
+    used: dict[str, float] = {}
+    for q in asked:
+        hits = cube.search(SearchQuery(query=q.text, top_k=10), encoder.encode([q.text])[0])
+        used.update({h.memory.id: now + 29 * DAY for h in hits})
+    policy = LifecyclePolicy(merge_threshold=MERGE, archive_after_s=ARCHIVE_S, archive_below_salience=bar)
+    cube.meta = cube.meta.model_copy(update={"lifecycle": policy})
+    return cube.sweep_lifecycle(used, now + 31 * DAY, seq, "pinned", "bench")
 
 
 def _rk(table: dict[str, float]) -> dict[str, Any]:
@@ -190,7 +223,12 @@ def bench_scale(root: Path, encoder: SentenceEncoder, n: int) -> dict[str, Any]:
     cube = open_cube(
         root,
         "scale",
-        LifecyclePolicy(ttl_s={MemoryKind.event: 7 * DAY}, archive_after_s=ARCHIVE_S, merge_threshold=MERGE),
+        LifecyclePolicy(
+            ttl_s={MemoryKind.event: 7 * DAY},
+            archive_after_s=ARCHIVE_S,
+            archive_below_salience=SALIENCE,
+            merge_threshold=MERGE,
+        ),
     )
     for i in range(0, n, 2_000):
         cube.add(items[i : i + 2_000], vecs[i : i + 2_000], "bench")
@@ -202,6 +240,7 @@ def bench_scale(root: Path, encoder: SentenceEncoder, n: int) -> dict[str, Any]:
     incremental = cube.sweep_lifecycle({}, now, full.merge_seq, "pinned", "bench")
     incremental_ms = (time.perf_counter() - start) * 1000
     idle = cube.sweep_lifecycle({}, now, incremental.merge_seq, "pinned", "bench")
+    month = cube.sweep_lifecycle({}, now + 31 * DAY, idle.merge_seq, "pinned", "bench")  # every salience read
     purge = _purge(root / "cubes" / "scale", cube, "scale")
     cube.close()
     rows = [
@@ -210,6 +249,7 @@ def bench_scale(root: Path, encoder: SentenceEncoder, n: int) -> dict[str, Any]:
             "memories": n,
             "compared": full.checked,
             "merged": len(full.merged),
+            "archived": len(full.archived),
             "ms": full.took_ms,
         },
         {
@@ -217,6 +257,7 @@ def bench_scale(root: Path, encoder: SentenceEncoder, n: int) -> dict[str, Any]:
             "memories": n + 100,
             "compared": incremental.checked,
             "merged": len(incremental.merged),
+            "archived": len(incremental.archived),
             "ms": round(incremental_ms, 2),
         },
         {
@@ -224,7 +265,16 @@ def bench_scale(root: Path, encoder: SentenceEncoder, n: int) -> dict[str, Any]:
             "memories": n + 100,
             "compared": idle.checked,
             "merged": len(idle.merged),
+            "archived": len(idle.archived),
             "ms": idle.took_ms,
+        },
+        {
+            "sweep": "31 days on (archive: each unused memory's salience)",
+            "memories": n + 100,
+            "compared": month.checked,
+            "merged": len(month.merged),
+            "archived": len(month.archived),
+            "ms": month.took_ms,
         },
     ]
     print_table(f"A lifecycle sweep of a {n:,}-memory cube (ttl + archive + merge on)", rows)

@@ -514,18 +514,19 @@ def test_lifecycle_command(cli_server: Server) -> None:
     cli_server.routes[("GET", "/v1/cubes/alice")] = (200, cube())
 
     args = ["--ttl", "event=86400", "--ttl", "note=3600", "--archive-after", "2592000", "--merge-threshold", "0.95"]
-    result = invoke("lifecycle", "alice", *args, "--dedup-threshold", "0.98")
+    result = invoke("lifecycle", "alice", *args, "--dedup-threshold", "0.98", "--archive-below-salience", "2.5")
     assert result.exit_code == 0, result.output
     assert cli_server.last.method == "PATCH" and cli_server.last.url.path == "/v1/cubes/alice"
     assert cli_server.body() == {
         "lifecycle": {
             "ttl_s": {"event": 86400.0, "note": 3600.0},
             "archive_after_s": 2592000.0,
+            "archive_below_salience": 2.5,
             "merge_threshold": 0.95,
             "dedup_threshold": 0.98,
         }
     }
-    for shown in ("ttl event", "86400 s", "ttl note", "3600 s", "2592000 s", "0.95", "0.98"):
+    for shown in ("ttl event", "86400 s", "ttl note", "3600 s", "2592000 s", "salience", "2.5", "0.95", "0.98"):
         assert shown in result.stdout, shown
 
     result = invoke("lifecycle", "alice", "--archive-after", "60")

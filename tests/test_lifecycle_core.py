@@ -111,6 +111,36 @@ def test_expire_archive_and_merge_move_memories_and_keep_every_id(
     reloaded.close()
 
 
+def test_a_salience_bar_archives_small_talk_and_keeps_unused_facts(
+    storage: StorageConfig, encoder: SentenceEncoder
+) -> None:
+    policy = LifecyclePolicy(archive_after_s=30 * DAY, archive_below_salience=2.5)
+    cube = open_cube(storage, policy)
+    talk = add(cube, encoder, [said(t, "Caroline") for t in ("Thanks, that's great!", "Great, thanks!")])
+    facts = add(
+        cube,
+        encoder,
+        [
+            said("My sister runs a bakery in Lyon.", "Caroline"),
+            said("The staging server is called Orion-5G.", "Caroline"),
+            said("Biscuit the puppy turns two in March.", "Caroline"),
+            said("Great news: the dentist moved my appointment to Tuesday, thanks!", "Caroline"),
+        ],
+    )
+    saliences = {m.text: cube.index.salience(m) for m in [*talk, *facts]}
+    assert max(saliences[m.text] for m in talk) < 2.5 <= min(saliences[m.text] for m in facts), saliences
+    later = utcnow().timestamp() + 40 * DAY  # nothing used for forty days
+    swept = cube.sweep_lifecycle({}, later, 0, "pinned", "memscheduler")
+    assert sorted(swept.archived) == sorted(m.id for m in talk)
+    assert all(cube.get(m.id).state == LifecycleState.active for m in facts)
+    assert swept.next_due is None  # what says enough is never due for archiving
+    # without the bar, the same month archives everything unused
+    cube.meta = cube.meta.model_copy(update={"lifecycle": LifecyclePolicy(archive_after_s=30 * DAY)})
+    assert sorted(cube.sweep_lifecycle({}, later, 0, "pinned", "memscheduler").archived) == sorted(
+        m.id for m in facts
+    )
+
+
 def test_supersession_closes_validity_and_search_can_ask_as_of(
     storage: StorageConfig, encoder: SentenceEncoder
 ) -> None:

@@ -30,6 +30,11 @@ _BM25_K1 = 1.2
 _BM25_B = 0.75
 
 
+def _idf(docs: int, df: int) -> float:
+    """BM25's inverse document frequency of a term in ``df`` of ``docs`` memories."""
+    return math.log(1.0 + (docs - df + 0.5) / (df + 0.5))
+
+
 @dataclass(frozen=True, slots=True)
 class Scored:
     memory_id: str
@@ -317,6 +322,17 @@ class HybridIndex:
         best = int(np.argmax(sims))
         return self._ids[best], float(sims[best])  # type: ignore[return-value]
 
+    def salience(self, item: MemoryItem) -> float:
+        """How much ``item`` says that the cube's other memories do not: the summed BM25 idf of its distinct
+        words (its speaker's name included, which is common and weighs little), in units of a word no other
+        memory has, so a bar means the same in a cube of a hundred memories and of ten thousand. "Thanks, see
+        you!" scores about 1, a turn naming a place, a person and a date 4 or more; the lifecycle archives only
+        what says little."""
+        docs = max(len(self._slot), 1)
+        words = set(tokenize(index_text(item.text, item.provenance.speaker)))
+        said = sum(_idf(docs, len(self._posting(w) or ())) for w in words)
+        return float(said / _idf(docs, 1))
+
     def _mask(self, q: SearchQuery) -> np.ndarray:
         n = len(self._ids)
         f = q.filter
@@ -358,7 +374,7 @@ class HybridIndex:
                 continue
             slots = np.fromiter(posting.keys(), dtype=np.int64, count=len(posting))
             tf = np.fromiter(posting.values(), dtype=np.float32, count=len(posting))
-            idf = math.log(1.0 + (docs - len(posting) + 0.5) / (len(posting) + 0.5))
+            idf = _idf(docs, len(posting))
             dl = self._doclen[slots]
             scores[slots] += idf * tf * (_BM25_K1 + 1) / (tf + _BM25_K1 * (1 - _BM25_B + _BM25_B * dl / avgdl))
         scores[~mask] = 0.0

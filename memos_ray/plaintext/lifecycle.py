@@ -7,7 +7,10 @@ MemScheduler decides when to sweep.
 - *expire*: a memory of a kind with a time to live, that long after it was last written (an edit or a
   restore renews it). Active and archived memories expire.
 - *archive*: an active memory not used (retrieved, or in a chat's prompt or prefix) for the archive period;
-  a memory never used counts from its last write. Pinned memories are an explicit choice: never archived.
+  a memory never used counts from its last write. With a salience bar, only an unused memory that says
+  little (its words' summed idf in the cube below the bar: greetings, thanks, small talk) is archived: an
+  agent asks later about any fact it was told, so "unused" alone would hide exactly what it asks next.
+  Pinned memories are an explicit choice: never archived.
 - *merge*: near-duplicates (same kind and speaker, cosine at least the threshold) merge into the oldest of
   them. Only memories written since the last check are compared (against all), so a sweep of a cube that
   did not change compares nothing; a memory restored from a merge is never merged again by the policy.
@@ -87,12 +90,17 @@ def plan(
     was_merged: Callable[[str], bool],
     written_at: Callable[[MemoryItem], float] | None = None,
     first_seq: Callable[[MemoryItem], int] | None = None,
+    salience: Callable[[MemoryItem], float] | None = None,
 ) -> LifecyclePlan:
     """``used_at``: epoch seconds of each memory's last use (the MemScheduler's usage); ``merge_after_seq``:
     memories written after this seq are compared for near-duplicates; ``was_merged``: whether a memory was
     merged before (restored from it: the policy leaves it alone); ``written_at``: when a memory was last written
     (default: its latest version; the cube leaves out the policy's own moves); ``first_seq``: the seq of a
-    memory's first version, which orders "oldest" (default: its latest version's)."""
+    memory's first version, which orders "oldest" (default: its latest version's); ``salience``: what a memory
+    says (:meth:`memos_ray.plaintext.index.HybridIndex.salience`), needed when the policy has a salience bar."""
+    bar = policy.archive_below_salience
+    if bar is not None and salience is None:
+        raise ValueError("a policy with archive_below_salience needs the memories' salience")
     expire: list[str] = []
     archive: list[str] = []
     active: list[MemoryItem] = []
@@ -112,10 +120,11 @@ def plan(
         pinned = pinned_tag in m.tags
         if policy.archive_after_s is not None and not pinned:
             last = max(used_at.get(m.id, 0.0), written)
-            if now - last >= policy.archive_after_s:
+            if now - last < policy.archive_after_s:
+                due.append(last + policy.archive_after_s)
+            elif bar is None or (salience is not None and salience(m) < bar):  # a salient one stays
                 archive.append(m.id)
                 continue
-            due.append(last + policy.archive_after_s)
         if not pinned:
             active.append(m)
     merge: dict[str, str] = {}

@@ -161,6 +161,7 @@ class LifecycleMoves:
             lambda m: any(v.state == LifecycleState.merged for v in self.history[m]),
             written_at,
             lambda m: self.history[m.id][0].seq,
+            self.index.salience,
         )
         seq = self.seq
         versions: dict[str, MemoryItem] = {}

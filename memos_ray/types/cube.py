@@ -35,6 +35,13 @@ class LifecyclePolicy(Strict):
     archive_after_s: float | None = Field(
         None, gt=0, description="an active memory unused (retrieved, or in a chat) this long is archived"
     )
+    archive_below_salience: float | None = Field(
+        None,
+        gt=0,
+        description="archive only what says little: an unused memory is archived when its salience is below "
+        "this (the summed BM25 idf of its words in this cube, in units of a word no other memory has: small talk "
+        "is about 1-2, a stated fact 3 or more); None: any unused memory",
+    )
     merge_threshold: float | None = Field(
         None,
         ge=0.5,

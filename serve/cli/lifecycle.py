@@ -76,6 +76,8 @@ def print_lifecycle(meta: CubeMeta) -> None:
         table.add_row("ttl", "off")
     off = "off"
     table.add_row("archive after", off if policy.archive_after_s is None else _seconds(policy.archive_after_s))
+    bar = policy.archive_below_salience
+    table.add_row("archive below salience", off if bar is None else f"{bar:g}")
     table.add_row("merge threshold", off if policy.merge_threshold is None else f"{policy.merge_threshold:g}")
     table.add_row("dedup threshold", off if policy.dedup_threshold is None else f"{policy.dedup_threshold:g}")
     out.print(table)
@@ -90,6 +92,10 @@ def lifecycle(
     ] = None,
     archive_after: Annotated[
         float | None, typer.Option(metavar="SECONDS", help="archive memories unused this long")
+    ] = None,
+    archive_below_salience: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="archive only unused memories whose salience is below this"),
     ] = None,
     merge_threshold: Annotated[
         float | None, typer.Option(min=0.5, max=1.0, help="merge near-duplicates at least this similar")
@@ -106,6 +112,7 @@ def lifecycle(
         for k, v in {
             "ttl_s": ttls or None,
             "archive_after_s": archive_after,
+            "archive_below_salience": archive_below_salience,
             "merge_threshold": merge_threshold,
             "dedup_threshold": dedup_threshold,
         }.items()
