@@ -173,6 +173,11 @@ def test_the_prompt_rule_uses_a_working_set_only_when_retrieval_falls_in_it() ->
     assert [m.id for m in top1.in_prompt] == ["m2"] and "Hot one." not in top1.plan.messages[-1].content
     none = plan_chat(req, pinned, working, hits(working[1], working[0]), None, "quoted", quote_top=0)
     assert none.in_prompt == [] and none.plan.messages == req.messages
+    # a hit the prefix lacks, past the quoted ones, goes in a system message before the conversation
+    rest = plan_chat(req, pinned, working, hits(working[1], other), None, "quoted", quote_top=1)
+    assert [m.id for m in rest.in_prompt] == ["m2", "m3"] and len(rest.plan.messages) == 2
+    assert rest.plan.messages[0].content == "Relevant memories:\n- Cold." and rest.plan.messages[0].role == "system"
+    assert "Cold." not in rest.plan.messages[-1].content and "1. Hot two." in rest.plan.messages[-1].content
 
     system = plan_chat(req, pinned, working, hits(working[0], other), None, "system")
     assert system.plan.messages[0].content == "Relevant memories:\n- Cold." and system.in_prompt == [other]

@@ -10,9 +10,11 @@ After the prefix, the layout (``LLMConfig.layout``, measured by ``benchmarks/gro
 the retrieved memories go. Every retrieved memory reaches the prompt: in the cached prefix, or prefilled after
 it. A small model grounds on evidence that sits right before the question, while a reusable prefix must come
 first; ``quoted`` keeps both: inside the last user turn, between the question and the question repeated, it
-quotes (numbered, best first) the hits the prefix lacks and the best ``quote_top`` even when the prefix holds
-them (each costs its tokens in prefill). ``system`` is the wave-1 layout: the hits the prefix lacks go in a
-system message before the conversation, and none is repeated.
+quotes (numbered, best first) the best ``quote_top`` hits, even when the prefix holds them (each costs its
+tokens in prefill); the other hits the prefix lacks go in a system message before the conversation, so a chat
+whose memories were only retrieved has the shape of one whose memories are cached (a list of five quoted hits
+made the model start a list instead of answering). ``system`` is the wave-1 layout: every hit the prefix lacks
+goes in that system message, and none is repeated.
 """
 
 from __future__ import annotations
@@ -148,17 +150,16 @@ def plan_chat(
         prefix = list(pinned)
     messages = list(req.messages)
     in_prefix_ids = {m.id for m in prefix}
-    if layout == "quoted":
-        in_prompt = [m for i, m in enumerate(retrieved) if i < quote_top or m.id not in in_prefix_ids]
-        if in_prompt:
-            users = [i for i, m in enumerate(messages) if m.role == "user"]
-            last = users[-1] if users else len(messages) - 1
-            messages[last] = ChatMessage(role=messages[last].role, content=_quoted(messages[last].content, in_prompt))
-    else:
-        in_prompt = [m for m in retrieved if m.id not in in_prefix_ids]
-        if in_prompt:
-            context = "Relevant memories:\n" + "\n".join(f"- {m.text}" for m in in_prompt)
-            messages.insert(0, ChatMessage(role="system", content=context))
+    quoted = retrieved[:quote_top] if layout == "quoted" else []
+    background = [m for m in retrieved[len(quoted) :] if m.id not in in_prefix_ids]
+    if background:  # the hits the prefix lacks, in a system message before the conversation
+        context = "Relevant memories:\n" + "\n".join(f"- {m.text}" for m in background)
+        messages.insert(0, ChatMessage(role="system", content=context))
+    if quoted:
+        users = [i for i, m in enumerate(messages) if m.role == "user"]
+        last = users[-1] if users else len(messages) - 1
+        messages[last] = ChatMessage(role=messages[last].role, content=_quoted(messages[last].content, quoted))
+    in_prompt = [*quoted, *background]
     plan = ChatPlan(
         cube_ids=list(req.cube_ids),
         adapter=adapter,
