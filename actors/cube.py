@@ -27,6 +27,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 import numpy as np
@@ -39,7 +40,7 @@ from memos_ray.config import MemosConfig
 from memos_ray.errors import Unavailable
 from memos_ray.plaintext import erasure
 from memos_ray.plaintext.cube import MemCube
-from memos_ray.plaintext.outbox import CascadeOutbox
+from memos_ray.plaintext.outbox import CascadeOutbox, legacy_items, remove_legacy
 from memos_ray.types import (
     Added,
     ChangeBatch,
@@ -85,6 +86,17 @@ def _trim() -> None:
     """glibc's free heap back to the system."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _outbox_of(rows: ShardRows, data_dir: Path, cube_id: str) -> CascadeOutbox:
+    """The cube's outbox, kept in its counters; an earlier version's outbox file on this node is taken in."""
+    items = list(rows.state.cascades)
+    legacy = [i for i in legacy_items(data_dir, cube_id) if i not in items]
+    if legacy:
+        items += legacy
+        rows.set_cascades(items)
+    remove_legacy(data_dir, cube_id)
+    return CascadeOutbox(items, rows.set_cascades)
 
 
 def _footprint_mib() -> float:
@@ -188,7 +200,7 @@ class CubeHost:
         finally:
             gc.enable()
         _trim()  # what loading it left free (its checkpoint's text, the call's buffers) goes back
-        self._outbox = CascadeOutbox.of(cfg.storage.data_dir, meta.id)
+        self._outbox = _outbox_of(rows, cfg.storage.data_dir, meta.id)
         self._reset()
         self.closed = False
         self.lease = lease
@@ -472,6 +484,7 @@ class CubeHost:
                 await asyncio.wait_for(self._quiet.wait(), CASCADE_TIMEOUT_S)
         cube = self.cube
         meta = cube.live_meta()
+        pending = bool(self.outbox.items)
         if self._retrying is not None:  # what is left stays in the outbox for the next life
             self._retrying.cancel()
         self._cube, self.lease = None, None  # emptied first: a failed close leaves nothing of it here
@@ -481,7 +494,7 @@ class CubeHost:
             del cube
             gc.unfreeze()  # the cycles its life left can be collected again
             footprint = _release_memory(self.config.directory.spare_max_mib)
-        return Released(meta=meta, footprint_mib=footprint, lives=self.lives)
+        return Released(meta=meta, footprint_mib=footprint, lives=self.lives, cascades_pending=pending)
 
 
 CubeActor = actor_class(CubeHost, max_restarts=0, max_task_retries=0, max_concurrency=1000)

@@ -39,7 +39,7 @@ from memos_ray.errors import CubeExists, CubeNotFound, InvalidInput, MemosError,
 from memos_ray.governance.access import can, require
 from memos_ray.governance.identity import ADMIN, LEGACY_OWNER
 from memos_ray.plaintext.catalog import CatalogStore
-from memos_ray.plaintext.outbox import CascadeOutbox
+from memos_ray.plaintext.outbox import legacy_cubes, remove_legacy
 from memos_ray.plaintext.rows import shard_of
 from memos_ray.types import Caller, CubeCreate, CubeList, CubeMeta, CubeUpdate, DirectoryStats, Grant, Role, utcnow
 
@@ -124,7 +124,13 @@ class Directory:
 
     async def _resume(self, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
-        for cube_id in CascadeOutbox.pending_cubes(self.config.storage.data_dir):
+        try:
+            shards = await asyncio.gather(*(call(s, StorageHost.pending_cascades) for s in self.storage))
+        except Exception as exc:  # tried again at the next start or passivation
+            log.warning("could not list the cubes with cascades to finish: %s", exc)
+            return
+        pending = {c for cubes in shards for c in cubes} | set(legacy_cubes(self.config.storage.data_dir))
+        for cube_id in sorted(pending):
             if cube_id in self.cubes and cube_id not in self.live:
                 try:
                     await self.activate(cube_id)
@@ -257,7 +263,7 @@ class Directory:
 
     def _destroy_files(self, cube_id: str) -> None:
         shutil.rmtree(self.config.storage.data_dir / "cubes" / cube_id, ignore_errors=True)  # its checkpoint
-        CascadeOutbox.of(self.config.storage.data_dir, cube_id).destroy()
+        remove_legacy(self.config.storage.data_dir, cube_id)  # its outbox went with its counters row
 
     # ------------------------------------------------------------ live actors
 
@@ -467,7 +473,7 @@ class Directory:
                 known = self.cubes[cube_id]
                 if (known.seq, known.memory_count, known.text_bytes) != (meta.seq, meta.memory_count, meta.text_bytes):
                     self.catalog.put(self._counters(cube_id, meta))  # a life that only read changes nothing
-                if CascadeOutbox.of(self.config.storage.data_dir, cube_id).items:
+                if released.cascades_pending:
                     self._resume_cascades(RESUME_AFTER_S)
             self._keep(handle, released.footprint_mib, released.lives)  # its lease is spent: calls for it are refused
         finally:

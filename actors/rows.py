@@ -13,7 +13,7 @@ from actors.storage import StorageHost
 from memos_ray.config import MemosConfig
 from memos_ray.errors import Unavailable
 from memos_ray.plaintext.rows import Counters, shard_of
-from memos_ray.types import MemoryItem
+from memos_ray.types import MemoryItem, PendingCascade
 
 STORAGE_NAME = "memos_storage"
 
@@ -54,6 +54,10 @@ class ShardRows:
     ) -> None:
         self.state = self.state.model_copy(update={"rewrite_pending": True})  # until the shard says it is done
         self.state = blocking(self.storage, StorageHost.erase, self.cube_id, pks, scrubbed, kept, vecs, seq)
+
+    def set_cascades(self, items: list[PendingCascade]) -> None:
+        blocking(self.storage, StorageHost.set_cascades, self.cube_id, items)
+        self.state = self.state.model_copy(update={"cascades": list(items)})
 
     def flush(self) -> None:
         blocking(self.storage, StorageHost.flush, self.cube_id)

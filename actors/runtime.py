@@ -54,8 +54,9 @@ def _shared(
 
 
 def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
-    # The Directory stays on the head: the cubes' cascade outboxes are files there. The stores' owners run
-    # anywhere once their tables are in PostgreSQL (SQLite files: on the head, whose disk holds them).
+    # The stores' owners run anywhere once their tables are in PostgreSQL (SQLite files: on the head, whose
+    # disk holds them). The Directory, the cubes' control plane, shares the head's fate as Serve's controller
+    # does (a cube's cascade outbox is in its counters, with its rows: no node's disk holds anything for it).
     files = config.storage.database_uri is None
     directory = _shared(DirectoryActor, DIRECTORY_NAME, config, 0.01, config, on_head=True)
     embedder = _shared(EmbedderActor, EMBEDDER_NAME, config, config.embedder.num_cpus, config.embedder)

@@ -17,7 +17,7 @@ import numpy as np
 from actors.calls import actor_class
 from memos_ray.config import MemosConfig
 from memos_ray.plaintext.rows import Counters
-from memos_ray.types import MemoryItem
+from memos_ray.types import MemoryItem, PendingCascade
 
 if TYPE_CHECKING:
     from memos_ray.plaintext.storage import CubeStore
@@ -68,6 +68,20 @@ class StorageHost:
         store = self._store(cube_id)
         store.erase(pks, scrubbed, kept, vecs, seq)
         return store.state
+
+    def set_cascades(self, cube_id: str, items: list[PendingCascade]) -> None:
+        """The cube's cascade outbox, replaced whole (durable when it returns)."""
+        self._store(cube_id).set_cascades(items)
+
+    def cascades(self, cube_id: str) -> list[PendingCascade]:
+        """What the cube's outbox holds (read from its counters: the cube need not be open)."""
+        store = self.cubes.get(cube_id)
+        counters = store.state if store is not None else self.shard.counters_of(cube_id)
+        return counters.cascades if counters is not None else []
+
+    def pending_cascades(self) -> list[str]:
+        """The cubes of this shard whose outbox holds something."""
+        return self.shard.pending_cascades()
 
     def flush(self, cube_id: str) -> None:
         self._store(cube_id).flush()

@@ -9,8 +9,19 @@ from memos_ray.config import SearchConfig, StorageConfig
 from memos_ray.errors import Conflict, InvalidInput, MemoryNotFound, QuotaExceeded, Unavailable, VersionConflict
 from memos_ray.plaintext.cube import MemCube
 from memos_ray.plaintext.embedding import SentenceEncoder
+from memos_ray.plaintext.rows import shard_of
+from memos_ray.plaintext.storage import CubeStore, Shard
 from memos_ray.plaintext.text import index_text
-from memos_ray.types import CubeMeta, CubeQuotas, LifecycleState, MemoryCreate, MemoryUpdate, SearchQuery, utcnow
+from memos_ray.types import (
+    CubeMeta,
+    CubeQuotas,
+    LifecycleState,
+    MemoryCreate,
+    MemoryUpdate,
+    PendingCascade,
+    SearchQuery,
+    utcnow,
+)
 
 FACTS = [
     "Caroline went to an LGBTQ support group on Tuesday.",
@@ -180,6 +191,31 @@ def test_change_feed_order_replay_and_purge(any_storage: StorageConfig, encoder:
         ("delete", b.id, 2),
     ]
     reopened.close()
+
+
+def test_the_cascade_outbox_is_kept_with_the_rows_and_goes_with_the_cube(any_storage: StorageConfig) -> None:
+    """No node's disk holds it: a cube reopened anywhere finds what its last life had not finished."""
+    store = CubeStore.local(any_storage, "c1", 384)
+    pending = [PendingCascade(memory_ids=["m1"], what="purged"), PendingCascade(memory_ids=["m2"], what="edited")]
+    store.set_cascades(pending)
+    store.close()
+    again = CubeStore.local(any_storage, "c1", 384)
+    assert again.state.cascades == pending
+    assert again.shard.pending_cascades() == ["c1"] and again.shard.counters_of("c1").cascades == pending
+    again.set_cascades(pending[1:])  # the purge's is done
+    again.close()
+    last = CubeStore.local(any_storage, "c1", 384)
+    assert last.state.cascades == pending[1:]
+    last.set_cascades([])
+    assert last.shard.pending_cascades() == []
+    last.set_cascades(pending)
+    last.destroy()  # a deleted cube takes its outbox along
+    shard = Shard(any_storage, shard_of("c1", any_storage.shards))
+    try:
+        assert shard.pending_cascades() == [] and shard.counters_of("c1") is None
+    finally:
+        shard.close()
+    assert not (any_storage.data_dir / "cascades").exists()
 
 
 def test_a_cube_in_the_layout_from_before_shards_is_refused_not_read_as_empty(storage: StorageConfig) -> None:

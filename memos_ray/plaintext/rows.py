@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 from pydantic import Field
 
-from memos_ray.types import MemoryItem, Strict
+from memos_ray.types import MemoryItem, PendingCascade, Strict
 
 
 class Counters(Strict):
@@ -28,6 +28,9 @@ class Counters(Strict):
     # set by a passivation that wrote a checkpoint at this seq, cleared before the next row is written: while
     # it matches a checkpoint, no row exists after it and activation reads no table at all
     clean_seq: int | None = None
+    # the cube's cascade outbox: changes whose consequences outside the cube (KV caches, adapters) are not all
+    # done yet (ids only), kept with the rows so that whichever node runs the cube next finishes them
+    cascades: list[PendingCascade] = Field(default_factory=list)
 
 
 def shard_of(cube_id: str, shards: int) -> int:
@@ -55,6 +58,9 @@ class CubeRows(Protocol):
         self, pks: list[str], scrubbed: list[str], kept: list[MemoryItem], vecs: dict[str, np.ndarray], seq: int
     ) -> None:
         """Leave no trace of the rows ``pks`` (and the contexts of ``scrubbed``) in any file."""
+
+    def set_cascades(self, items: list[PendingCascade]) -> None:
+        """The cube's cascade outbox, replaced whole; durable when it returns."""
 
     def flush(self) -> None: ...
 

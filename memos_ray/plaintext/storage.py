@@ -46,7 +46,7 @@ from pymilvus.exceptions import MilvusException
 from memos_ray.config import StorageConfig
 from memos_ray.errors import Unavailable
 from memos_ray.plaintext.rows import Counters, row_key, shard_of
-from memos_ray.types import CubeMeta, MemoryItem
+from memos_ray.types import CubeMeta, MemoryItem, PendingCascade
 
 log = logging.getLogger(__name__)
 # query_iterator warns on every scan that milvus-lite has no MVCC timestamp; that is expected.
@@ -244,6 +244,16 @@ class Shard:
             table = self._rows[dim] = MilvusTable(self.client, f"memos_rows_{dim}", dim, self.server, partitioned=True)
         return table
 
+    def counters_of(self, cube_id: str) -> Counters | None:
+        """A cube's counters row (None: nothing was ever written to the cube)."""
+        rows = self.client.get(self.counters.name, ids=[cube_id], output_fields=["doc"])
+        return Counters.model_validate(rows[0]["doc"]) if rows else None
+
+    def pending_cascades(self) -> list[str]:
+        """The cubes of this shard whose cascade outbox holds something (each must be opened to finish it)."""
+        rows = self.counters.scan(with_vectors=False)
+        return sorted(r["pk"] for r in rows if (r["doc"] or {}).get("cascades"))
+
     def open_cube(self, cube_id: str, dim: int, owned: bool = False) -> CubeStore:
         """The store of ``cube_id``'s rows: its own collection in a lite file, a partition on a server."""
         return (CubeStore if self.lite else ServerCubeStore)(self, cube_id, dim, owned)
@@ -328,8 +338,8 @@ class CubeStore:
     def _read_counters(self) -> tuple[Counters, bool]:
         """The cube's counters, and whether it has a row: none means nothing was ever written (the first
         write of a cube writes its counters first), so a new cube's activation reads no table."""
-        rows = self.client.get(self.shard.counters.name, ids=[self.cube_id], output_fields=["doc"])
-        return (Counters.model_validate(rows[0]["doc"]), True) if rows else (Counters(), False)
+        counters = self.shard.counters_of(self.cube_id)
+        return (counters, True) if counters is not None else (Counters(), False)
 
     def _save_counters(self, **changes: Any) -> None:
         self.state = self.state.model_copy(update=changes)
@@ -338,6 +348,9 @@ class CubeStore:
         self.shard.counters.upsert([row])
 
     pk = staticmethod(row_key)
+
+    def set_cascades(self, items: list[PendingCascade]) -> None:
+        self._save_counters(cascades=items)
 
     def _dirty(self) -> None:
         """Before a row changes: the checkpoint no longer says everything (durable first)."""

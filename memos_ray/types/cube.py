@@ -110,3 +110,4 @@ class Released(Strict):
     meta: CubeMeta
     footprint_mib: float
     lives: int
+    cascades_pending: bool = False  # its outbox still holds something: the Directory starts it again for it
