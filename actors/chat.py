@@ -36,6 +36,7 @@ from actors.worker import ModelWorker
 from memos_ray.activation.prompt import PINNED_TAG, PlannedChat, plan_chat, question_of
 from memos_ray.config import MemosConfig
 from memos_ray.errors import InvalidInput, Unavailable
+from memos_ray.llm import model_name
 from memos_ray.plaintext.reader import context_of
 from memos_ray.types import (
     MAX_TEXT_CHARS,
@@ -197,7 +198,7 @@ class ChatService:
         remembered: list[MemoryRef] = []
         if req.remember and self.memories is not None:
             cube_id = req.cube_ids[0]
-            turns = exchange(req, outcome, chat.planned.used, chat_id, self.config.llm.model, who.principal)
+            turns = exchange(req, outcome, chat.planned.used, chat_id, model_name(self.config.llm), who.principal)
             written = await self.memories.add(who, cube_id, turns)
             remembered = [m.ref for m in written.items]
         return response_of(outcome, chat.planned.used, who.principal, chat_id, remembered)

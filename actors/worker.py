@@ -186,6 +186,12 @@ class ModelWorker:
     def receive(self, kv: KVHandle) -> float:
         """Adopt a cache from the object store: zero-copy views on this node's shared memory (Ray's object
         manager brings it from another node first). Returns the seconds it took, measured here."""
+        if kv.entry.model.key != self.lm.identity.key:  # computed by another model: never injected here
+            raise Conflict(
+                f"KV cache {kv.entry.key} was computed by {kv.entry.model.key}; "
+                f"this worker runs {self.lm.identity.key}",
+                {"key": kv.entry.key},
+            )
         start = time.perf_counter()
         tensors = self._views(kv.entry, kv.ref)
         self.store.put(kv.entry, tensors, persist=False)

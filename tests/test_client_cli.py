@@ -612,6 +612,10 @@ def test_up_config_and_help(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert (config.serve.host, config.serve.port) == ("0.0.0.0", 8100)  # env kept where no option is given
     assert config.storage.data_dir == tmp_path / "d" and config.directory.max_live_cubes == 5
     assert cli._up_config("127.0.0.1", 9000, None, None).serve.port == 9000
+    assert config.llm.model == "smollm2-135m-instruct"  # the packaged default
+    monkeypatch.setenv("MEMOS_RAY_MODEL", "/models/qwen")
+    assert cli._up_config(None, None, None, None).llm.model == "/models/qwen"
+    assert cli._up_config(None, None, None, None, "/models/mine.gguf").llm.model == "/models/mine.gguf"
 
     result = invoke("up", "--port", "99999")  # rejected before Ray is touched
     assert result.exit_code == 2 and "invalid configuration" in result.stderr

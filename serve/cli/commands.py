@@ -52,9 +52,13 @@ class BadFile(Exception):
 START = "Start"
 
 
-def _up_config(host: str | None, port: int | None, data_dir: Path | None, max_live_cubes: int | None) -> MemosConfig:
+def _up_config(
+    host: str | None, port: int | None, data_dir: Path | None, max_live_cubes: int | None, model: str | None = None
+) -> MemosConfig:
     """``MemosConfig.from_env()`` with the given options on top (validated again)."""
     data = MemosConfig.from_env().model_dump()
+    if model is not None:
+        data["llm"]["model"] = model
     data["serve"].update({k: v for k, v in {"host": host, "port": port}.items() if v is not None})
     if data_dir is not None:
         data["storage"]["data_dir"] = data_dir
@@ -72,10 +76,14 @@ def up(
     metrics_port: Annotated[
         int, typer.Option(min=1, max=65535, help="Prometheus metrics of this node (Ray's metrics agent)")
     ] = 8080,
+    model: Annotated[
+        str | None,
+        typer.Option(help="the LLM: a Hugging Face folder or a .gguf file [env MEMOS_RAY_MODEL; packaged SmolLM2]"),
+    ] = None,
 ) -> None:
     """Start Ray (or join --address), deploy the app on Ray Serve, and serve until Ctrl-C / SIGTERM."""
     try:
-        config = _up_config(host, port, data_dir, max_live_cubes)
+        config = _up_config(host, port, data_dir, max_live_cubes, model)
     except ValueError as exc:  # pydantic's ValidationError, or a non-integer MEMOS_RAY_PORT
         typer.echo(f"error: invalid configuration: {exc}", err=True)
         raise typer.Exit(2) from None
