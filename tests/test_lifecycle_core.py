@@ -136,9 +136,7 @@ def test_a_salience_bar_archives_small_talk_and_keeps_unused_facts(
     assert swept.next_due is None  # what says enough is never due for archiving
     # without the bar, the same month archives everything unused
     cube.meta = cube.meta.model_copy(update={"lifecycle": LifecyclePolicy(archive_after_s=30 * DAY)})
-    assert sorted(cube.sweep_lifecycle({}, later, 0, "pinned", "memscheduler").archived) == sorted(
-        m.id for m in facts
-    )
+    assert sorted(cube.sweep_lifecycle({}, later, 0, "pinned", "memscheduler").archived) == sorted(m.id for m in facts)
 
 
 def test_supersession_closes_validity_and_search_can_ask_as_of(
