@@ -33,7 +33,7 @@ from actors.runtime import ensure_scheduler
 from actors.scheduler import SCHEDULER_NAME, Scheduler
 from actors.usage import UsageRecorder
 from actors.worker import ModelWorker
-from memos_ray.activation.prompt import PINNED_TAG, PlannedChat, plan_chat, question_of
+from memos_ray.activation.prompt import PINNED_TAG, PlannedChat, cubes_kv_mode, plan_chat, question_of
 from memos_ray.config import MemosConfig
 from memos_ray.errors import InvalidInput, Unavailable
 from memos_ray.llm import model_name
@@ -162,7 +162,7 @@ class ChatService:
             adapter.adapter if adapter else None,
             req.layout or self.config.llm.layout,
             self.config.llm.quote_top if req.quote_top is None else req.quote_top,
-            self.config.llm.kv_mode,
+            cubes_kv_mode(recalls) or self.config.llm.kv_mode,
             self.config.llm.compose_recompute,
         )
         scheduler = self.scheduler()

@@ -217,7 +217,10 @@ class Directory:
 
     async def update_cube(self, cube_id: str, req: CubeUpdate, caller: Caller) -> CubeMeta:
         meta = self.authorize(cube_id, caller, Role.admin)
-        return await self._save(CubeMeta.model_validate({**meta.model_dump(), **req.model_dump(exclude_none=True)}))
+        changes = req.model_dump(exclude_none=True)
+        if changes.get("kv_mode") == "default":  # back to the server's llm.kv_mode
+            changes["kv_mode"] = None
+        return await self._save(CubeMeta.model_validate({**meta.model_dump(), **changes}))
 
     async def share(self, cube_id: str, grant: Grant, caller: Caller) -> CubeMeta:
         """Grant ``grant.role`` to a principal (replacing its earlier grant on this cube)."""

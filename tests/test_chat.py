@@ -238,3 +238,26 @@ def test_compose_reuses_each_memorys_block_and_never_a_stale_one(http: httpx.Cli
         (m["memory_id"], m["version"]) for m in after["memories_used"]
     }
     assert after["text"] == ask(q, use_activation_memory=False)["text"]
+
+
+def test_a_cube_sets_the_kv_mode_of_the_chats_that_do_not_say(http: httpx.Client) -> None:
+    assert http.post("/v1/cubes", json={"id": "compose-default"}).status_code == 201
+    items = [{"text": text, "tags": ["pinned"]} for text in PINNED[:2]]
+    assert http.post("/v1/cubes/compose-default/memories/batch", json={"items": items}).status_code == 201
+
+    def status(**options: Any) -> str:
+        body = {"cube_ids": ["compose-default"], "messages": [{"role": "user", "content": "Hi?"}], "max_tokens": 2}
+        r = http.post("/v1/chat", json={**body, "top_k": 0, **options})
+        assert r.status_code == 200, r.text
+        return str(r.json()["kv"]["status"])
+
+    r = http.patch("/v1/cubes/compose-default", json={"kv_mode": "compose"})
+    assert r.status_code == 200 and r.json()["kv_mode"] == "compose", r.text
+    assert status() == "composed"
+    assert status(kv_mode="prefix") in ("built", "hit")  # the request's own wins
+    bad = http.patch("/v1/cubes/compose-default", json={"kv_mode": "sometimes"})
+    assert bad.status_code == 422 and "kv_mode" in bad.text
+    assert http.get("/v1/cubes/compose-default").json()["kv_mode"] == "compose"  # nothing changed
+    r = http.patch("/v1/cubes/compose-default", json={"kv_mode": "default"})  # back to the server's (prefix)
+    assert r.status_code == 200 and r.json()["kv_mode"] is None
+    assert status() in ("built", "hit")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memos_ray.activation.prompt import plan_chat, prefix_plan
+from memos_ray.activation.prompt import cubes_kv_mode, plan_chat, prefix_plan
 from memos_ray.config import SchedulerConfig, SearchConfig, StorageConfig
 from memos_ray.plaintext.cube import MemCube
 from memos_ray.scheduling.decisions import DecisionLog
@@ -23,6 +23,7 @@ from memos_ray.types import (
     DecisionKind,
     MemoryCreate,
     MemoryItem,
+    Recall,
     SearchHit,
     UsageEvent,
     utcnow,
@@ -178,6 +179,11 @@ def test_the_prompt_rule_uses_a_working_set_only_when_retrieval_falls_in_it() ->
     assert [m.id for m in rest.in_prompt] == ["m2", "m3"] and len(rest.plan.messages) == 2
     assert rest.plan.messages[0].content == "Relevant memories:\n- Cold." and rest.plan.messages[0].role == "system"
     assert "Cold." not in rest.plan.messages[-1].content and "1. Hot two." in rest.plan.messages[-1].content
+
+    # the cubes' default KV mode, when they agree; otherwise the server's
+    assert cubes_kv_mode([Recall(pinned=[], hits=[], kv_mode="compose")] * 2) == "compose"
+    assert cubes_kv_mode([Recall(pinned=[], hits=[], kv_mode="compose"), Recall(pinned=[], hits=[])]) is None
+    assert cubes_kv_mode([Recall(pinned=[], hits=[])]) is None
 
     system = plan_chat(req, pinned, working, hits(working[0], other), None, "system")
     assert system.plan.messages[0].content == "Relevant memories:\n- Cold." and system.in_prompt == [other]

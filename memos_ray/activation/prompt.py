@@ -32,6 +32,7 @@ from memos_ray.types import (
     ComposeBlock,
     KVMode,
     MemoryItem,
+    Recall,
     SearchHit,
 )
 
@@ -121,6 +122,12 @@ def compose_plan(
     return PlannedChat(plan=plan, in_prefix=lines, in_prompt=[], retrieved=list(retrieved))
 
 
+def cubes_kv_mode(recalls: Sequence[Recall]) -> KVMode | None:
+    """The KV mode the chat's cubes ask for when they agree (each cube's ``kv_mode``); None: the server's."""
+    modes = {r.kv_mode for r in recalls}
+    return modes.pop() if len(modes) == 1 else None
+
+
 def plan_chat(
     req: ChatRequest,
     pinned: Sequence[MemoryItem],
@@ -132,8 +139,8 @@ def plan_chat(
     kv_mode: KVMode = "prefix",
     recompute: float = 0.1,
 ) -> PlannedChat:
-    """The prompt split for activation memory (``pinned`` and ``working`` in the cubes' order). ``kv_mode`` and
-    ``recompute`` are the server's defaults; the request's own win."""
+    """The prompt split for activation memory (``pinned`` and ``working`` in the cubes' order). ``kv_mode`` (the
+    cubes' default, else the server's) and ``recompute`` (the server's) are defaults; the request's own win."""
     retrieved = best_hits(hits, req.top_k) if req.top_k else []
     mode = req.kv_mode or kv_mode
     if mode == "compose":

@@ -91,9 +91,12 @@ class GovernanceCalls:
         description: str | None = None,
         quotas: CubeQuotas | Mapping[str, Any] | None = None,
         lifecycle: LifecyclePolicy | Mapping[str, Any] | None = None,
+        kv_mode: str | None = None,
     ) -> Call[CubeMeta]:
-        """Change a cube's fields (admin role; None = keep). ``lifecycle`` replaces its lifecycle policy whole."""
-        body = body_of(CubeUpdate, given(name=name, description=description, quotas=quotas, lifecycle=lifecycle))
+        """Change a cube's fields (admin role; None = keep). ``lifecycle`` replaces its lifecycle policy whole;
+        ``kv_mode`` (off, prefix, compose; ``"default"``: the server's) is how its chats use activation memory."""
+        fields = given(name=name, description=description, quotas=quotas, lifecycle=lifecycle, kv_mode=kv_mode)
+        body = body_of(CubeUpdate, fields)
         return Call("PATCH", f"/v1/cubes/{seg(cube_id)}", CubeMeta.model_validate, json=body)
 
     @staticmethod

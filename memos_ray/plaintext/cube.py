@@ -510,6 +510,7 @@ class MemCube(LifecycleMoves, VersionTransfer):
             pinned=self.pinned(pinned_tag),
             working=self.working_items(pinned_tag),
             hits=self.search(q, qvec) if q is not None else [],
+            kv_mode=self.meta.kv_mode,
         )
 
     def search(self, q: SearchQuery, qvec: np.ndarray | None) -> list[SearchHit]:

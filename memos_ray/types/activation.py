@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from memos_ray.types.base import (
     Id,
+    KVMode,
     MemoryRef,
     Strict,
 )
@@ -31,7 +32,6 @@ class KVCacheEntry(Strict):
 
 
 KVStatus = Literal["hit", "moved", "loaded", "built", "composed", "off"]
-KVMode = Literal["off", "prefix", "compose"]
 
 
 AdapterStatus = Literal["off", "resident", "loaded"]

@@ -8,7 +8,7 @@ import secrets
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
@@ -32,6 +32,10 @@ MAX_CONTEXT_CHARS = 2_000
 
 
 MAX_SEARCH_CUBES = 64
+
+
+KVMode = Literal["off", "prefix", "compose"]
+"""How activation memory serves a chat: a cached prefix, blocks composed per memory, or no KV."""
 
 
 def _check_id(value: str) -> str:

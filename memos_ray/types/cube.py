@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from memos_ray.types.base import (
     Id,
+    KVMode,
     Role,
     Strict,
 )
@@ -70,6 +71,9 @@ class CubeMeta(Strict):
     grants: list[Grant] = Field(default_factory=list)
     quotas: CubeQuotas = Field(default_factory=CubeQuotas)
     lifecycle: LifecyclePolicy | None = Field(None, description="None: the server's default (scheduler.lifecycle)")
+    kv_mode: KVMode | None = Field(
+        None, description="how activation memory serves this cube's chats that do not say; None: llm.kv_mode"
+    )
     created_at: datetime
     updated_at: datetime
     seq: int = Field(0, description="cube version counter: +1 per change")
@@ -92,6 +96,9 @@ class CubeUpdate(Strict):
     description: str | None = Field(None, max_length=4096)
     quotas: CubeQuotas | None = None
     lifecycle: LifecyclePolicy | None = Field(None, description="replaces the cube's lifecycle policy whole")
+    kv_mode: KVMode | Literal["default"] | None = Field(
+        None, description="the cube's default KV mode for chats (off, prefix, compose); default: the server's"
+    )
 
 
 class CubeList(Strict):

@@ -15,6 +15,7 @@ from memos_ray.types.base import (
     MAX_TAGS,
     MAX_TEXT_CHARS,
     Id,
+    KVMode,
     MemoryRef,
     MetaKey,
     MetaValue,
@@ -281,6 +282,7 @@ class Recall(Strict):
     pinned: list[MemoryItem]
     working: list[MemoryItem] = Field(default_factory=list)
     hits: list[SearchHit]
+    kv_mode: KVMode | None = None  # the cube's default (CubeMeta.kv_mode)
 
 
 MemoryChangeKind = Literal["edited", "deleted", "purged"]
