@@ -4,7 +4,15 @@ import pytest
 from pydantic import ValidationError
 
 from memos_ray import errors
-from memos_ray.types import CubeCreate, MemoryCreate, MemoryUpdate, MessagesCreate, SearchRequest, new_memory_id
+from memos_ray.types import (
+    CubeCreate,
+    MemoryCreate,
+    MemoryUpdate,
+    MessagesCreate,
+    SearchRequest,
+    keyed_memory_ids,
+    new_memory_id,
+)
 
 
 @pytest.mark.parametrize("bad", ["../etc", "a/b", "a.b", "", "-x", "x" * 65, "a b", "..", "%2e%2e"])
@@ -51,7 +59,11 @@ def test_search_request_needs_cubes() -> None:
 def test_memory_ids_are_time_ordered_and_unique() -> None:
     ids = [new_memory_id() for _ in range(1000)]
     assert len(set(ids)) == 1000
-    assert ids[0] <= ids[-1]
+    assert ids == sorted(ids)  # monotonic: a batch's ids sort in the order it was written
+    assert all(len(i) == 23 for i in ids)
+    keyed = keyed_memory_ids("scope|key", 1_700_000_000.0, 300)
+    assert keyed == sorted(keyed) and keyed == keyed_memory_ids("scope|key", 1_700_000_000.0, 300)
+    assert len(set(keyed)) == 300 and all(len(i) == 23 for i in keyed)
 
 
 def test_error_tree() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -72,16 +73,30 @@ MetaValue = Annotated[str, Field(max_length=1_024)] | int | float | bool | None
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)]
 
 
+_last_id = [0, 0]  # (milliseconds, random part) of the last id this process made
+_id_lock = threading.Lock()
+
+
 def new_memory_id() -> str:
-    """Time-ordered, collision-resistant id: 12 hex digits of milliseconds + 10 random."""
-    return f"m{int(time.time() * 1000):012x}{secrets.token_hex(5)}"
+    """Time-ordered, collision-resistant id: 12 hex digits of milliseconds + 10 of a random part. Monotonic in a
+    process (as ULIDs are): within one millisecond the random part counts up, so a batch's ids sort in the order
+    it was written, and so do the memories of a prefix that were written together."""
+    with _id_lock:
+        ms = int(time.time() * 1000)
+        if ms <= _last_id[0]:
+            ms, rnd = _last_id[0], _last_id[1] + 1
+        else:
+            rnd = secrets.randbits(39)  # below half the range: counting up never overflows 10 hex digits
+        _last_id[:] = [ms, rnd]
+    return f"m{ms:012x}{rnd:010x}"
 
 
 def keyed_memory_ids(seed: str, at: float, n: int) -> list[str]:
     """The ids of the ``n`` memories a keyed request adds (an ``Idempotency-Key``'s scope and key in ``seed``,
     ``at`` when it was first made): the same on every retry, so a cube that already committed them knows the
-    retry for a repeat. Time-ordered like :func:`new_memory_id`."""
-    return [f"m{int(at * 1000):012x}{hashlib.sha256(f'{seed}|{i}'.encode()).hexdigest()[:10]}" for i in range(n)]
+    retry for a repeat. Time-ordered like :func:`new_memory_id`, and in the request's order."""
+    ms = int(at * 1000)
+    return [f"m{ms:012x}{i:04x}{hashlib.sha256(f'{seed}|{i}'.encode()).hexdigest()[:6]}" for i in range(n)]
 
 
 def utcnow() -> datetime:
