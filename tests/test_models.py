@@ -63,7 +63,7 @@ def test_memory_ids_are_time_ordered_and_unique() -> None:
     assert all(len(i) == 23 for i in ids)
     keyed = keyed_memory_ids("scope|key", 1_700_000_000.0, 300)
     assert keyed == sorted(keyed) and keyed == keyed_memory_ids("scope|key", 1_700_000_000.0, 300)
-    assert len(set(keyed)) == 300 and all(len(i) == 23 for i in keyed)
+    assert len(set(keyed)) == 300 and all(len(i) == 27 for i in keyed)
 
 
 def test_error_tree() -> None:

@@ -96,7 +96,7 @@ def keyed_memory_ids(seed: str, at: float, n: int) -> list[str]:
     ``at`` when it was first made): the same on every retry, so a cube that already committed them knows the
     retry for a repeat. Time-ordered like :func:`new_memory_id`, and in the request's order."""
     ms = int(at * 1000)
-    return [f"m{ms:012x}{i:04x}{hashlib.sha256(f'{seed}|{i}'.encode()).hexdigest()[:6]}" for i in range(n)]
+    return [f"m{ms:012x}{i:04x}{hashlib.sha256(f'{seed}|{i}'.encode()).hexdigest()[:10]}" for i in range(n)]
 
 
 def utcnow() -> datetime:
