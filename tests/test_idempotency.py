@@ -68,8 +68,11 @@ def test_a_retried_write_gets_the_first_answer_and_writes_nothing_again(http: ht
     b2 = http.post("/v1/cubes/idem/memories/batch", json=batch, headers={"Idempotency-Key": "batch-1"})
     assert b1.status_code == b2.status_code == 201 and b1.json() == b2.json()
     assert http.get("/v1/cubes/idem").json()["memory_count"] == 3
-    # a memory's id is made from the key: time-ordered like any other
-    assert all(item["memory_id"].startswith("m") and len(item["memory_id"]) == 23 for item in b1.json()["items"])
+    # a memory's id is made from the key: time-ordered like any other (the same millisecond prefix), in the
+    # request's order
+    ids = [item["memory_id"] for item in b1.json()["items"]]
+    assert all(i.startswith("m") and len(i) == 27 for i in ids) and ids == sorted(ids)
+    assert abs(int(ids[0][1:13], 16) - int(first.json()["id"][1:13], 16)) < 60_000
 
     memory_id = first.json()["id"]
     patch = {"tags": ["garden"]}
