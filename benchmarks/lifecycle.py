@@ -40,6 +40,7 @@ from memos_ray.types import (
     CubeMeta,
     LifecyclePolicy,
     LifecycleState,
+    LifecycleSweep,
     MemoryCreate,
     MemoryKind,
     MessagesCreate,
@@ -199,7 +200,7 @@ def bench_locomo(root: Path, encoder: SentenceEncoder) -> dict[str, Any]:
 
 def _month(
     cube: MemCube, encoder: SentenceEncoder, asked: list[locomo.Question], now: float, seq: int, bar: float | None
-) -> Any:
+) -> LifecycleSweep:
     """A month of use (``asked`` are the questions; what they retrieve is used), then the archive sweep 31 days
     on under merge + archive with salience ``bar``."""
     used: dict[str, float] = {}

@@ -114,7 +114,7 @@ def resolve_model(config: LLMConfig, cache_dir: Path) -> tuple[Path, str]:
     if not path.exists():
         raise ValueError(f"llm.model {config.model!r} is neither {PACKAGED_MODEL!r} nor a path that exists here")
     if path.is_file() and path.suffix == ".gguf":
-        return converted_model(cache_dir, path.stem, path)
+        return converted_model(cache_dir, model_name(config), path)
     if path.is_dir() and (path / "config.json").exists():
         return path, _weights_sha256(path, cache_dir)
     raise ValueError(f"llm.model {config.model!r}: expected a .gguf file or a folder with config.json")
