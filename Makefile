@@ -1,7 +1,7 @@
 # The README names these targets. Each one installs what it needs first (scripts/bootstrap.sh).
 PY := .venv/bin/python
 
-.PHONY: setup up test test-cluster test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops bench-scheduler bench-grounding bench-lifecycle bench-cubes bench-soak bench-servers bench-compose lint format typecheck
+.PHONY: setup up test test-cluster test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops bench-scheduler bench-grounding bench-lifecycle bench-cubes bench-soak bench-servers bench-compose bench-retrieval lint format typecheck
 
 setup:
 	@./scripts/bootstrap.sh
@@ -53,6 +53,9 @@ bench-soak: setup  ## 8 clients of mixed traffic for 10 minutes: errors, p99 and
 
 bench-compose: setup  ## composable activation memory: TTFT, greedy agreement and KL against a full prefill (~15 min)
 	$(PY) -u -m benchmarks.compose
+
+bench-retrieval: setup  ## LoCoMo recall through HTTP and in process, each signal per category, leave-one-out, embedder backends, speed
+	$(PY) -m benchmarks.retrieval
 
 bench-cubes: setup  ## many cubes: cold activation, Zipf vs warm, 10k registered cubes, memory per live cube
 	$(PY) -u -m benchmarks.cubes

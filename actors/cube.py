@@ -32,8 +32,9 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 import numpy as np
 
-from actors.calls import NamedActors, actor_class, read_only
+from actors.calls import NamedActors, actor_class, call, read_only
 from actors.cascade import Cascade
+from actors.embedder import EMBEDDER_NAME, Embedder
 from actors.rows import ShardRows, storage_name
 from memos_ray.activation.prompt import PINNED_TAG
 from memos_ray.config import MemosConfig
@@ -41,6 +42,7 @@ from memos_ray.errors import Unavailable
 from memos_ray.plaintext import erasure
 from memos_ray.plaintext.cube import MemCube
 from memos_ray.plaintext.outbox import CascadeOutbox, legacy_items, remove_legacy
+from memos_ray.plaintext.words import WordNeighbours
 from memos_ray.types import (
     Added,
     ChangeBatch,
@@ -155,6 +157,7 @@ class CubeHost:
         self.lives = 0
         self._cube: MemCube | None = None
         self._outbox: CascadeOutbox | None = None
+        self._words: WordNeighbours | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -191,11 +194,14 @@ class CubeHost:
             raise Unavailable(f"cube actor still hosts cube {self._cube.meta.id}", {"retry": True})
         rows = ShardRows(self._storage.get(storage_name(self.config, meta.id)), meta.id)
         cfg = self.config
+        words = await self._word_table()
         # What the cube loads lives as long as this life: out of the cycle collector's reach until passivation
         # (frozen before the collector is on again, or its first allocations scan ~10^6 objects: ~300 ms at 10k).
         gc.disable()
         try:
-            self._cube = MemCube(meta, cfg.storage, cfg.search, cfg.embedder.dim, cfg.scheduler.lifecycle, rows)
+            self._cube = MemCube(
+                meta, cfg.storage, cfg.search, cfg.embedder.dim, cfg.scheduler.lifecycle, rows, words=words
+            )
             gc.freeze()
         finally:
             gc.enable()
@@ -207,6 +213,19 @@ class CubeHost:
         self.lives += 1
         self._retry_later()
         return self._cube.live_meta()
+
+    async def _word_table(self) -> WordNeighbours | None:
+        """The Embedder's word-neighbour table, fetched once per process from the object store (zero-copy:
+        the cube actors of a node share its pages); a call made while the Embedder still starts waits for it.
+        None where expansion is off, or where this namespace runs no Embedder (a cube driven by a tool)."""
+        if self._words is None and self.config.search.expansion_weight > 0:
+            embedder = self._storage.get(EMBEDDER_NAME)
+            if embedder is None:
+                log.warning("no embedder in namespace %s: searches run without query expansion", self.config.namespace)
+                return None
+            (ref,) = await call(embedder, Embedder.word_neighbours)
+            self._words = await ref
+        return self._words
 
     # ------------------------------------------------------------ the cascade
 

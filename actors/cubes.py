@@ -102,12 +102,19 @@ class Cubes:
         start = time.perf_counter()
         if cube_ids is None:
             cube_ids = await self.readable(who)
+        # the query's vector is made while the cubes are authorized (and opened): two round trips at once
+        vec_of = asyncio.ensure_future(embed([q.query])) if q.mode != "bm25" and cube_ids else None
         first: CubeRef | None = None
-        if len(cube_ids) == 1:  # activation authorizes it: one call
-            first = await self.open(cube_ids[0], who, Role.read)
-        elif cube_ids:
-            await self.authorize(cube_ids, who, Role.read)
-        vec = (await embed([q.query]))[0] if q.mode != "bm25" and cube_ids else None
+        try:
+            if len(cube_ids) == 1:  # activation authorizes it: one call
+                first = await self.open(cube_ids[0], who, Role.read)
+            elif cube_ids:
+                await self.authorize(cube_ids, who, Role.read)
+        except BaseException:
+            if vec_of is not None:
+                vec_of.cancel()
+            raise
+        vec = (await vec_of)[0] if vec_of is not None else None
         fan_out = asyncio.Semaphore(MAX_FAN_OUT)
 
         async def one(cube_id: str) -> list[SearchHit]:

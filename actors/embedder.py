@@ -3,6 +3,10 @@
 Requests from many ingress calls join one queue; a single loop takes what is waiting (up to
 ``max_batch`` sentences, waiting ``batch_wait_ms`` for company when alone) and runs one
 forward pass in a worker thread, so the event loop keeps accepting requests meanwhile.
+
+It also holds the model's word-neighbour table (query expansion), made at its start (built once per
+model and machine, then read from the cache) and put in the object store, so every cube actor of a node
+reads one copy.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import ray
+from ray import ObjectRef
 from ray.actor import ActorHandle
 
 from actors import metrics
@@ -34,6 +40,7 @@ class Embedder:
     def __init__(self, config: EmbedderConfig) -> None:
         self.config = config
         self.encoder = SentenceEncoder(config)
+        self._words: ObjectRef = ray.put(self.encoder.word_neighbours())
         self._queue: asyncio.Queue[_Pending] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._requests = self._sentences = self._batches = 0
@@ -47,6 +54,10 @@ class Embedder:
 
     async def ready(self) -> int:
         return self.config.dim
+
+    async def word_neighbours(self) -> list[ObjectRef]:
+        """The word-neighbour table in the object store (a list, so the caller gets the reference)."""
+        return [self._words]
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         queue = self._ensure_loop()

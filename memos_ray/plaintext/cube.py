@@ -22,6 +22,7 @@ from memos_ray.plaintext.index import HybridIndex, TermRows
 from memos_ray.plaintext.moves import LifecycleMoves
 from memos_ray.plaintext.rows import CubeRows, row_key
 from memos_ray.plaintext.transfer import VersionTransfer
+from memos_ray.plaintext.words import WordNeighbours
 from memos_ray.scheduling.policy import approx_tokens
 from memos_ray.types import (
     RESTORABLE,
@@ -82,8 +83,10 @@ class MemCube(LifecycleMoves, VersionTransfer):
         dim: int,
         default_policy: LifecyclePolicy | None = None,
         store: CubeRows | None = None,
+        words: WordNeighbours | None = None,
     ) -> None:
-        """``store``: the cube's rows (a cube actor passes its storage actor's proxy); None opens them here."""
+        """``store``: the cube's rows (a cube actor passes its storage actor's proxy); None opens them here.
+        ``words``: the embedder's word-neighbour table, for query expansion (None: none)."""
         self.meta = meta
         self.dim = dim
         self.default_policy = default_policy or LifecyclePolicy()
@@ -95,7 +98,7 @@ class MemCube(LifecycleMoves, VersionTransfer):
         self.checkpoint = CheckpointFiles(
             storage.data_dir / "cubes" / meta.id / "checkpoint" if storage.is_lite else None, meta.id
         )
-        self.index = HybridIndex(dim, search)
+        self.index = HybridIndex(dim, search, words=words)
         self.latest: dict[str, MemoryItem] = {}
         self.history: dict[str, list[MemoryItem]] = {}
         self._vecs: dict[str, np.ndarray] = {}
