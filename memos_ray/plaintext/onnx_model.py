@@ -127,9 +127,6 @@ class OnnxSentenceModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
-        # idle threads sleep instead of spinning: on a node shared with the cube, storage and Serve processes,
-        # spinning between sentences takes the cores the rest of a write needs
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(exported(model_path, precision, cache_dir)), options, providers=["CPUExecutionProvider"]
         )
