@@ -110,6 +110,12 @@ def _same(said: float, when: datetime | None) -> bool:
     return (math.isnan(said) and math.isnan(t)) or said == t
 
 
+# the per-slot arrays and what _allocate fills an empty slot with (NaN: no time; -1: no neighbour)
+_EMPTY = {
+    **dict.fromkeys(("_alive", "_state", "_kind", "_doclen"), 0),
+    **dict.fromkeys(("_said", "_valid_from", "_valid_to"), math.nan),
+    **dict.fromkeys(("_prev", "_next"), -1),
+}
 _NAME_RE = re.compile(r"[a-z0-9]+")
 
 
@@ -158,21 +164,11 @@ class HybridIndex:
     def _grow(self) -> None:
         cap = len(self._alive) * 2
         self._vecs = np.resize(self._vecs, (cap, self.dim))
-        for name in ("_alive", "_state", "_kind", "_doclen"):
+        for name, fill in _EMPTY.items():
             arr = getattr(self, name)
-            grown = np.zeros(cap, dtype=arr.dtype)
+            grown = np.full(cap, fill, dtype=arr.dtype)
             grown[: len(arr)] = arr
             setattr(self, name, grown)
-        for name in ("_said", "_valid_from", "_valid_to"):
-            arr = getattr(self, name)
-            grown_f = np.full(cap, math.nan)
-            grown_f[: len(arr)] = arr
-            setattr(self, name, grown_f)
-        for name in ("_prev", "_next"):
-            arr = getattr(self, name)
-            grown_i = np.full(cap, -1, dtype=np.int32)
-            grown_i[: len(arr)] = arr
-            setattr(self, name, grown_i)
 
     def terms(self, item: MemoryItem, contexts: Sequence[str] = ()) -> dict[str, float]:
         """What BM25 finds ``item`` by: its words (with its speaker), and at ``context_weight`` those of its
@@ -445,15 +441,13 @@ class HybridIndex:
         if self._unlinked:
             self._relink()
         weight = self.config.neighbour_weight
-        around: dict[int, float] = {}
-        for slot, score in ranked.items():
-            for j in self._around(slot, mask):
-                around[j] = around.get(j, 0.0) + score
+        near = {slot: list(self._around(slot, mask)) for slot in ranked}  # the relation is symmetric
+        for slot in {j for js in near.values() for j in js} - near.keys():  # found by its neighbours only
+            near[slot] = list(self._around(slot, mask))
         out = {}
-        for slot in ranked.keys() | around.keys():
-            n = sum(1 for _ in self._around(slot, mask))
+        for slot, js in near.items():
             own = ranked.get(slot, 0.0)
-            out[slot] = (own + weight * around.get(slot, 0.0) / n) / (1 + weight) if n else own
+            out[slot] = (own + weight * sum(ranked.get(j, 0.0) for j in js) / len(js)) / (1 + weight) if js else own
         return out
 
     def query_terms(self, query: str) -> dict[str, float]:
