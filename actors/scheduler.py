@@ -49,14 +49,27 @@ REFS_KEPT = 64  # ObjectRefs of recent caches kept for moves (a held reference p
 PROBE_S = 2.0  # how often a lost worker is asked whether it is back (a restart on another node, or its own)
 
 
+def _offered(resources: dict[str, float]) -> bool:
+    """Whether a live node offers ``resources`` (in its totals): an actor that needs them can be placed."""
+    if not resources:
+        return True
+    return any(
+        node["Alive"] and all(node["Resources"].get(k, 0.0) >= v for k, v in resources.items()) for node in ray.nodes()
+    )
+
+
 class Scheduler:
     def __init__(self, config: MemosConfig) -> None:
         self.config = config
         cfg = config.workers
+        # Detached, found again by name: a Scheduler restarted (its node lost) keeps the workers that live on,
+        # with their caches and adapters, rather than reloading the model on each while it serves again.
         self.workers: list[ActorHandle] = [
             WorkerActor.options(  # type: ignore[attr-defined]
                 name=worker_name(i),
                 namespace=config.namespace,
+                lifetime="detached",
+                get_if_exists=True,
                 num_cpus=cfg.num_cpus,
                 resources=cfg.resources[i] if i < len(cfg.resources) else None,
             ).remote(i, config)
@@ -85,9 +98,18 @@ class Scheduler:
         self._probes: dict[int, asyncio.Task[None]] = {}
 
     async def ready(self) -> ModelIdentity:
+        """The model the workers serve, once those that can be placed have loaded it. A worker whose pinned
+        resources no live node offers (its node was lost before this Scheduler's restart: Ray would queue it
+        forever) is marked lost, and probed, rather than waited for."""
         if self.identity is not None:
             return self.identity
-        identities = await asyncio.gather(*(call(w, ModelWorker.identity) for w in self.workers))
+        wanted = self.config.workers.resources
+        placeable = [i for i in range(len(self.workers)) if _offered(wanted[i] if i < len(wanted) else {})]
+        for i in range(len(self.workers)):
+            if i not in placeable:
+                self.worker_lost(i)
+        self._up()  # none placeable: Unavailable
+        identities = await asyncio.gather(*(call(self.workers[i], ModelWorker.identity) for i in placeable))
         if len({i.key for i in identities}) != 1:
             raise RuntimeError(f"workers disagree on the model: {identities}")
         self.identity = identities[0]
@@ -110,6 +132,7 @@ class Scheduler:
     async def calibrated(self) -> int:
         """The prefix length from which a cache pays off, measured once on worker 0."""
         if self.break_even is None:
+            await self._identity()  # which workers can be placed at all
             break_even, self.calibration = await call(self.workers[self._up()[0]], ModelWorker.calibrate)
             self.break_even = break_even
             return break_even
@@ -119,6 +142,10 @@ class Scheduler:
         return self.identity or await self.ready()
 
     # ------------------------------------------------------------ workers lost and back
+
+    def _live(self) -> list[ActorHandle]:
+        """The workers not lost: a call on a lost one waits until Ray places it again (maybe never)."""
+        return [w for i, w in enumerate(self.workers) if i not in self.lost]
 
     def _up(self) -> list[int]:
         up = [i for i in range(len(self.workers)) if i not in self.lost]
@@ -163,6 +190,7 @@ class Scheduler:
         on ``placement.handle`` and reports its end with :meth:`release`."""
         if pinned is not None and not 0 <= pinned < len(self.workers):
             raise InvalidInput(f"worker {pinned} does not exist (0..{len(self.workers) - 1})", {"worker": pinned})
+        identity = await self._identity()  # first: a worker no node can place is lost, never picked
         if pinned in self.lost:
             raise Unavailable(f"model worker {pinned} is down (its node was lost?): retry", {"worker": pinned})
         everyone = self._up()
@@ -174,7 +202,7 @@ class Scheduler:
                 self.block_holders.setdefault(block.ref.memory_id, set()).add(w)
             return self._placement(w, None)
         adapter_id = plan.adapter.adapter_id if plan.adapter else None
-        key, _ = kvcache.cache_key(await self._identity(), adapter_id, plan.prefix_text)
+        key, _ = kvcache.cache_key(identity, adapter_id, plan.prefix_text)
         holders = sorted(self.where.get(key, set()) - self.lost)
         if pinned is not None:
             w = pinned
@@ -291,9 +319,9 @@ class Scheduler:
         self._forget(stale)  # first: no placement may pick them while the workers drop them
         holders = sorted(set().union(*(self.block_holders.pop(m, set()) for m in ids)))
         # the workers that composed with these memories (a worker runs one call at a time: no other is asked)
-        drops = [call(self.workers[w], ModelWorker.drop_blocks, memory_ids) for w in holders]
+        drops = [call(self.workers[w], ModelWorker.drop_blocks, memory_ids) for w in holders if w not in self.lost]
         if stale:  # a dead worker has nothing to drop: its restart starts empty
-            drops += [call(w, ModelWorker.drop, stale) for w in self.workers]
+            drops += [call(w, ModelWorker.drop, stale) for w in self._live()]
         await asyncio.gather(*drops, return_exceptions=True)
         # again: a chat that ran on one of them while we waited may have reported it held (release)
         self._forget(stale)
@@ -307,7 +335,7 @@ class Scheduler:
         for adapter_id in ids:
             self.adapter_where.pop(adapter_id, None)
         dropped = await asyncio.gather(
-            *(call(w, ModelWorker.drop_adapters, list(ids)) for w in self.workers), return_exceptions=True
+            *(call(w, ModelWorker.drop_adapters, list(ids)) for w in self._live()), return_exceptions=True
         )
         return sum(d for d in dropped if isinstance(d, int))
 
@@ -346,10 +374,11 @@ class Scheduler:
 
     async def warm_adapter(self, adapter: AdapterWeights) -> int:
         """Load an adapter on the worker a chat under it would be placed on (no prefix to build)."""
+        await self._identity()
         holders = self.adapter_where.get(adapter.adapter.adapter_id, set())
         if holders:
             return min(holders)
-        w = min(range(len(self.workers)), key=lambda i: (self.inflight[i], i))
+        w = min(self._up(), key=lambda i: (self.inflight[i], i))
         await call(self.workers[w], ModelWorker.load_adapter, adapter)
         self.adapter_where.setdefault(adapter.adapter.adapter_id, set()).add(w)
         return w
@@ -370,13 +399,13 @@ class Scheduler:
         if self.using.get(key) or key in self._builds:
             return False
         self._forget([key])
-        await asyncio.gather(*(call(w, ModelWorker.drop, [key]) for w in self.workers), return_exceptions=True)
+        await asyncio.gather(*(call(w, ModelWorker.drop, [key]) for w in self._live()), return_exceptions=True)
         return True
 
     async def places(self, with_workers: bool = True) -> KVPlaces:
         """Every cache and where it lives; ``with_workers`` also asks each worker for its KV bytes and adapters
         (a call that waits behind the chat it is running: the policy's sweep does without)."""
-        stats = await asyncio.gather(*(call(w, ModelWorker.stats) for w in self.workers)) if with_workers else []
+        stats = await asyncio.gather(*(call(w, ModelWorker.stats) for w in self._live())) if with_workers else []
         caches = [
             CachePlace(
                 key=key,
@@ -403,7 +432,7 @@ class Scheduler:
         return KVPlaces(caches=caches, disk=dict(self.disk), workers=workers, break_even_tokens=await self.calibrated())
 
     async def stats(self) -> dict[str, Any]:
-        workers = await asyncio.gather(*(call(w, ModelWorker.stats) for w in self.workers))
+        workers = await asyncio.gather(*(call(w, ModelWorker.stats) for w in self._live()))
         return {
             "workers": workers,
             "caches": len(self.entries),
