@@ -26,9 +26,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _READ_ONLY = "__memos_read_only__"
 
-# The actors that keep files under data_dir (the storage shards with milvus-lite, the stores' owners with
-# SQLite) run on the head node, the one whose disk holds them, wherever the caller is and wherever Ray
-# restarts them; with a Milvus server and PostgreSQL they run anywhere (actors/runtime.py).
+# The actors that keep files under data_dir (the storage shards with milvus-lite) and the control plane (the
+# Directory, the stores' owners, the Scheduler: actors/runtime.py) run on the head node, wherever the caller
+# is and wherever Ray restarts them.
 ON_HEAD = {"node:__internal_head__": 0.001}
 
 

@@ -25,6 +25,7 @@ from actors.idempotency import IDEMPOTENCY_NAME, IdempotencyActor
 from actors.identity import IDENTITY_NAME, IdentityActor
 from actors.memscheduler import MEMSCHEDULER_NAME, MemSchedulerActor
 from actors.scheduler import SCHEDULER_NAME, SchedulerActor
+from actors.worker import worker_name
 from memos_ray.config import MemosConfig
 
 
@@ -54,19 +55,17 @@ def _shared(
 
 
 def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
-    # The stores' owners run anywhere once their tables are in PostgreSQL (SQLite files: on the head, whose
-    # disk holds them). The Directory, the cubes' control plane, shares the head's fate as Serve's controller
-    # does (a cube's cascade outbox is in its counters, with its rows: no node's disk holds anything for it).
-    files = config.storage.database_uri is None
+    # The control plane runs on the head, whose fate it shares as Serve's controller does: the Directory (a
+    # cube's cascade outbox is in its counters, with its rows), the stores' owners (their tables: SQLite files on
+    # the head's disk, or PostgreSQL) and the Scheduler. Each takes next to nothing; a worker node's loss then
+    # restarts only what computes there (cubes, model workers, the Embedder), not the actors every request asks.
     directory = _shared(DirectoryActor, DIRECTORY_NAME, config, 0.01, config, on_head=True)
     embedder = _shared(EmbedderActor, EMBEDDER_NAME, config, config.embedder.num_cpus, config.embedder)
-    identity = _shared(IdentityActor, IDENTITY_NAME, config, 0.01, config, on_head=files)
-    # the audit chain's key is a file: the head's, unless a secret every node mounts names it
-    audit_on_head = files or config.governance.audit_key_file is None
-    audit = _shared(AuditLogActor, AUDIT_NAME, config, 0.01, config, on_head=audit_on_head)
-    adapters = _shared(AdaptersActor, ADAPTERS_NAME, config, 0.01, config, on_head=files)
-    memscheduler = _shared(MemSchedulerActor, MEMSCHEDULER_NAME, config, 0.01, config, on_head=files)
-    idempotency = _shared(IdempotencyActor, IDEMPOTENCY_NAME, config, 0.01, config, on_head=files)
+    identity = _shared(IdentityActor, IDENTITY_NAME, config, 0.01, config, on_head=True)
+    audit = _shared(AuditLogActor, AUDIT_NAME, config, 0.01, config, on_head=True)
+    adapters = _shared(AdaptersActor, ADAPTERS_NAME, config, 0.01, config, on_head=True)
+    memscheduler = _shared(MemSchedulerActor, MEMSCHEDULER_NAME, config, 0.01, config, on_head=True)
+    idempotency = _shared(IdempotencyActor, IDEMPOTENCY_NAME, config, 0.01, config, on_head=True)
     memscheduler.ready.remote()  # starts its sweep (it stays passive until the Scheduler exists)
     if wait:
         shared = (directory, embedder, identity, audit, adapters, memscheduler, idempotency)
@@ -84,7 +83,7 @@ def ensure_runtime(config: MemosConfig, wait: bool = True) -> Runtime:
 
 def ensure_scheduler(config: MemosConfig, wait: bool = True) -> ActorHandle:
     """The Scheduler and its model workers (started on first use: loading the LLM costs seconds)."""
-    scheduler = _shared(SchedulerActor, SCHEDULER_NAME, config, 0.01, config)
+    scheduler = _shared(SchedulerActor, SCHEDULER_NAME, config, 0.01, config, on_head=True)
     if wait:
         ray.get(scheduler.ready.remote())
     return scheduler
@@ -102,7 +101,8 @@ def shutdown_runtime(config: MemosConfig) -> None:
         ADAPTERS_NAME,
         IDEMPOTENCY_NAME,
     )
-    for name in names:
+    workers = tuple(worker_name(i) for i in range(config.workers.count))  # detached: they outlive a Scheduler
+    for name in (*names, *workers):
         try:
             handle = ray.get_actor(name, namespace=config.namespace)
         except ValueError:

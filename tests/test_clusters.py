@@ -29,7 +29,7 @@ def _check_serve(doc: dict[str, Any]) -> MemosConfig:
 def test_the_serve_config_deploys_the_app_with_a_valid_config() -> None:
     config = _check_serve(yaml.safe_load((CLUSTERS / "serve_config.yaml").read_text()))
     assert config.storage.milvus_uri and config.storage.database_uri, "past one machine both servers are named"
-    assert config.governance.audit_key_file is not None  # a mounted secret: the audit actor may run anywhere
+    assert config.governance.audit_key_file is not None  # a mounted secret: a restarted head finds it
 
 
 def test_the_kuberay_rayservice_carries_a_valid_serve_config_and_cluster() -> None:
