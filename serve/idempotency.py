@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import ray
 from fastapi import Request, Response
 from ray.actor import ActorHandle
 
@@ -67,7 +68,7 @@ async def idempotent(request: Request, call_next: Next) -> Response:
     fingerprint = hashlib.sha256(what).hexdigest()
     store = request.app.state.services.idempotency
     try:
-        claim = await call(store, Idempotency.claim, scope, key, fingerprint)
+        claim = await call(store, Idempotency.claim, scope, key, fingerprint, _holder())
     except e.MemosError:
         raise
     except Exception as exc:  # its actor is restarting: nothing ran
@@ -99,6 +100,12 @@ async def idempotent(request: Request, call_next: Next) -> Response:
         await _settle(store, Idempotency.release, scope, key)
     headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
     return Response(content, response.status_code, headers)
+
+
+def _holder() -> str | None:
+    """This replica's actor name (Serve names each uniquely), for the keys' actor to ask Ray after; None
+    outside an actor."""
+    return ray.get_runtime_context().get_actor_name() if ray.is_initialized() else None
 
 
 async def _settle(store: ActorHandle, method: Callable[..., object], *args: object) -> bool:

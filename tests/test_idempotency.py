@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from memos_ray.governance.idempotency import IdempotencyStore
-from tests.helpers import bearer
+from tests.helpers import bearer, wait_for_condition
 
 
 def test_a_key_runs_once_replays_its_answer_and_names_one_request(tmp_path: Path, database_uri: str | None) -> None:
@@ -39,6 +39,13 @@ def test_a_key_runs_once_replays_its_answer_and_names_one_request(tmp_path: Path
     assert store.claim("s", "k2", "req-c", now=1005).outcome == "in_flight"
     taken = store.claim("s", "k2", "req-c", now=1014)
     assert taken.outcome == "run" and taken.first_at == 1000
+    # a reservation whose holder is known dead is taken over at once: that one, once (a newer one is not)
+    assert store.claim("s", "k3", "req-d", now=1000).outcome == "run"
+    held = store.claim("s", "k3", "req-d", now=1001)
+    assert held.outcome == "in_flight" and held.started == 1000
+    assert store.claim("s", "k3", "req-d", now=1002, dead=999).outcome == "in_flight"
+    assert store.claim("s", "k3", "req-d", now=1002, dead=held.started).outcome == "run"
+    assert store.claim("s", "k3", "req-d", now=1003, dead=held.started).outcome == "in_flight"
     store.close()
     reopened = IdempotencyStore(tmp_path / "idempotency.sqlite", database_uri, ttl_s=100, lease_s=10)
     assert reopened.claim("s", "k1", "req-a", now=1050).outcome == "replay"  # durable
@@ -112,3 +119,25 @@ def test_the_keys_actor_dying_under_a_keyed_request_does_not_fail_it(http: httpx
     again = http.post("/v1/chat", json=body, headers=key)
     assert again.status_code == 200 and again.content == answer["r"].content
     assert again.headers.get("Idempotency-Replayed") == "true"
+
+
+def test_a_reservation_whose_replica_died_is_taken_over_without_waiting_for_the_lease(http: httpx.Client) -> None:
+    """The replica running a keyed request is lost with its node (Serve's proxy answers the client a 500): the
+    retry runs at once, not after ``idempotency_lease_s`` of 409s."""
+    import ray
+
+    keys = ray.get_actor("memos_idempotency", namespace="memos_tests")
+
+    @ray.remote(num_cpus=0)
+    class Replica:
+        def ready(self) -> bool:
+            return True
+
+    replica = Replica.options(name="test-replica", namespace="memos_tests").remote()  # type: ignore[attr-defined]
+    ray.get(replica.ready.remote())
+    holder = "test-replica"
+    assert ray.get(keys.claim.remote("scope", "held", "req", holder)).outcome == "run"
+    assert ray.get(keys.claim.remote("scope", "held", "req", None)).outcome == "in_flight"  # its holder runs it
+    ray.kill(replica)
+    wait_for_condition(lambda: ray.get(keys.claim.remote("scope", "held", "req", None)).outcome == "run", timeout=20)
+    assert ray.get(keys.claim.remote("scope", "held", "req", None)).outcome == "in_flight"  # taken over once

@@ -7,8 +7,9 @@ its write happened; sending it again with the same key is safe. The first reques
 - gets the stored answer again, byte for byte (``Idempotency-Replayed: true``);
 - gets 409 while the first is still running;
 - gets 422 if its method, path or body differ from the first's (a key names one request, not a slot);
-- runs again if the first got a 5xx (nothing was acknowledged) or if its reservation is older than
-  ``lease_s`` (the process that held it died: what it did is what a rerun meets, e.g. a memory add that was
+- runs again if the first got a 5xx (nothing was acknowledged), if the process that held its reservation is
+  known to have died (its owner, ``actors/idempotency.py``, asks Ray), or if the reservation is older than
+  ``lease_s`` (a holder nobody knows: what it did is what a rerun meets, e.g. a memory add that was
   committed is found by its key in the cube; see ``MemoryService``).
 
 Keys are scoped to the credential that sent them (a SHA-256 of it, never the key itself) and kept ``ttl_s``.
@@ -41,6 +42,7 @@ class Claim(Strict):
 
     outcome: Literal["run", "replay", "in_flight", "mismatch"]
     first_at: float = 0.0  # when the key was first reserved (kept when a dead request's reservation is taken over)
+    started: float = 0.0  # in_flight: when the running request reserved it (what a take-over names)
     status: int = 0
     media_type: str = ""
     body: bytes = b""
@@ -52,7 +54,11 @@ class IdempotencyStore:
         self.ttl_s, self.lease_s = ttl_s, lease_s
         self._claims = 0
 
-    def claim(self, scope: str, key: str, fingerprint: str, now: float | None = None) -> Claim:
+    def claim(
+        self, scope: str, key: str, fingerprint: str, now: float | None = None, dead: float | None = None
+    ) -> Claim:
+        """``dead``: the ``started`` of a reservation whose holder died; that one (not a newer one another retry
+        took meanwhile) is taken over as if its lease had run out."""
         now = time.time() if now is None else now
         with self._db.transaction():
             rows = self._db.execute(
@@ -67,8 +73,8 @@ class IdempotencyStore:
                     return Claim(outcome="mismatch")
                 if status is not None:
                     return Claim(outcome="replay", status=int(status), media_type=str(media_type), body=bytes(body))
-                if started >= now - self.lease_s:
-                    return Claim(outcome="in_flight")
+                if started >= now - self.lease_s and started != dead:
+                    return Claim(outcome="in_flight", started=float(started))
             self._db.execute(_PUT, (scope, key, fingerprint, first_at, now, None, None, None))
         self._claims += 1
         if self._claims % PRUNE_EVERY == 0:
