@@ -57,6 +57,25 @@ def crash_mid_purge(cube: Any, encoder: Any) -> tuple[Any, Any, Any]:
     return secret, kept, quoting
 
 
+def run_check(module: str, *args: str, timeout: float = 270) -> Any:
+    """Run ``python -m <module> <args>`` (a check with a Ray cluster of its own) from the repository root; the
+    JSON line it printed last. It must end inside the test's own limit (pytest-timeout, 300 s): a check that
+    hangs fails with what it printed, not with pytest's bare timeout."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", module, *args], cwd=root, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        out, err = (s.decode(errors="replace") if isinstance(s, bytes) else s or "" for s in (exc.stdout, exc.stderr))
+        raise AssertionError(f"{module} ran past {timeout} s\nstdout: {out[-3000:]}\nstderr: {err[-3000:]}") from None
+    assert proc.returncode == 0, proc.stderr[-12000:]
+    return last_json(proc.stdout)
+
+
 def last_json(stdout: str) -> Any:
     """The JSON line a child-process check printed last (Ray's own messages may follow it)."""
     import json

@@ -7,12 +7,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import last_json
+from tests.helpers import run_check
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.cluster]
 
@@ -31,12 +29,7 @@ def _redis_server() -> str:
 
 def test_a_gcs_restart_keeps_every_actor_and_every_acknowledged_write() -> None:
     _redis_server()
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.gcs_restart_check"], cwd=root, capture_output=True, text=True, timeout=400
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    seen = last_json(proc.stdout)
+    seen = run_check("tests.gcs_restart_check")
     print("GCS restart:", json.dumps(seen))
     before, after = seen["named_before"], seen["named_after"]
     assert before and all(after.get(name) == actor for name, actor in before.items())  # the same actors came back

@@ -7,29 +7,15 @@ process can join only one cluster.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from tests.helpers import MODELS
+from tests.helpers import MODELS, run_check
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]  # a Ray cluster of its own, in a child process
 
 
 def test_workers_on_two_nodes_move_a_cache_and_an_adapter_through_the_object_store() -> None:
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.multinode_check", str(MODELS)],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    seen = run_check("tests.multinode_check", str(MODELS))
     nodes = seen["worker_nodes"]
     assert nodes[0] != nodes[1], "the two workers share a node"
     assert set(nodes) == set(seen["node_ids"]) and seen["head"] not in nodes  # pinned by custom resources

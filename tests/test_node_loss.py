@@ -4,13 +4,10 @@ own) with the cube rows on the session's Milvus server and every store in its Po
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import MODELS, last_json
+from tests.helpers import MODELS, run_check
 from tests.milvus_server import MilvusProcess
 from tests.milvus_server import fresh_database as fresh_milvus
 from tests.postgres import fresh_database as fresh_postgres
@@ -21,16 +18,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.cluster]
 def test_a_node_lost_under_load_loses_no_acknowledged_write_and_its_cubes_serve_again(
     milvus: MilvusProcess, postgres: str
 ) -> None:
-    root = Path(__file__).resolve().parents[1]
-    args = [str(MODELS), fresh_milvus(milvus.uri), fresh_postgres(postgres)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.node_loss_check", *args], cwd=root, capture_output=True, text=True, timeout=560
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    seen = last_json(proc.stdout)
+    seen = run_check("tests.node_loss_check", str(MODELS), fresh_milvus(milvus.uri), fresh_postgres(postgres))
     print("node loss:", json.dumps(seen))
     assert seen["acked"] > 50 and seen["missing"] == [] and seen["unacknowledged"] == []
     assert seen["cubes_on_lost_node"], "no cube ran on the node that was removed"
+    assert "memos_embedder" in seen["shared_on_lost_node"], seen["shared_on_lost_node"]  # it came back elsewhere
     assert seen["nodes"]["head"] not in seen["cube_nodes"]  # cubes live on the worker nodes
     outage = seen["outage_s"]
     assert all(s is not None and s <= 10 for s in outage.values()), outage
