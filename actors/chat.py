@@ -30,7 +30,7 @@ from actors.cubes import Cubes
 from actors.handoff import AdapterWeights, Placement
 from actors.memories import MemoryService
 from actors.runtime import ensure_scheduler
-from actors.scheduler import SCHEDULER_NAME, Scheduler
+from actors.scheduler import SCHEDULER_NAME, Scheduler, worker_placeable
 from actors.usage import UsageRecorder
 from actors.worker import ModelWorker
 from memos_ray.activation.prompt import PINNED_TAG, PlannedChat, cubes_kv_mode, plan_chat, question_of
@@ -59,6 +59,13 @@ from memos_ray.types import (
 )
 
 log = logging.getLogger(__name__)
+
+
+NODE_CHECK_S = 2.0  # how often a running chat asks whether its worker's node is still up
+
+
+class _NodeLost(Exception):
+    """The node of the worker a chat waits on is gone (see ChatService._unless_node_lost)."""
 
 
 @dataclass(frozen=True)
@@ -177,8 +184,11 @@ class ChatService:
             chat = await self.prepare(who, req)
             outcome: ChatOutcome | None = None
             try:
-                outcome = await call(chat.placement.handle, ModelWorker.chat, chat.plan, chat.placement, chat.adapter)
-            except RayActorError as exc:
+                outcome = await self._unless_node_lost(
+                    call(chat.placement.handle, ModelWorker.chat, chat.plan, chat.placement, chat.adapter),
+                    chat.placement.worker,
+                )
+            except (RayActorError, _NodeLost) as exc:
                 tell(chat.scheduler, Scheduler.worker_lost, chat.placement.worker)
                 if retried or req.worker is not None:
                     raise Unavailable(
@@ -190,6 +200,19 @@ class ChatService:
             finally:
                 self._release(chat, outcome)
             return await self._respond(who, req, chat, outcome)
+
+    async def _unless_node_lost(self, running: Awaitable[ChatOutcome], w: int) -> ChatOutcome:
+        """The worker's answer, or :class:`_NodeLost` once no live node offers what the worker is pinned to: a
+        call that reached the worker after its node died but before Ray said so waits for a restart that
+        may never come (Ray queues it), where one already running fails with RayActorError."""
+        task = asyncio.ensure_future(running)
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=NODE_CHECK_S)
+            if done:
+                return task.result()
+            if not await asyncio.to_thread(worker_placeable, self.config, w):
+                task.cancel()
+                raise _NodeLost(w)
 
     async def _respond(self, who: Caller, req: ChatRequest, chat: PreparedChat, outcome: ChatOutcome) -> ChatResponse:
         """The memory loop: with ``remember``, the user's turn and the answer become dialogue memories of the

@@ -46,6 +46,7 @@ from memos_ray.types import (
 
 SCHEDULER_NAME = "memos_scheduler"
 REFS_KEPT = 64  # ObjectRefs of recent caches kept for moves (a held reference pins the cache in the store)
+NODES_FRESH_S = 1.0  # how old Ray's node table may be when a placement asks whether a worker's node is up
 PROBE_S = 2.0  # how often a lost worker is asked whether it is back (a restart on another node, or its own)
 
 
@@ -56,6 +57,12 @@ def _offered(resources: dict[str, float]) -> bool:
     return any(
         node["Alive"] and all(node["Resources"].get(k, 0.0) >= v for k, v in resources.items()) for node in ray.nodes()
     )
+
+
+def worker_placeable(config: MemosConfig, w: int) -> bool:
+    """Whether a live node offers what model worker ``w`` is pinned to (``workers.resources``)."""
+    wanted = config.workers.resources
+    return _offered(wanted[w] if w < len(wanted) else {})
 
 
 class Scheduler:
@@ -96,6 +103,7 @@ class Scheduler:
         self.calibration: list[dict[str, float]] = []
         self.lost: set[int] = set()  # workers whose actor died (its node went?): no placement until they answer
         self._probes: dict[int, asyncio.Task[None]] = {}
+        self._nodes_read_at = float("-inf")
 
     async def ready(self) -> ModelIdentity:
         """The model the workers serve, once those that can be placed have loaded it. A worker whose pinned
@@ -103,12 +111,8 @@ class Scheduler:
         forever) is marked lost, and probed, rather than waited for."""
         if self.identity is not None:
             return self.identity
-        wanted = self.config.workers.resources
-        placeable = [i for i in range(len(self.workers)) if _offered(wanted[i] if i < len(wanted) else {})]
-        for i in range(len(self.workers)):
-            if i not in placeable:
-                self.worker_lost(i)
-        self._up()  # none placeable: Unavailable
+        self._lose_unplaceable(0.0)
+        placeable = self._up()  # none: Unavailable
         identities = await asyncio.gather(*(call(self.workers[i], ModelWorker.identity) for i in placeable))
         if len({i.key for i in identities}) != 1:
             raise RuntimeError(f"workers disagree on the model: {identities}")
@@ -153,6 +157,17 @@ class Scheduler:
             raise Unavailable("no model worker is up (their nodes were lost?): retry", {"retry": True})
         return up
 
+    def _lose_unplaceable(self, fresh_s: float = NODES_FRESH_S) -> None:
+        """A worker pinned to resources no live node offers (its node lost) is lost now: a call on it would
+        wait until Ray places it again, maybe never. Ray's node table is read at most every ``fresh_s``."""
+        now = time.monotonic()
+        if now - self._nodes_read_at < fresh_s:
+            return
+        self._nodes_read_at = now
+        for i in range(len(self.workers)):
+            if i not in self.lost and not worker_placeable(self.config, i):
+                self.worker_lost(i)
+
     def worker_lost(self, w: int) -> None:
         """A call on worker ``w`` found its actor dead: nothing is placed there until it answers again (Ray
         restarts it, on a node that offers its resources, when one does); what it held is forgotten."""
@@ -191,6 +206,7 @@ class Scheduler:
         if pinned is not None and not 0 <= pinned < len(self.workers):
             raise InvalidInput(f"worker {pinned} does not exist (0..{len(self.workers) - 1})", {"worker": pinned})
         identity = await self._identity()  # first: a worker no node can place is lost, never picked
+        self._lose_unplaceable()  # its node lost since
         if pinned in self.lost:
             raise Unavailable(f"model worker {pinned} is down (its node was lost?): retry", {"worker": pinned})
         everyone = self._up()
