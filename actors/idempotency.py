@@ -36,7 +36,6 @@ class Idempotency:
             serve.idempotency_ttl_s,
             serve.idempotency_lease_s,
         )
-
         self._holders: OrderedDict[tuple[str, str], str] = OrderedDict()  # (scope, key) -> its replica's name
 
     def ready(self) -> bool:

@@ -142,7 +142,7 @@ def _node_of_cubes(url: str, key: str, cubes: list[str], namespace: str) -> dict
     return where
 
 
-def _node_of_shared(namespace: str) -> dict[str, str]:
+def _node_of_shared() -> dict[str, str]:
     """Which node each named actor other than a model worker runs on."""
     table = ray._private.state.actors()  # type: ignore[attr-defined]
     return {
@@ -250,7 +250,7 @@ def main(models: Path, milvus_uri: str, database_uri: str) -> None:
                 c.start()
             time.sleep(BEFORE_S)
             where = _node_of_cubes(url, key, cubes, config.namespace)
-            shared = _node_of_shared(config.namespace)
+            shared = _node_of_shared()
             lost, lost_worker = node_a, 0
             on_lost = sorted(c for c, n in where.items() if n == lost.node_id)
 
