@@ -62,7 +62,9 @@ class EmbedderConfig(_Config):
     dim: int = 384
     max_batch: int = Field(64, ge=1, description="sentences per forward pass")
     batch_wait_ms: float = Field(0.0, ge=0, description="how long the first request waits for others to join its batch")
-    num_threads: int = Field(2, ge=1)
+    num_threads: int = Field(
+        2, ge=1, description="ONNX: sentences encoded side by side, one thread each; PyTorch: its intra-op threads"
+    )
     num_cpus: float = Field(0.5, ge=0)
     cache_dir: Path | None = Field(
         None,
