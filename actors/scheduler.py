@@ -101,6 +101,7 @@ class Scheduler:
         self.build_s: dict[str, float] = {}  # key -> what its last build or load took the worker
         self.break_even: int | None = None
         self.calibration: list[dict[str, float]] = []
+        self._calibrating: asyncio.Future[int] | None = None
         self.lost: set[int] = set()  # workers whose actor died (its node went?): no placement until they answer
         self._probes: dict[int, asyncio.Task[None]] = {}
         self._nodes_read_at = float("-inf")
@@ -134,13 +135,20 @@ class Scheduler:
                     self.last_used[entry.key] = path.stat().st_mtime
 
     async def calibrated(self) -> int:
-        """The prefix length from which a cache pays off, measured once on worker 0."""
-        if self.break_even is None:
-            await self._identity()  # which workers can be placed at all
-            break_even, self.calibration = await call(self.workers[self._up()[0]], ModelWorker.calibrate)
-            self.break_even = break_even
-            return break_even
-        return self.break_even
+        """The prefix length from which a cache pays off, measured once on worker 0. Callers that ask while
+        it is measured wait for that measurement: a second one would queue behind it on the worker and burn
+        a core for ~20 s more (it did, under the first ingest after start)."""
+        if self.break_even is not None:
+            return self.break_even
+        if self._calibrating is None or self._calibrating.done():  # none yet, or the last one failed
+            self._calibrating = asyncio.ensure_future(self._calibrate())
+        return await asyncio.shield(self._calibrating)
+
+    async def _calibrate(self) -> int:
+        await self._identity()  # which workers can be placed at all
+        break_even, self.calibration = await call(self.workers[self._up()[0]], ModelWorker.calibrate)
+        self.break_even = break_even
+        return break_even
 
     async def _identity(self) -> ModelIdentity:
         return self.identity or await self.ready()

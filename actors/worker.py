@@ -66,6 +66,7 @@ class ModelWorker:
         self.composer = Composer(self.lm.tokenizer, self.lm.identity, config.workers.block_budget_mb * 1024 * 1024)
         self.prefills = 0
         self.prefill_tokens = 0
+        self.calibrations = 0  # break-even measurements (one per Scheduler: each burns a core for ~20 s)
 
     def identity(self) -> ModelIdentity:
         return self.lm.identity
@@ -208,6 +209,7 @@ class ModelWorker:
 
     def calibrate(self) -> tuple[int, list[dict[str, float]]]:
         """The prefix length from which a KV cache pays off on this worker (see ``measure_break_even``)."""
+        self.calibrations += 1
         filler = self.lm.tokenizer(kvcache.SYSTEM_PREAMBLE + " ", add_special_tokens=False).input_ids
         return kvcache.measure_break_even(self.lm.model, self.eos, filler)
 
@@ -360,6 +362,7 @@ class ModelWorker:
             "disk_loads": self.store.disk_loads,
             "prefills": self.prefills,
             "prefill_tokens": self.prefill_tokens,
+            "calibrations": self.calibrations,
             "adapters": self.slots.stats(),
             "adapter_ids": self.slots.resident(),
             "blocks": vars(self.composer.blocks.stats()),

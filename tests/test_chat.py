@@ -137,6 +137,14 @@ def test_a_swarm_shares_one_prefill(http: httpx.Client, team: dict[str, str]) ->
     assert sorted(a["kv"]["status"] for a in answers).count("built") == 1
 
 
+def test_the_break_even_is_measured_once(http: httpx.Client, team: dict[str, str]) -> None:
+    """Callers that ask together share one measurement (a second one burned a core through the first ingest)."""
+    scheduler = ray.get_actor("memos_scheduler", namespace="memos_tests")
+    assert len(set(ray.get([scheduler.calibrated.remote() for _ in range(4)]))) == 1
+    workers = ray.get(scheduler.stats.remote())["workers"]
+    assert sum(w["calibrations"] for w in workers) <= 1  # a restarted worker (test above) counts from 0
+
+
 def test_streaming_over_sse(http: httpx.Client, team: dict[str, str]) -> None:
     body = {
         "cube_ids": ["chat-team"],
