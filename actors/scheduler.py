@@ -101,7 +101,7 @@ class Scheduler:
         self.build_s: dict[str, float] = {}  # key -> what its last build or load took the worker
         self.break_even: int | None = None
         self.calibration: list[dict[str, float]] = []
-        self._calibrating: asyncio.Future[int] | None = None
+        self._calibrating: asyncio.Task[int] | None = None
         self.lost: set[int] = set()  # workers whose actor died (its node went?): no placement until they answer
         self._probes: dict[int, asyncio.Task[None]] = {}
         self._nodes_read_at = float("-inf")
@@ -141,7 +141,7 @@ class Scheduler:
         if self.break_even is not None:
             return self.break_even
         if self._calibrating is None or self._calibrating.done():  # none yet, or the last one failed
-            self._calibrating = asyncio.ensure_future(self._calibrate())
+            self._calibrating = asyncio.get_running_loop().create_task(self._calibrate())
         return await asyncio.shield(self._calibrating)
 
     async def _calibrate(self) -> int:
