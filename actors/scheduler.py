@@ -29,6 +29,7 @@ from ray.actor import ActorHandle
 
 from actors.calls import actor_class, call
 from actors.handoff import AdapterWeights, KVHandle, Placement
+from actors.vllm_worker import VLLMWorkerActor
 from actors.worker import ModelWorker, WorkerActor, worker_name
 from memos_ray.activation import kvcache
 from memos_ray.config import MemosConfig
@@ -71,8 +72,9 @@ class Scheduler:
         cfg = config.workers
         # Detached, found again by name: a Scheduler restarted (its node lost) keeps the workers that live on,
         # with their caches and adapters, rather than reloading the model on each while it serves again.
+        actor = VLLMWorkerActor if cfg.backend == "vllm" else WorkerActor  # the same calls (actors/vllm_worker.py)
         self.workers: list[ActorHandle] = [
-            WorkerActor.options(  # type: ignore[attr-defined]
+            actor.options(
                 name=worker_name(i),
                 namespace=config.namespace,
                 lifetime="detached",

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memos_ray.types.cube import LifecyclePolicy
+from memos_ray.types.model import Backend
 from memos_ray.types.parametric import AdapterSettings
 
 
@@ -113,6 +114,20 @@ class LLMConfig(_Config):
 
 class WorkersConfig(_Config):
     count: int = Field(1, ge=1, description="model workers the Scheduler starts")
+    backend: Backend = Field(
+        "transformers",
+        description="transformers (the embedded default: one chat at a time, prefix and compose KV, peft adapters) "
+        "or vllm (the [vllm] extra: batched chats, prefix KV through memos-ray's KV connector, multi-LoRA)",
+    )
+    vllm_kv_cache_gb: int = Field(
+        1, ge=1, description="vllm: the engine's paged KV cache, GiB (VLLM_CPU_KVCACHE_SPACE)"
+    )
+    vllm_block_size: int = Field(
+        32, ge=32, multiple_of=32, description="vllm: tokens per KV block (the CPU kernels take multiples of 32)"
+    )
+    vllm_max_loras: int = Field(4, ge=1, le=64, description="vllm: adapters resident in one engine at once")
+    vllm_max_lora_rank: int = Field(16, ge=1, le=64, description="vllm: the largest LoRA rank an engine serves")
+    vllm_max_model_len: int = Field(4096, ge=256, description="vllm: prompt plus answer, in tokens")
     num_cpus: float = Field(0.5, ge=0)
     kv_budget_mb: int = Field(512, ge=1, description="KV caches a worker keeps in memory (LRU; all stay on disk)")
     block_budget_mb: int = Field(256, ge=1, description="memory KV blocks (compose) a worker keeps (LRU)")

@@ -1,0 +1,1 @@
+"""The vLLM backend of the model workers (the ``[vllm]`` extra): the engine and memos-ray's KV connector."""
